@@ -1,0 +1,185 @@
+// The API's contract: the guide's JSON shapes, validation errors, auth. Real store and lifecycle
+// with the stand-in VMM (integration tests repeat the main paths with QEMU).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { buildApi } from './app.ts';
+import { VmManager } from '../vms/manager.ts';
+import { VmStore } from '../vms/store.ts';
+import { ReadinessTracker } from '../vms/readiness.ts';
+import { maxSeatId, parseCidr } from '../network/cidr.ts';
+import { findProcessesUnder, killProcess } from '../hypervisors/process.ts';
+import { MemoryNetwork, StandInDriver } from '../../test/helpers/stand-ins.ts';
+
+async function withApi(token: string | undefined, fn: (app: FastifyInstance) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-api-'));
+  const imagesDir = join(dir, 'images');
+  mkdirSync(imagesDir);
+  for (const f of ['vmlinux', 'initrd.img', 'rootfs.ext4']) writeFileSync(join(imagesDir, f), 'x');
+  const cidr = parseCidr('192.168.100.1/24');
+  const store = new VmStore(join(dir, 'state', 'agent.db'));
+  const log = pino({ level: 'silent' });
+  const manager = new VmManager({
+    store,
+    driver: new StandInDriver(),
+    network: new MemoryNetwork(),
+    log,
+    stateDir: join(dir, 'state'),
+    imagesDir,
+    bridgeName: 'ct-test0',
+    bridgeCidr: cidr,
+    capacity: 3,
+    vmDiskMb: 256,
+    gracefulStopMs: 100,
+  });
+  const probe = async () => ({ terminal: false, files: false });
+  const app = await buildApi({
+    log,
+    agentToken: token,
+    probe,
+    status: {
+      manager,
+      workerId: 'test-worker',
+      capacity: 3,
+      version: '0.0.0-test',
+      hypervisor: { name: 'qemu', acceleration: 'tcg' },
+      bridge: { name: 'ct-test0', address: cidr.address, cidr: cidr.text },
+      startedAt: Date.now(),
+    },
+    vms: {
+      manager,
+      readiness: new ReadinessTracker(manager, probe),
+      maxSeat: maxSeatId(cidr),
+      defaults: { vcpus: 1, memoryMb: 512 },
+      limits: { vcpus: 4, memoryMb: 4096 },
+    },
+  });
+  try {
+    await fn(app);
+  } finally {
+    await app.close();
+    for (const { proc } of await findProcessesUnder(dir)) await killProcess(proc);
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const json = { 'content-type': 'application/json' };
+
+test('health has exactly the guide fields; a VM has its seat address and running status', async () => {
+  await withApi(undefined, async (app) => {
+    const health = await app.inject({ url: '/health' });
+    assert.equal(health.statusCode, 200);
+    const body = health.json();
+    assert.deepEqual(Object.keys(body).sort(), ['capacity', 'status', 'uptime_seconds', 'vm_count', 'worker_id']);
+    assert.equal(body.status, 'healthy');
+    assert.equal(body.worker_id, 'test-worker');
+
+    const created = await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'my-test', seat_id: 1 } });
+    assert.equal(created.statusCode, 201);
+    const vm = created.json();
+    assert.equal(vm.workshop_id, 'my-test');
+    assert.equal(vm.seat_id, 1);
+    assert.equal(vm.ip, '192.168.100.11');
+    assert.equal(vm.status, 'running');
+    assert.equal(vm.mac, '06:00:c0:a8:64:0b');
+    assert.equal(vm.vcpus, 1);
+    assert.equal(vm.memory_mb, 512);
+    assert.ok(Date.parse(vm.created_at) > 0);
+    assert.equal(vm.ready, false);
+
+    assert.equal((await app.inject({ url: '/health' })).json().vm_count, 1);
+    const list = (await app.inject({ url: '/vms?workshop_id=my-test' })).json();
+    assert.deepEqual(list.vms.map((v: { seat_id: number }) => v.seat_id), [1]);
+    assert.deepEqual((await app.inject({ url: '/vms?workshop_id=other' })).json(), { vms: [] });
+    assert.equal((await app.inject({ url: '/vms/my-test/1' })).json().ip, '192.168.100.11');
+
+    const proxyHealth = await app.inject({ url: '/proxy/my-test/1/health' });
+    assert.deepEqual(proxyHealth.json(), {
+      workshop_id: 'my-test',
+      seat_id: 1,
+      vm_ip: '192.168.100.11',
+      status: 'unhealthy',
+      terminal: false,
+      files: false,
+    });
+    const info = (await app.inject({ url: '/info' })).json();
+    assert.equal(info.available_slots, 2);
+    assert.equal(info.hypervisor, 'qemu');
+    assert.equal(info.bridge_ip, '192.168.100.1');
+
+    assert.equal((await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'my-test', seat_id: 1 } })).json().code, 'vm_exists');
+    assert.equal((await app.inject({ method: 'DELETE', url: '/vms/my-test/1' })).statusCode, 204);
+    const gone = await app.inject({ url: '/vms/my-test/1' });
+    assert.equal(gone.statusCode, 404);
+    assert.equal(gone.json().code, 'vm_not_found');
+    assert.equal((await app.inject({ url: '/proxy/my-test/1/health' })).statusCode, 404);
+    assert.equal((await app.inject({ method: 'DELETE', url: '/vms/my-test/1' })).statusCode, 404);
+  });
+});
+
+test('bad input gets 400 with a code naming the problem, and changes nothing', async () => {
+  await withApi(undefined, async (app) => {
+    const cases: [unknown, number, string][] = [
+      ['{"workshop_id": ', 400, 'invalid_json'],
+      [{ seat_id: 1 }, 400, 'missing_field'],
+      [{ workshop_id: 'ws' }, 400, 'missing_field'],
+      [{ workshop_id: 'Bad_Name', seat_id: 1 }, 400, 'invalid_field'],
+      [{ workshop_id: '-leading', seat_id: 1 }, 400, 'invalid_field'],
+      [{ workshop_id: 'a'.repeat(64), seat_id: 1 }, 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: 0 }, 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: 245 }, 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: '1' }, 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: 1.5 }, 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: 1, vcpus: 64 }, 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: 1, memory_mb: 10 }, 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: 1, colour: 'red' }, 400, 'invalid_field'],
+      [[1, 2], 400, 'invalid_field'],
+      [{ workshop_id: 'ws', seat_id: 1, pad: 'x'.repeat(20_000) }, 413, 'body_too_large'],
+    ];
+    for (const [payload, status, code] of cases) {
+      const res = await app.inject({ method: 'POST', url: '/vms', headers: json, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+      assert.equal(res.statusCode, status, `${JSON.stringify(payload).slice(0, 60)} -> ${res.body}`);
+      assert.equal(res.json().code, code, JSON.stringify(payload).slice(0, 60));
+      assert.equal(typeof res.json().error, 'string');
+    }
+    for (const url of ['/vms/ws/0', '/vms/ws/abc', '/vms/ws/999999', '/vms/UPPER/1', '/vms/ws/-1']) {
+      const res = await app.inject({ url });
+      assert.equal(res.statusCode, 400, url);
+      assert.equal(res.json().code, 'invalid_field', url);
+    }
+    assert.equal((await app.inject({ url: '/health' })).json().vm_count, 0);
+  });
+});
+
+test('at capacity a create gets 503 at_capacity', async () => {
+  await withApi(undefined, async (app) => {
+    for (const seat of [1, 2, 3]) {
+      assert.equal((await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: seat } })).statusCode, 201);
+    }
+    const res = await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: 4 } });
+    assert.equal(res.statusCode, 503);
+    assert.equal(res.json().code, 'at_capacity');
+  });
+});
+
+test('with AGENT_TOKEN every endpoint but /health needs the bearer token', async () => {
+  await withApi('secret123', async (app) => {
+    assert.equal((await app.inject({ url: '/health' })).statusCode, 200);
+    for (const url of ['/info', '/vms', '/vms/ws/1', '/proxy/ws/1/health', '/proxy/ws/1/files/x']) {
+      const res = await app.inject({ url });
+      assert.equal(res.statusCode, 401, url);
+      assert.equal(res.json().code, 'unauthorized');
+      assert.equal((await app.inject({ url, headers: { authorization: 'Bearer wrong-token' } })).statusCode, 401, url);
+    }
+    const ok = await app.inject({ url: '/vms', headers: { authorization: 'Bearer secret123' } });
+    assert.equal(ok.statusCode, 200);
+    const create = await app.inject({ method: 'POST', url: '/vms', headers: { ...json }, payload: { workshop_id: 'ws', seat_id: 1 } });
+    assert.equal(create.statusCode, 401);
+    assert.equal((await app.inject({ url: '/health' })).json().vm_count, 0);
+  });
+});

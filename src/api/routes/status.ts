@@ -1,0 +1,45 @@
+// /health (never authenticated) and /info.
+import type { FastifyInstance } from 'fastify';
+import type { HypervisorInfo } from '../../hypervisors/driver.ts';
+import type { VmManager } from '../../vms/manager.ts';
+
+export interface StatusRoutesOptions {
+  readonly manager: VmManager;
+  readonly workerId: string;
+  readonly capacity: number;
+  readonly version: string;
+  readonly hypervisor: HypervisorInfo;
+  readonly bridge: { readonly name: string; readonly address: string; readonly cidr: string };
+  readonly startedAt: number;
+}
+
+export async function statusRoutes(app: FastifyInstance, o: StatusRoutesOptions): Promise<void> {
+  const uptime = (): number => Math.floor((Date.now() - o.startedAt) / 1000);
+
+  app.get('/health', async () => ({
+    status: 'healthy',
+    worker_id: o.workerId,
+    vm_count: o.manager.count(),
+    capacity: o.capacity,
+    uptime_seconds: uptime(),
+  }));
+
+  app.get('/info', async () => {
+    const vms = o.manager.list();
+    return {
+      worker_id: o.workerId,
+      version: o.version,
+      hypervisor: o.hypervisor.name,
+      acceleration: o.hypervisor.acceleration,
+      kvm: o.hypervisor.acceleration === 'kvm',
+      capacity: o.capacity,
+      vm_count: vms.length,
+      available_slots: Math.max(0, o.capacity - vms.length),
+      vms: vms.map((vm) => ({ workshop_id: vm.workshopId, seat_id: vm.seatId, ip: vm.ip, status: vm.status })),
+      bridge: o.bridge.name,
+      bridge_ip: o.bridge.address,
+      bridge_cidr: o.bridge.cidr,
+      uptime_seconds: uptime(),
+    };
+  });
+}

@@ -1,0 +1,88 @@
+// /vms: create, list, inspect, delete VMs, and read a guest's console.
+import type { FastifyInstance } from 'fastify';
+import { ApiError } from '../errors.ts';
+import { createVmBodySchema, listQuerySchema, logsQuerySchema, vmJson, vmParamsSchema, type CreateVmBody } from '../schemas.ts';
+import type { VmManager } from '../../vms/manager.ts';
+import type { ReadinessTracker } from '../../vms/readiness.ts';
+
+export interface VmRoutesOptions {
+  readonly manager: VmManager;
+  readonly readiness: ReadinessTracker;
+  readonly maxSeat: number;
+  readonly defaults: { readonly vcpus: number; readonly memoryMb: number };
+  readonly limits: { readonly vcpus: number; readonly memoryMb: number };
+}
+
+export interface VmParams {
+  workshopID: string;
+  seatID: string;
+}
+
+export function seatFromParam(text: string, maxSeat: number): number {
+  const seat = Number(text);
+  if (!Number.isInteger(seat) || seat < 1 || seat > maxSeat) {
+    throw new ApiError(400, 'invalid_field', `seatID must be an integer from 1 to ${maxSeat}`);
+  }
+  return seat;
+}
+
+const LOGS_DEFAULT_BYTES = 64 * 1024;
+const LOGS_MAX_BYTES = 1024 * 1024;
+const BODY_LIMIT = 16 * 1024;
+
+export async function vmRoutes(app: FastifyInstance, o: VmRoutesOptions): Promise<void> {
+  const params = vmParamsSchema();
+
+  app.get<{ Querystring: { workshop_id?: string } }>('/vms', { schema: { querystring: listQuerySchema } }, async (request) => {
+    return { vms: o.manager.list(request.query.workshop_id).map(vmJson) };
+  });
+
+  app.post<{ Body: CreateVmBody }>(
+    '/vms',
+    { bodyLimit: BODY_LIMIT, schema: { body: createVmBodySchema(o.maxSeat, o.limits.vcpus, o.limits.memoryMb) } },
+    async (request, reply) => {
+      const body = request.body;
+      const vm = await o.manager.create({
+        workshopId: body.workshop_id,
+        seatId: body.seat_id,
+        vcpus: body.vcpus ?? o.defaults.vcpus,
+        memoryMb: body.memory_mb ?? o.defaults.memoryMb,
+      });
+      if (body.wait !== 'ready') return reply.code(201).send(vmJson(vm));
+      try {
+        const ready = await o.readiness.waitReady(vm.workshopId, vm.seatId, (body.wait_timeout_s ?? 120) * 1000);
+        return reply.code(201).send(vmJson(ready));
+      } catch (error) {
+        const console = await o.manager.consoleTail(vm.workshopId, vm.seatId, 4096);
+        return reply.code(504).send({
+          error: (error as Error).message,
+          code: 'not_ready',
+          vm: vmJson(o.manager.get(vm.workshopId, vm.seatId)),
+          console: console.split('\n').slice(-30).join('\n'),
+        });
+      }
+    },
+  );
+
+  app.get<{ Params: VmParams }>('/vms/:workshopID/:seatID', { schema: { params } }, async (request) => {
+    const seat = seatFromParam(request.params.seatID, o.maxSeat);
+    return vmJson(o.manager.get(request.params.workshopID, seat));
+  });
+
+  app.delete<{ Params: VmParams }>('/vms/:workshopID/:seatID', { schema: { params } }, async (request, reply) => {
+    const seat = seatFromParam(request.params.seatID, o.maxSeat);
+    await o.manager.delete(request.params.workshopID, seat);
+    return reply.code(204).send();
+  });
+
+  app.get<{ Params: VmParams; Querystring: { bytes?: string } }>(
+    '/vms/:workshopID/:seatID/logs',
+    { schema: { params, querystring: logsQuerySchema } },
+    async (request, reply) => {
+      const seat = seatFromParam(request.params.seatID, o.maxSeat);
+      const bytes = Math.min(Number(request.query.bytes ?? LOGS_DEFAULT_BYTES), LOGS_MAX_BYTES);
+      const text = await o.manager.consoleTail(request.params.workshopID, seat, bytes);
+      return reply.type('text/plain; charset=utf-8').send(text);
+    },
+  );
+}

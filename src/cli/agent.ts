@@ -1,0 +1,110 @@
+// Composition root of the agent: configuration in, a listening API with reconciled VMs out.
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import type { AgentConfig } from '../config/config.ts';
+import { createLogger } from '../shared/logger.ts';
+import { VmStore } from '../vms/store.ts';
+import { VmManager } from '../vms/manager.ts';
+import { ReadinessTracker } from '../vms/readiness.ts';
+import { buildApi } from '../api/app.ts';
+import { maxSeatId } from '../network/cidr.ts';
+import { ensureBridge, ensureTap, deleteTap, listTaps } from '../network/links.ts';
+import { ensureNat } from '../network/nat.ts';
+import { probeGuest } from '../proxy/guest.ts';
+import { selectDriver } from '../hypervisors/select.ts';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
+  .version;
+
+const WATCH_INTERVAL_MS = 5_000;
+const READINESS_INTERVAL_MS = 1_000;
+
+export interface RunningAgent {
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
+  const log = createLogger(config.logLevel);
+  const startedAt = Date.now();
+  const driver = await selectDriver(config, log);
+  log.info({ hypervisor: driver.info.name, acceleration: driver.info.acceleration }, 'hypervisor selected');
+
+  await ensureBridge(config.bridgeName, config.bridgeCidr);
+  const nat = await ensureNat(config.bridgeCidr, config.bridgeName).catch((error: unknown) => ({
+    applied: false as const,
+    reason: `nftables failed: ${(error as Error).message}`,
+  }));
+  if (nat.applied) log.info({ uplink: nat.uplink }, 'NAT enabled for the VM subnet');
+  else log.warn(`NAT skipped: ${nat.reason}`);
+
+  const store = new VmStore(join(config.stateDir, 'agent.db'));
+  const manager = new VmManager({
+    store,
+    driver,
+    network: { ensureBridge, ensureTap, deleteTap, listTaps },
+    log,
+    stateDir: config.stateDir,
+    imagesDir: config.imagesDir,
+    bridgeName: config.bridgeName,
+    bridgeCidr: config.bridgeCidr,
+    capacity: config.capacity,
+    vmDiskMb: config.vmDiskMb,
+  });
+  await manager.reconcile();
+  log.info({ vms: manager.count() }, 'state reconciled');
+
+  const probe = (ip: string) => probeGuest(ip, 1000);
+  const readiness = new ReadinessTracker(manager, probe);
+  const app = await buildApi({
+    log,
+    agentToken: config.agentToken,
+    probe,
+    status: {
+      manager,
+      workerId: config.workerId,
+      capacity: config.capacity,
+      version: VERSION,
+      hypervisor: driver.info,
+      bridge: { name: config.bridgeName, address: config.bridgeCidr.address, cidr: config.bridgeCidr.text },
+      startedAt,
+    },
+    vms: {
+      manager,
+      readiness,
+      maxSeat: maxSeatId(config.bridgeCidr),
+      defaults: { vcpus: config.vmVcpus, memoryMb: config.vmMemoryMb },
+      limits: { vcpus: config.vmMaxVcpus, memoryMb: config.vmMaxMemoryMb },
+    },
+  });
+
+  const timers = [
+    repeat(WATCH_INTERVAL_MS, () => manager.watch(), (e) => log.error({ err: e }, 'watchdog pass failed')),
+    repeat(READINESS_INTERVAL_MS, () => readiness.sweep(), (e) => log.error({ err: e }, 'readiness pass failed')),
+  ];
+  const url = await app.listen({ port: config.port, host: config.host });
+  log.info({ url, worker_id: config.workerId }, 'agent listening');
+
+  return {
+    url,
+    async stop() {
+      timers.forEach((stop) => stop());
+      await app.close();
+      store.close();
+    },
+  };
+}
+
+/** Runs `task` every `ms`, never two at once. */
+function repeat(ms: number, task: () => Promise<void>, onError: (error: unknown) => void): () => void {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    task()
+      .catch(onError)
+      .finally(() => (running = false));
+  }, ms);
+  timer.unref();
+  return () => clearInterval(timer);
+}

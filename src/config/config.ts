@@ -1,0 +1,168 @@
+// Agent configuration: environment variables, each overridable by a matching --flag.
+// A bad value stops start-up with one line naming the variable.
+import { hostname } from 'node:os';
+import { parseCidr, type Cidr } from '../network/cidr.ts';
+
+export interface AgentConfig {
+  readonly port: number;
+  readonly host: string;
+  readonly agentToken: string | undefined;
+  readonly workerId: string;
+  readonly capacity: number;
+  readonly imagesDir: string;
+  readonly stateDir: string;
+  readonly bridgeName: string;
+  readonly bridgeCidr: Cidr;
+  readonly hypervisor: 'auto' | 'firecracker' | 'qemu';
+  readonly firecrackerBin: string;
+  readonly qemuBin: string;
+  readonly vmVcpus: number;
+  readonly vmMemoryMb: number;
+  readonly vmMaxVcpus: number;
+  readonly vmMaxMemoryMb: number;
+  readonly vmDiskMb: number;
+  readonly logLevel: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+interface Setting {
+  readonly env: string;
+  readonly flag: string;
+  readonly help: string;
+  readonly fallback: () => string | undefined;
+}
+
+export const SETTINGS = {
+  port: { env: 'PORT', flag: '--port', help: 'TCP port of the REST API', fallback: () => '9090' },
+  host: { env: 'HOST', flag: '--host', help: 'address to bind (non-loopback needs AGENT_TOKEN)', fallback: () => '127.0.0.1' },
+  agentToken: { env: 'AGENT_TOKEN', flag: '--agent-token', help: 'bearer token required by every endpoint but /health', fallback: () => undefined },
+  workerId: { env: 'WORKER_ID', flag: '--worker-id', help: 'name reported by /health and /info', fallback: () => hostname() },
+  capacity: { env: 'CAPACITY', flag: '--capacity', help: 'most VMs this worker runs at once', fallback: () => '50' },
+  imagesDir: { env: 'IMAGES_DIR', flag: '--images-dir', help: 'kernel, initrd and base rootfs', fallback: () => '/var/lib/clarateach/images' },
+  stateDir: { env: 'STATE_DIR', flag: '--state-dir', help: 'SQLite store, per-VM disks, sockets and logs', fallback: () => '/var/lib/clarateach/state' },
+  bridgeName: { env: 'BRIDGE_NAME', flag: '--bridge-name', help: 'Linux bridge the VMs are attached to', fallback: () => 'clarateach0' },
+  bridgeCidr: { env: 'BRIDGE_CIDR', flag: '--bridge-cidr', help: 'bridge address and VM subnet', fallback: () => '192.168.100.1/24' },
+  hypervisor: { env: 'HYPERVISOR', flag: '--hypervisor', help: 'auto | firecracker | qemu', fallback: () => 'auto' },
+  firecrackerBin: { env: 'FIRECRACKER_BIN', flag: '--firecracker-bin', help: 'path of the firecracker binary', fallback: () => 'firecracker' },
+  qemuBin: { env: 'QEMU_BIN', flag: '--qemu-bin', help: 'path of qemu-system-x86_64', fallback: () => 'qemu-system-x86_64' },
+  vmVcpus: { env: 'VM_VCPUS', flag: '--vm-vcpus', help: 'default vCPUs per VM', fallback: () => '1' },
+  vmMemoryMb: { env: 'VM_MEMORY_MB', flag: '--vm-memory-mb', help: 'default memory per VM (MiB)', fallback: () => '512' },
+  vmMaxVcpus: { env: 'VM_MAX_VCPUS', flag: '--vm-max-vcpus', help: 'largest vcpus a create may ask for', fallback: () => '8' },
+  vmMaxMemoryMb: { env: 'VM_MAX_MEMORY_MB', flag: '--vm-max-memory-mb', help: 'largest memory_mb a create may ask for', fallback: () => '8192' },
+  vmDiskMb: { env: 'VM_DISK_MB', flag: '--vm-disk-mb', help: "size of each VM's writable layer (sparse, MiB)", fallback: () => '10240' },
+  logLevel: { env: 'LOG_LEVEL', flag: '--log-level', help: 'pino log level', fallback: () => 'info' },
+} as const satisfies Record<keyof AgentConfig, Setting>;
+
+type Source = (setting: Setting) => string | undefined;
+
+function integer(setting: Setting, raw: string, min: number, max: number): number {
+  if (!/^\d+$/.test(raw)) throw new ConfigError(setting.env, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(setting.env, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Reads the configuration from flags (`--port 1234` or `--port=1234`) over environment variables. */
+export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = []): AgentConfig {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    if (!arg.startsWith('--')) throw new ConfigError('arguments', `unexpected argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    if (eq > 0) {
+      flags.set(arg.slice(0, eq), arg.slice(eq + 1));
+      continue;
+    }
+    const value = argv[i + 1];
+    if (value === undefined) throw new ConfigError(arg, 'needs a value');
+    flags.set(arg, value);
+    i++;
+  }
+  const known = new Set<string>(Object.values(SETTINGS).map((s) => s.flag));
+  for (const flag of flags.keys()) {
+    if (!known.has(flag)) throw new ConfigError(flag, 'unknown flag (see `clarateach agent --help`)');
+  }
+  const source: Source = (s) => {
+    const value = flags.get(s.flag) ?? env[s.env];
+    return value === undefined || value === '' ? s.fallback() : value;
+  };
+  const text = (s: Setting): string => {
+    const value = source(s);
+    if (value === undefined) throw new ConfigError(s.env, 'is required');
+    return value;
+  };
+
+  const agentToken = source(SETTINGS.agentToken);
+  if (agentToken !== undefined && agentToken.length < 8) {
+    throw new ConfigError('AGENT_TOKEN', 'must be at least 8 characters');
+  }
+  const host = text(SETTINGS.host);
+  if (agentToken === undefined && !isLoopback(host)) {
+    throw new ConfigError('HOST', `"${host}" is not a loopback address; set AGENT_TOKEN to expose the agent`);
+  }
+  const hypervisor = text(SETTINGS.hypervisor);
+  if (hypervisor !== 'auto' && hypervisor !== 'firecracker' && hypervisor !== 'qemu') {
+    throw new ConfigError('HYPERVISOR', `must be auto, firecracker or qemu, got "${hypervisor}"`);
+  }
+  const bridgeName = text(SETTINGS.bridgeName);
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridgeName)) {
+    throw new ConfigError('BRIDGE_NAME', 'must be 1-15 characters of letters, digits, "_", "-" or "."');
+  }
+  let bridgeCidr: Cidr;
+  try {
+    bridgeCidr = parseCidr(text(SETTINGS.bridgeCidr));
+  } catch (error) {
+    throw new ConfigError('BRIDGE_CIDR', (error as Error).message);
+  }
+  if (bridgeCidr.prefix > 27) throw new ConfigError('BRIDGE_CIDR', 'the subnet must be /27 or larger');
+  const vmMaxVcpus = integer(SETTINGS.vmMaxVcpus, text(SETTINGS.vmMaxVcpus), 1, 64);
+  const vmMaxMemoryMb = integer(SETTINGS.vmMaxMemoryMb, text(SETTINGS.vmMaxMemoryMb), 128, 1_048_576);
+  const workerId = text(SETTINGS.workerId);
+  if (!/^[\w.-]{1,128}$/.test(workerId)) throw new ConfigError('WORKER_ID', 'must be 1-128 of letters, digits, "_", "-" or "."');
+  const dir = (s: Setting): string => {
+    const value = text(s);
+    if (!value.startsWith('/')) throw new ConfigError(s.env, `must be an absolute path, got "${value}"`);
+    return value.replace(/\/+$/, '') || '/';
+  };
+  const stateDir = dir(SETTINGS.stateDir);
+  // VMM sockets live at STATE_DIR/vms/<10-char name>/<socket>; a unix socket path has 107 bytes.
+  if (`${stateDir}/vms/ct00000000/firecracker.sock`.length > 107) {
+    throw new ConfigError('STATE_DIR', 'is too long for unix socket paths below it (keep it under 70 characters)');
+  }
+  return {
+    port: integer(SETTINGS.port, text(SETTINGS.port), 1, 65535),
+    host,
+    agentToken,
+    workerId,
+    capacity: integer(SETTINGS.capacity, text(SETTINGS.capacity), 1, 10_000),
+    imagesDir: dir(SETTINGS.imagesDir),
+    stateDir,
+    bridgeName,
+    bridgeCidr,
+    hypervisor,
+    firecrackerBin: text(SETTINGS.firecrackerBin),
+    qemuBin: text(SETTINGS.qemuBin),
+    vmVcpus: integer(SETTINGS.vmVcpus, text(SETTINGS.vmVcpus), 1, vmMaxVcpus),
+    vmMemoryMb: integer(SETTINGS.vmMemoryMb, text(SETTINGS.vmMemoryMb), 128, vmMaxMemoryMb),
+    vmMaxVcpus,
+    vmMaxMemoryMb,
+    vmDiskMb: integer(SETTINGS.vmDiskMb, text(SETTINGS.vmDiskMb), 256, 1_048_576),
+    logLevel: text(SETTINGS.logLevel),
+  };
+}
+
+export function configHelp(): string {
+  return Object.values(SETTINGS)
+    .map((s) => `  ${s.flag.padEnd(22)} ${s.env.padEnd(18)} ${s.help} (default: ${s.fallback() ?? 'unset'})`)
+    .join('\n');
+}

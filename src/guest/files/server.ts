@@ -1,0 +1,400 @@
+// File service: the learner's workspace over HTTP, confined to the workspace (see paths.ts).
+//
+//   GET    /health                      {"status":"ok","service":"files"}
+//   GET    /files/{path}                directory -> JSON listing; file -> bytes (Range, ETag, HEAD)
+//   PUT    /files/{path}                raw body -> file (temp + fsync + rename); 201 created / 200 replaced
+//   POST   /files/{path}                {"action":"mkdir"} | {"action":"move","to":"/x","overwrite"?:bool}
+//   DELETE /files/{path}[?recursive=true]
+import type { Stats } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
+import { lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { FilesConfig } from '../shared/config.ts';
+import { sendJson, splitTarget } from '../shared/http.ts';
+import type { Logger } from '../shared/log.ts';
+import { describeError } from '../shared/log.ts';
+import { HttpError, errnoOf, forbidden, fromFsError, invalid, tooLarge } from './errors.ts';
+import { contentTypeFor } from './mime.ts';
+import { Workspace, logicalPath, parseRequestPath, parseWorkspacePath } from './paths.ts';
+import { parseRange } from './range.ts';
+import { UploadAbortedError, writeUpload } from './upload.ts';
+
+const MAX_JSON_BODY = 64 * 1024;
+/** After rejecting an upload, keep discarding its body this long so the client can read the response, then hang up. */
+const DISCARD_LINGER_MS = 2000;
+const ALLOW = 'GET, HEAD, PUT, POST, DELETE';
+
+export type EntryType = 'file' | 'directory' | 'symlink';
+
+export interface Entry {
+  readonly name: string;
+  readonly path: string;
+  readonly type: EntryType;
+  readonly size: number;
+  readonly modified_at: string;
+}
+
+export interface FilesServerOptions {
+  readonly config: FilesConfig;
+  readonly logger: Logger;
+}
+
+export interface RunningServer {
+  readonly server: http.Server;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+function entryOf(segments: readonly string[], st: Stats): Entry {
+  const type: EntryType = st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file';
+  return {
+    name: segments[segments.length - 1] ?? '',
+    path: logicalPath(segments),
+    type,
+    size: st.size,
+    modified_at: st.mtime.toISOString(),
+  };
+}
+
+function etagOf(st: Stats): string {
+  return `"${st.ino.toString(16)}-${st.size.toString(16)}-${Math.round(st.mtimeMs * 1000).toString(16)}"`;
+}
+
+function etagMatches(header: string, etag: string): boolean {
+  return header
+    .split(',')
+    .map((t) => t.trim().replace(/^W\//, ''))
+    .some((t) => t === '*' || t === etag);
+}
+
+/** If-Range: the Range applies only when the validator still matches the current file. */
+function ifRangeAllows(header: string | undefined, etag: string, st: Stats): boolean {
+  if (header === undefined) return true;
+  const value = header.trim();
+  if (value.startsWith('"') || value.startsWith('W/')) return value === etag;
+  const date = Date.parse(value);
+  return !Number.isNaN(date) && Math.floor(st.mtimeMs / 1000) * 1000 <= date;
+}
+
+function compareEntries(a: Entry, b: Entry): number {
+  const ad = a.type === 'directory' ? 0 : 1;
+  const bd = b.type === 'directory' ? 0 : 1;
+  if (ad !== bd) return ad - bd;
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_JSON_BODY) throw new HttpError(413, 'too_large', `JSON body exceeds ${MAX_JSON_BODY} bytes`);
+    chunks.push(chunk);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw invalid('body must be a JSON object');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('body must be a JSON object');
+  return value as Record<string, unknown>;
+}
+
+function singleHeader(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function declaredLength(req: IncomingMessage): number | undefined {
+  const header = req.headers['content-length'];
+  if (header === undefined) return undefined;
+  const n = Number(header);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+export async function startFilesServer(opts: FilesServerOptions): Promise<RunningServer> {
+  const { config, logger } = opts;
+  const workspace = await Workspace.open(config.workspaceDir);
+  const max = config.maxUploadBytes;
+
+  async function list(res: ServerResponse, segments: readonly string[], dir: string): Promise<void> {
+    const dirents = await readdir(dir);
+    const entries = (
+      await Promise.all(
+        dirents.map(async (name) => {
+          const st = await lstat(path.join(dir, name)).catch(() => null); // vanished meanwhile
+          return st === null ? null : entryOf([...segments, name], st);
+        }),
+      )
+    ).filter((e): e is Entry => e !== null);
+    entries.sort(compareEntries);
+    sendJson(res, 200, { path: logicalPath(segments), entries });
+  }
+
+  async function getOrHead(req: IncomingMessage, res: ServerResponse, segments: readonly string[]): Promise<void> {
+    const real = await workspace.resolveThrough(segments);
+    // O_NONBLOCK: opening a FIFO must not hang the request; no effect on regular files.
+    const fh: FileHandle = await open(real, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK).catch((err: unknown) => {
+      // reading below a regular file is simply "not found" (writes report not_a_directory)
+      if (errnoOf(err) === 'ENOTDIR') throw new HttpError(404, 'not_found', `${logicalPath(segments)} does not exist`);
+      throw err;
+    });
+    let handedOff = false;
+    try {
+      const st = await fh.stat();
+      if (st.isDirectory()) {
+        await list(res, segments, real);
+        return;
+      }
+      if (!st.isFile()) throw invalid('not a regular file');
+
+      const etag = etagOf(st);
+      const headers: Record<string, string> = {
+        'Content-Type': contentTypeFor(path.basename(real)),
+        'Last-Modified': st.mtime.toUTCString(),
+        ETag: etag,
+        'Accept-Ranges': 'bytes',
+        'Cache-Control': 'no-cache',
+        'X-Content-Type-Options': 'nosniff',
+        // learner-written HTML must not run scripts in the app's origin if opened directly
+        'Content-Security-Policy': 'sandbox',
+      };
+      const inm = req.headers['if-none-match'];
+      if (inm !== undefined && etagMatches(inm, etag)) {
+        res.writeHead(304, headers);
+        res.end();
+        return;
+      }
+      let start = 0;
+      let end = st.size - 1;
+      let status = 200;
+      const range = ifRangeAllows(singleHeader(req, 'if-range'), etag, st) ? parseRange(req.headers.range, st.size) : { kind: 'none' as const };
+      if (range.kind === 'unsatisfiable') {
+        sendJson(res, 416, { error: 'range not satisfiable', code: 'range_not_satisfiable' }, { 'Content-Range': `bytes */${st.size}` });
+        return;
+      }
+      if (range.kind === 'range') {
+        ({ start, end } = range);
+        status = 206;
+        headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`;
+      }
+      headers['Content-Length'] = String(end - start + 1);
+      res.writeHead(status, headers);
+      if (req.method === 'HEAD' || end < start) {
+        res.end();
+        return;
+      }
+      handedOff = true;
+      // Streams exactly the announced bytes even if the file grows meanwhile; closes the handle itself.
+      await pipeline(fh.createReadStream({ start, end }), res).catch((err: unknown) => {
+        logger.info('download_interrupted', { path: logicalPath(segments), ...describeError(err) });
+      });
+    } finally {
+      if (!handedOff) await fh.close().catch(() => {});
+    }
+  }
+
+  async function put(req: IncomingMessage, res: ServerResponse, segments: readonly string[]): Promise<void> {
+    const declared = declaredLength(req);
+    if (declared !== undefined && declared > max) throw tooLarge(max);
+    if (segments.length === 0) throw new HttpError(409, 'exists', 'the workspace root is a directory');
+    const target = await workspace.resolveThrough(segments);
+    const result = await writeUpload(req, workspace, target, max);
+    logger.info('file_written', { path: logicalPath(segments), bytes: result.bytes, created: result.created });
+    sendJson(res, result.created ? 201 : 200, entryOf(segments, result.stats));
+  }
+
+  async function post(req: IncomingMessage, res: ServerResponse, segments: readonly string[]): Promise<void> {
+    const body = await readJsonBody(req);
+    if (body.action === 'mkdir') {
+      const target = await workspace.resolveThrough(segments);
+      let created: string | undefined;
+      try {
+        created = await mkdir(target, { recursive: true });
+      } catch (err) {
+        if (errnoOf(err) === 'EEXIST') throw new HttpError(409, 'exists', `${logicalPath(segments)} exists and is not a directory`);
+        throw err;
+      }
+      const st = await stat(target);
+      if (!st.isDirectory()) throw new HttpError(409, 'exists', `${logicalPath(segments)} exists and is not a directory`);
+      sendJson(res, created === undefined ? 200 : 201, entryOf(segments, st));
+      return;
+    }
+    if (body.action === 'move') {
+      if (typeof body.to !== 'string' || body.to === '') throw invalid('move needs a string "to"');
+      if (body.overwrite !== undefined && typeof body.overwrite !== 'boolean') throw invalid('"overwrite" must be a boolean');
+      const toSegments = parseWorkspacePath(body.to);
+      if (segments.length === 0) throw forbidden('the workspace root cannot be moved');
+      if (toSegments.length === 0) throw forbidden('cannot move onto the workspace root');
+      const source = await workspace.resolveEntry(segments);
+      const dest = await workspace.resolveEntry(toSegments);
+      const sourceStats = await lstat(source);
+      if (dest === source) {
+        sendJson(res, 200, entryOf(toSegments, sourceStats));
+        return;
+      }
+      if (sourceStats.isDirectory() && dest.startsWith(source + path.sep)) throw invalid('cannot move a directory into itself');
+      const destStats = await lstat(dest).catch(() => null);
+      if (destStats !== null && body.overwrite !== true) {
+        throw new HttpError(409, 'exists', `${logicalPath(toSegments)} already exists (set "overwrite": true to replace it)`);
+      }
+      const destDir = path.dirname(dest);
+      try {
+        await mkdir(destDir, { recursive: true });
+      } catch (err) {
+        if (errnoOf(err) === 'EEXIST') throw new HttpError(409, 'not_a_directory', 'a component of "to" is not a directory');
+        throw err;
+      }
+      await workspace.verifyDirectory(destDir);
+      try {
+        await rename(source, dest);
+      } catch (err) {
+        const code = errnoOf(err);
+        if (code === 'ENOTDIR' || code === 'EISDIR') throw new HttpError(409, 'exists', `${logicalPath(toSegments)} exists with a different type`);
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new HttpError(409, 'directory_not_empty', `${logicalPath(toSegments)} is a directory that is not empty`);
+        throw err;
+      }
+      logger.info('entry_moved', { from: logicalPath(segments), to: logicalPath(toSegments) });
+      sendJson(res, 200, entryOf(toSegments, await lstat(dest)));
+      return;
+    }
+    throw invalid(`unknown action ${JSON.stringify(typeof body.action === 'string' ? body.action : null)}; expected "mkdir" or "move"`);
+  }
+
+  async function del(res: ServerResponse, segments: readonly string[], query: URLSearchParams): Promise<void> {
+    if (segments.length === 0) throw forbidden('the workspace root cannot be deleted');
+    const target = await workspace.resolveEntry(segments);
+    const st = await lstat(target);
+    if (st.isDirectory()) {
+      const recursive = query.get('recursive');
+      if (recursive === 'true' || recursive === '1') {
+        await rm(target, { recursive: true });
+      } else {
+        try {
+          await rmdir(target);
+        } catch (err) {
+          if (errnoOf(err) === 'EEXIST' || errnoOf(err) === 'ENOTEMPTY') {
+            throw new HttpError(409, 'directory_not_empty', `${logicalPath(segments)} is not empty (use ?recursive=true)`);
+          }
+          throw err;
+        }
+      }
+    } else {
+      await unlink(target); // a symlink is removed itself, never its target
+    }
+    logger.info('entry_deleted', { path: logicalPath(segments), type: entryOf(segments, st).type });
+    res.writeHead(204, { 'Cache-Control': 'no-store' });
+    res.end();
+  }
+
+  /** Answers an upload we will not store, and discards (briefly) the rest of its body so the client can read the answer. */
+  function discardBody(req: IncomingMessage): void {
+    if (req.complete || req.destroyed) return;
+    const timer = setTimeout(() => req.socket.destroy(), DISCARD_LINGER_MS);
+    timer.unref();
+    req.once('end', () => clearTimeout(timer));
+    req.once('close', () => clearTimeout(timer));
+    req.resume();
+  }
+
+  function fail(req: IncomingMessage, res: ServerResponse, logical: string, err: unknown): void {
+    if (err instanceof UploadAbortedError) {
+      logger.info('upload_aborted', { path: logical });
+      res.destroy();
+      return;
+    }
+    let httpError = fromFsError(err, logical);
+    if (httpError === undefined) {
+      logger.error('internal_error', { method: req.method, path: logical, ...describeError(err) });
+      httpError = new HttpError(500, 'internal', 'internal error');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (req.method === 'PUT' || req.method === 'POST') discardBody(req);
+    sendJson(res, httpError.status, { error: httpError.message, code: httpError.code });
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse, ctx: { logical: string }): Promise<void> {
+    const { rawPath, query } = splitTarget(req.url);
+    if (rawPath === '/health') {
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'method not allowed');
+      sendJson(res, 200, { status: 'ok', service: 'files' });
+      return;
+    }
+    if (rawPath !== '/files' && !rawPath.startsWith('/files/')) throw new HttpError(404, 'not_found', 'no such route');
+    const segments = parseRequestPath(rawPath.slice('/files/'.length));
+    ctx.logical = logicalPath(segments);
+    switch (req.method) {
+      case 'GET':
+      case 'HEAD':
+        return getOrHead(req, res, segments);
+      case 'PUT':
+        return put(req, res, segments);
+      case 'POST':
+        return post(req, res, segments);
+      case 'DELETE':
+        return del(res, segments, query);
+      default:
+        res.setHeader('Allow', ALLOW);
+        throw new HttpError(405, 'method_not_allowed', 'method not allowed');
+    }
+  }
+
+  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const started = process.hrtime.bigint();
+    const rawPath = splitTarget(req.url).rawPath;
+    res.once('close', () => {
+      logger.info('request', {
+        method: req.method,
+        path: rawPath,
+        status: res.statusCode,
+        completed: res.writableFinished,
+        ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
+      });
+    });
+    const ctx = { logical: rawPath };
+    handle(req, res, ctx).catch((err: unknown) => fail(req, res, ctx.logical, err));
+  }
+
+  const server = http.createServer({ requestTimeout: 0 }, onRequest);
+  // Expect: 100-continue lets a client learn about 413 before sending the body.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const declared = declaredLength(req);
+    if (req.method === 'PUT' && declared !== undefined && declared > max) {
+      const err = tooLarge(max);
+      sendJson(res, err.status, { error: err.message, code: err.code }, { Connection: 'close' });
+      return;
+    }
+    res.writeContinue();
+    onRequest(req, res);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => logger.error('server_error', describeError(err)));
+  const port = (server.address() as AddressInfo).port;
+  logger.info('listening', { host: config.host, port, workspace: workspace.root, max_upload_bytes: max });
+
+  return {
+    server,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

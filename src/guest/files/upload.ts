@@ -1,0 +1,130 @@
+// Streaming upload into a temp file beside the target, then fsync + rename.
+// A cut-off or oversized upload never leaves a temp file and never touches the old content.
+import { randomBytes } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import path from 'node:path';
+import { HttpError, errnoOf, tooLarge } from './errors.ts';
+import type { Workspace } from './paths.ts';
+
+export class UploadAbortedError extends Error {
+  constructor() {
+    super('client aborted the upload');
+    this.name = 'UploadAbortedError';
+  }
+}
+
+export const TEMP_PREFIX = '.ct-upload-';
+
+/** Copies the request body to `fh`, counting bytes; rejects with 413 as soon as `max` is exceeded. */
+function receiveBody(req: IncomingMessage, fh: FileHandle, max: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const out = fh.createWriteStream({ autoClose: false, emitClose: false });
+    let received = 0;
+    let settled = false;
+    const finish = (err?: Error): void => {
+      if (settled) return;
+      settled = true;
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+      out.off('drain', onDrain);
+      if (err) {
+        out.destroy();
+        reject(err);
+      } else {
+        resolve(received);
+      }
+    };
+    const onData = (chunk: Buffer): void => {
+      received += chunk.length;
+      if (received > max) {
+        finish(tooLarge(max));
+        return;
+      }
+      if (!out.write(chunk)) req.pause();
+    };
+    const onDrain = (): void => {
+      req.resume();
+    };
+    const onEnd = (): void => {
+      out.end();
+    };
+    const onError = (): void => finish(new UploadAbortedError());
+    const onClose = (): void => {
+      if (!req.complete) finish(new UploadAbortedError());
+    };
+    out.on('drain', onDrain);
+    out.once('finish', () => finish());
+    out.once('error', (err) => finish(err));
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // some filesystems refuse fsync on directories; the rename itself already happened
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
+
+export interface UploadResult {
+  readonly created: boolean;
+  readonly bytes: number;
+  readonly stats: Stats;
+}
+
+/**
+ * Writes the request body to `target` (a confined real path).
+ * @throws HttpError (409 when a directory is in the way, 413 when too large), UploadAbortedError, fs errors
+ */
+export async function writeUpload(req: IncomingMessage, workspace: Workspace, target: string, max: number): Promise<UploadResult> {
+  const before = await lstat(target).catch((err: unknown) => {
+    if (errnoOf(err) === 'ENOENT') return null;
+    throw err;
+  });
+  if (before?.isDirectory()) throw new HttpError(409, 'exists', 'a directory exists at this path');
+
+  const dir = path.dirname(target);
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (err) {
+    if (errnoOf(err) === 'EEXIST') throw new HttpError(409, 'not_a_directory', 'a component of the path is not a directory');
+    throw err;
+  }
+  await workspace.verifyDirectory(dir);
+
+  const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}.tmp`);
+  const fh = await open(temp, 'wx', 0o666);
+  let closed = false;
+  try {
+    // keep the permission bits of the file being replaced (e.g. an executable script stays +x)
+    if (before?.isFile()) await fh.chmod(before.mode & 0o7777);
+    const bytes = await receiveBody(req, fh, max);
+    await fh.sync();
+    await fh.close();
+    closed = true;
+    const existed = await lstat(target).then(
+      () => true,
+      () => false,
+    );
+    await rename(temp, target);
+    await fsyncDirectory(dir);
+    return { created: !existed, bytes, stats: await lstat(target) };
+  } catch (err) {
+    if (!closed) await fh.close().catch(() => {});
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,23 @@
+// Test fixture playing the agent: starts one VM with the Firecracker driver, prints the VmmProcess
+// as one JSON line, then idles until it is killed (the test kills it with SIGKILL to check that
+// the VMM outlives it).
+//
+//   node --import tsx agent-child.ts FIRECRACKER_BIN SPEC_JSON
+import type { VmLaunchSpec } from '../../driver.ts';
+import { createFirecrackerDriver } from '../driver.ts';
+
+const [firecrackerBin, specJson] = process.argv.slice(2);
+if (!firecrackerBin || !specJson) {
+  process.stderr.write('usage: agent-child.ts FIRECRACKER_BIN SPEC_JSON\n');
+  process.exit(2);
+}
+const spec = JSON.parse(specJson) as VmLaunchSpec;
+const driver = createFirecrackerDriver({ firecrackerBin, apiSocketTimeoutMs: 20_000 });
+try {
+  const proc = await driver.start(spec);
+  process.stdout.write(`${JSON.stringify(proc)}\n`);
+  setInterval(() => {}, 60_000);
+} catch (error) {
+  process.stderr.write(`${(error as Error).message}\n`);
+  process.exit(1);
+}

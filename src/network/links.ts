@@ -1,0 +1,59 @@
+// Bridge and TAP devices, through iproute2. Every function is idempotent: it checks, then acts.
+import { run, CommandError } from '../shared/exec.ts';
+import type { Cidr } from './cidr.ts';
+
+interface IpLink {
+  ifname: string;
+  operstate?: string;
+  flags?: string[];
+  master?: string;
+  linkinfo?: { info_kind?: string };
+}
+
+async function showLink(name: string): Promise<IpLink | undefined> {
+  try {
+    const { stdout } = await run('ip', ['-j', '-d', 'link', 'show', 'dev', name]);
+    return (JSON.parse(stdout) as IpLink[])[0];
+  } catch (error) {
+    if (error instanceof CommandError && /does not exist|Cannot find device/.test(error.stderr)) return undefined;
+    throw error;
+  }
+}
+
+/** Creates the bridge when missing, gives it the CIDR's address, and brings it up. */
+export async function ensureBridge(name: string, cidr: Cidr): Promise<void> {
+  const link = await showLink(name);
+  if (!link) {
+    await run('ip', ['link', 'add', 'name', name, 'type', 'bridge']);
+  } else if (link.linkinfo?.info_kind !== 'bridge') {
+    throw new Error(`${name} exists but is not a bridge (BRIDGE_NAME)`);
+  }
+  const { stdout } = await run('ip', ['-j', '-4', 'addr', 'show', 'dev', name]);
+  const addrs = (JSON.parse(stdout) as { addr_info?: { local: string; prefixlen: number }[] }[])[0]?.addr_info ?? [];
+  if (!addrs.some((a) => a.local === cidr.address && a.prefixlen === cidr.prefix)) {
+    await run('ip', ['addr', 'add', cidr.text, 'dev', name]);
+  }
+  if (!link?.flags?.includes('UP')) await run('ip', ['link', 'set', name, 'up']);
+}
+
+/** Creates the TAP when missing and attaches it, up, to the bridge. */
+export async function ensureTap(name: string, bridge: string): Promise<void> {
+  const link = await showLink(name);
+  if (!link) await run('ip', ['tuntap', 'add', 'dev', name, 'mode', 'tap']);
+  if (link?.master !== bridge) await run('ip', ['link', 'set', name, 'master', bridge]);
+  if (!link?.flags?.includes('UP')) await run('ip', ['link', 'set', name, 'up']);
+}
+
+export async function deleteTap(name: string): Promise<void> {
+  if (await showLink(name)) await run('ip', ['link', 'del', 'dev', name]);
+}
+
+export async function linkExists(name: string): Promise<boolean> {
+  return (await showLink(name)) !== undefined;
+}
+
+/** Names of all TAP devices whose name matches `pattern`. */
+export async function listTaps(pattern: RegExp): Promise<string[]> {
+  const { stdout } = await run('ip', ['-j', '-d', 'link', 'show', 'type', 'tun']);
+  return (JSON.parse(stdout) as IpLink[]).map((l) => l.ifname).filter((n) => pattern.test(n));
+}

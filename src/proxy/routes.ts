@@ -1,0 +1,63 @@
+// /proxy/{workshopID}/{seatID}/...: guest health, and the file server's HTTP API streamed both ways.
+import type { FastifyInstance } from 'fastify';
+import replyFrom from '@fastify/reply-from';
+import { ApiError, sendError } from '../api/errors.ts';
+import { vmParamsSchema } from '../api/schemas.ts';
+import { seatFromParam, type VmParams } from '../api/routes/vms.ts';
+import type { VmManager } from '../vms/manager.ts';
+import { FILES_PORT, type GuestHealth } from './guest.ts';
+
+export interface ProxyRoutesOptions {
+  readonly manager: VmManager;
+  readonly maxSeat: number;
+  readonly probe: (ip: string) => Promise<GuestHealth>;
+}
+
+const FILE_METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'PATCH'] as const;
+
+export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): Promise<void> {
+  const params = vmParamsSchema();
+
+  app.get<{ Params: VmParams }>('/proxy/:workshopID/:seatID/health', { schema: { params } }, async (request) => {
+    const seat = seatFromParam(request.params.seatID, o.maxSeat);
+    const vm = o.manager.get(request.params.workshopID, seat);
+    const health = vm.status === 'running' ? await o.probe(vm.ip) : { terminal: false, files: false };
+    return {
+      workshop_id: vm.workshopId,
+      seat_id: vm.seatId,
+      vm_ip: vm.ip,
+      status: health.terminal && health.files ? 'healthy' : 'unhealthy',
+      terminal: health.terminal,
+      files: health.files,
+    };
+  });
+
+  await app.register(async (files) => {
+    // Bodies pass through as streams: an upload never sits in the agent's memory.
+    files.removeAllContentTypeParsers();
+    files.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    await files.register(replyFrom, { undici: { connections: 16, pipelining: 1, headersTimeout: 30_000, bodyTimeout: 0 } });
+
+    const handler = async (request: import('fastify').FastifyRequest<{ Params: VmParams & { '*': string } }>, reply: import('fastify').FastifyReply) => {
+      const seat = seatFromParam(request.params.seatID, o.maxSeat);
+      const vm = o.manager.get(request.params.workshopID, seat);
+      const rawUrl = request.raw.url ?? '';
+      // Forward the path exactly as the client encoded it: the guest decides what it means.
+      const marker = `/files`;
+      const rest = rawUrl.slice(rawUrl.indexOf(marker, `/proxy/${request.params.workshopID}/`.length) + marker.length);
+      const target = `http://${vm.ip}:${FILES_PORT}/files${rest}`;
+      return reply.from(target, {
+        rewriteRequestHeaders: (_req, headers) => {
+          const { authorization: _authorization, ...rest } = headers;
+          return rest;
+        },
+        onError: (replyToSend, { error }) => {
+          request.log.warn({ err: error, vm: `${vm.workshopId}.${vm.seatId}` }, 'file server unreachable');
+          sendError(replyToSend, new ApiError(502, 'guest_unreachable', `the seat's file server at ${vm.ip}:${FILES_PORT} did not answer`));
+        },
+      });
+    };
+    files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files', schema: { params }, handler });
+    files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files/*', schema: { params }, handler });
+  });
+}

@@ -1,0 +1,116 @@
+// WebSocket proxy from the browser to the guest's terminal server: frames both ways with
+// back-pressure, keep-alive pings, close codes carried through, 1011 when the guest is unreachable.
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { TERMINAL_PORT } from './guest.ts';
+
+const HIGH_WATER = 1024 * 1024;
+const LOW_WATER = 256 * 1024;
+const PING_INTERVAL_MS = 30_000;
+const CONNECT_TIMEOUT_MS = 5_000;
+
+/** Close codes that may not be sent on the wire are replaced by a sendable one. */
+function sendableCode(code: number): number {
+  if (code === 1005) return 1000;
+  if (code === 1006 || code === 1015) return 1011;
+  return code;
+}
+
+/**
+ * Forwards frames from `from` to `to`, pausing `from` while `to` has too much unsent data.
+ * ws's send callback fires once a frame is handed to the kernel, which tracks what is still queued.
+ */
+function pipeFrames(from: WebSocket, to: WebSocket): void {
+  let queued = 0;
+  let paused = false;
+  from.on('message', (data: RawData, isBinary: boolean) => {
+    if (to.readyState !== WebSocket.OPEN) return;
+    const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+    queued += size;
+    to.send(data, { binary: isBinary }, () => {
+      queued -= size;
+      if (paused && queued < LOW_WATER) {
+        paused = false;
+        from.resume();
+      }
+    });
+    if (!paused && queued > HIGH_WATER) {
+      paused = true;
+      from.pause();
+    }
+  });
+}
+
+function keepAlive(socket: WebSocket): () => void {
+  let alive = true;
+  socket.on('pong', () => (alive = true));
+  const timer = setInterval(() => {
+    if (!alive) {
+      socket.terminate();
+      return;
+    }
+    alive = false;
+    socket.ping();
+  }, PING_INTERVAL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+export class TerminalProxy {
+  private readonly server = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024 });
+
+  /** Completes the client's upgrade and connects it to the guest at `ip`. */
+  handle(request: IncomingMessage, socket: Duplex, head: Buffer, ip: string, query: URLSearchParams): void {
+    this.server.handleUpgrade(request, socket, head, (client) => this.connect(client, ip, query));
+  }
+
+  private connect(client: WebSocket, ip: string, query: URLSearchParams): void {
+    const search = query.toString();
+    const upstream = new WebSocket(`ws://${ip}:${TERMINAL_PORT}/terminal${search ? `?${search}` : ''}`, {
+      handshakeTimeout: CONNECT_TIMEOUT_MS,
+      maxPayload: 16 * 1024 * 1024,
+    });
+    // Until the guest answers, hold the client's frames (pausing it keeps them in the kernel buffer).
+    client.pause();
+    const stopPings = [keepAlive(client)];
+    let opened = false;
+
+    upstream.on('open', () => {
+      opened = true;
+      stopPings.push(keepAlive(upstream));
+      pipeFrames(upstream, client);
+      pipeFrames(client, upstream);
+      client.resume();
+    });
+    upstream.on('error', () => {
+      if (!opened && client.readyState === WebSocket.OPEN) client.close(1011, 'guest terminal unreachable');
+    });
+    upstream.on('close', (code, reason) => {
+      stopPings.forEach((stop) => stop());
+      if (client.readyState === WebSocket.OPEN) {
+        client.close(opened ? sendableCode(code) : 1011, opened ? reason : 'guest terminal unreachable');
+      }
+    });
+    client.on('close', (code, reason) => {
+      stopPings.forEach((stop) => stop());
+      if (upstream.readyState === WebSocket.OPEN) upstream.close(sendableCode(code), reason);
+      else upstream.terminate();
+    });
+    client.on('error', () => upstream.terminate());
+  }
+
+  close(): void {
+    for (const client of this.server.clients) client.terminate();
+    this.server.close();
+  }
+}
+
+/** Answers a refused upgrade with a plain HTTP response carrying the API's JSON error shape. */
+export function rejectUpgrade(socket: Duplex, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: message, code });
+  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found' }[status] ?? 'Error';
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

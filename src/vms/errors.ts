@@ -1,0 +1,13 @@
+// Domain errors of the VM lifecycle. The API maps each code to an HTTP status in one place.
+
+export type VmErrorCode = 'vm_not_found' | 'vm_exists' | 'at_capacity' | 'create_failed' | 'invalid_field' | 'vm_busy';
+
+export class VmError extends Error {
+  constructor(
+    readonly code: VmErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'VmError';
+  }
+}

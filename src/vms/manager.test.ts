@@ -1,0 +1,175 @@
+// The lifecycle's logic against real processes, real files and a real SQLite file. The VMM is a
+// stand-in process (a sleeping node) and the network an in-memory one: the integration tests run
+// the same paths with QEMU and real TAPs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { VmManager } from './manager.ts';
+import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/helpers/stand-ins.ts';
+import { VmStore } from './store.ts';
+import { VmError } from './errors.ts';
+import { parseCidr } from '../network/cidr.ts';
+import { findProcessesUnder, isProcessAlive, killProcess } from '../hypervisors/process.ts';
+
+interface Fixture {
+  dir: string;
+  stateDir: string;
+  imagesDir: string;
+  network: MemoryNetwork;
+  driver: StandInDriver;
+  manager: (store?: VmStore) => VmManager;
+  store: VmStore;
+}
+
+async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-manager-'));
+  const stateDir = join(dir, 'state');
+  const imagesDir = join(dir, 'images');
+  mkdirSync(imagesDir, { recursive: true });
+  for (const f of ['vmlinux', 'initrd.img', 'rootfs.ext4']) writeFileSync(join(imagesDir, f), 'x');
+  const network = new MemoryNetwork();
+  const driver = new StandInDriver();
+  const store = new VmStore(join(stateDir, 'agent.db'));
+  const make = (s: VmStore = store): VmManager =>
+    new VmManager({
+      store: s,
+      driver,
+      network,
+      log: pino({ level: 'silent' }),
+      stateDir,
+      imagesDir,
+      bridgeName: 'ct-test0',
+      bridgeCidr: parseCidr('192.168.100.1/24'),
+      capacity: 5,
+      vmDiskMb: 256,
+      gracefulStopMs: 100,
+    });
+  try {
+    await fn({ dir, stateDir, imagesDir, network, driver, manager: make, store });
+  } finally {
+    for (const { proc } of await findProcessesUnder(stateDir)) await killProcess(proc);
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('create boots a VM with its own TAP and writable layer; delete removes all of it', async () => {
+  await withFixture(async ({ manager, network, driver }) => {
+    const m = manager();
+    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    assert.equal(vm.status, 'running');
+    assert.equal(vm.ip, '192.168.100.11');
+    assert.ok(network.taps.has(vm.tapName));
+    const spec = driver.started[0];
+    assert.ok(spec && existsSync(spec.layerDiskPath));
+    // Sparse: the layer occupies far less than its apparent size.
+    assert.ok(statSync(spec.layerDiskPath).blocks * 512 < 64 * 1024 * 1024);
+    assert.match(spec.kernelArgs, /ip=192\.168\.100\.11::192\.168\.100\.1:255\.255\.255\.0:seat-1:eth0:off/);
+    const proc = { pid: vm.pid ?? -1, startTime: vm.pidStartTime ?? -1 };
+    assert.ok(isProcessAlive(proc));
+
+    await m.delete('ws', 1);
+    assert.ok(!isProcessAlive(proc));
+    assert.ok(!network.taps.has(vm.tapName));
+    assert.ok(!existsSync(spec.runDir));
+    assert.throws(() => m.get('ws', 1), (e: unknown) => e instanceof VmError && e.code === 'vm_not_found');
+  });
+});
+
+test('a create that fails part-way leaves no TAP, directory, process or record', async () => {
+  await withFixture(async ({ manager, network, driver, stateDir }) => {
+    const m = manager();
+    driver.failNext = 'qemu: could not load kernel';
+    await assert.rejects(
+      m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256 }),
+      (e: unknown) => e instanceof VmError && e.code === 'create_failed' && /could not load kernel/.test(e.message),
+    );
+    assert.equal(m.count(), 0);
+    assert.equal(network.taps.size, 0);
+    assert.deepEqual(existsSync(join(stateDir, 'vms')) ? readdirSync(join(stateDir, 'vms')) : [], []);
+    assert.deepEqual(await findProcessesUnder(stateDir), []);
+  });
+});
+
+test('a missing image fails the create with a hint and leaves nothing', async () => {
+  await withFixture(async ({ manager, network, imagesDir }) => {
+    rmSync(join(imagesDir, 'vmlinux'));
+    await assert.rejects(manager().create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 }), /vmlinux is missing: run `clarateach image build`/);
+    assert.equal(network.taps.size, 0);
+  });
+});
+
+test('the same seat created twice at once yields one VM and one vm_exists', async () => {
+  await withFixture(async ({ manager }) => {
+    const m = manager();
+    const results = await Promise.allSettled([1, 2].map(() => m.create({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256 })));
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+    const rejected = results.find((r) => r.status === 'rejected');
+    assert.ok(rejected && rejected.status === 'rejected' && rejected.reason instanceof VmError && rejected.reason.code === 'vm_exists');
+    assert.equal(m.count(), 1);
+  });
+});
+
+test('reconcile adopts live VMMs, reboots dead ones from their kept disk, and removes orphans', async () => {
+  await withFixture(async ({ manager, network, driver, stateDir, store }) => {
+    const m = manager();
+    const alive = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    const dead = await m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256 });
+    const deadSpec = m.launchSpec(dead);
+    writeFileSync(join(deadSpec.runDir, 'learner-file'), 'kept');
+    const layerBefore = statSync(deadSpec.layerDiskPath).ino;
+    await killProcess({ pid: dead.pid ?? -1, startTime: dead.pidStartTime ?? -1 });
+    // Debris no VM owns: a TAP, a directory with a process, and an interrupted create.
+    network.taps.add('ct0a0b0c0d');
+    const strayDir = join(stateDir, 'vms', 'ct0a0b0c0e');
+    mkdirSync(strayDir, { recursive: true });
+    const stray = spawnStandIn(strayDir);
+    const interrupted = store.reserve({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, hypervisor: 'qemu' }, 10, {
+      allocate: () => 3232261220,
+      ipText: () => '192.168.100.100',
+      mac: () => '06:00:c0:a8:64:64',
+      tapName: () => 'ctc0a86464',
+    }, 1);
+    assert.ok(interrupted.ok);
+    network.taps.add('ctc0a86464');
+
+    const restarted = manager(store);
+    const startsBefore = driver.started.length;
+    await restarted.reconcile();
+
+    assert.equal(restarted.get('ws', 1).pid, alive.pid, 'live VMM adopted, not restarted');
+    const rebooted = restarted.get('ws', 2);
+    assert.equal(rebooted.status, 'running');
+    assert.equal(rebooted.restarts, 1);
+    assert.notEqual(rebooted.pid, dead.pid);
+    assert.equal(statSync(deadSpec.layerDiskPath).ino, layerBefore, 'disk kept');
+    assert.equal(driver.started.length, startsBefore + 1);
+    assert.throws(() => restarted.get('ws', 3));
+    assert.deepEqual([...network.taps].sort(), [alive.tapName, dead.tapName].sort());
+    assert.equal(existsSync(strayDir), false);
+    assert.equal(isProcessAlive(stray), false);
+  });
+});
+
+test('the watchdog boots again a VM whose VMM died while the agent runs', async () => {
+  await withFixture(async ({ manager }) => {
+    const m = manager();
+    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    await killProcess({ pid: vm.pid ?? -1, startTime: vm.pidStartTime ?? -1 });
+    await m.watch();
+    const after = m.get('ws', 1);
+    assert.equal(after.restarts, 1);
+    assert.ok(isProcessAlive({ pid: after.pid ?? -1, startTime: after.pidStartTime ?? -1 }));
+  });
+});
+
+test('capacity is enforced with at_capacity', async () => {
+  await withFixture(async ({ manager }) => {
+    const m = manager();
+    await Promise.all([1, 2, 3, 4, 5].map((seat) => m.create({ workshopId: 'ws', seatId: seat, vcpus: 1, memoryMb: 256 })));
+    await assert.rejects(m.create({ workshopId: 'ws', seatId: 6, vcpus: 1, memoryMb: 256 }), (e: unknown) => e instanceof VmError && e.code === 'at_capacity');
+  });
+});

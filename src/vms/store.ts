@@ -1,0 +1,197 @@
+// Durable VM state in SQLite. Every statement is synchronous, so a read-check-insert inside one
+// transaction cannot interleave with another request: reservation is race-free by construction.
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { VmRecord, VmStatus } from './model.ts';
+
+interface Row {
+  workshop_id: string;
+  seat_id: number;
+  ip: string;
+  ip_int: number;
+  mac: string;
+  tap_name: string;
+  vcpus: number;
+  memory_mb: number;
+  hypervisor: string;
+  status: VmStatus;
+  pid: number | null;
+  pid_start_time: number | null;
+  created_at: number;
+  running_at: number | null;
+  ready_at: number | null;
+  restarts: number;
+  last_error: string | null;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS vms (
+  workshop_id    TEXT    NOT NULL,
+  seat_id        INTEGER NOT NULL,
+  ip             TEXT    NOT NULL UNIQUE,
+  ip_int         INTEGER NOT NULL UNIQUE,
+  mac            TEXT    NOT NULL UNIQUE,
+  tap_name       TEXT    NOT NULL UNIQUE,
+  vcpus          INTEGER NOT NULL,
+  memory_mb      INTEGER NOT NULL,
+  hypervisor     TEXT    NOT NULL,
+  status         TEXT    NOT NULL,
+  pid            INTEGER,
+  pid_start_time INTEGER,
+  created_at     INTEGER NOT NULL,
+  running_at     INTEGER,
+  ready_at       INTEGER,
+  restarts       INTEGER NOT NULL DEFAULT 0,
+  last_error     TEXT,
+  PRIMARY KEY (workshop_id, seat_id)
+);
+`;
+
+function toRecord(row: Row): VmRecord {
+  return {
+    workshopId: row.workshop_id,
+    seatId: row.seat_id,
+    ip: row.ip,
+    mac: row.mac,
+    tapName: row.tap_name,
+    vcpus: row.vcpus,
+    memoryMb: row.memory_mb,
+    hypervisor: row.hypervisor,
+    status: row.status,
+    pid: row.pid,
+    pidStartTime: row.pid_start_time,
+    createdAt: row.created_at,
+    runningAt: row.running_at,
+    readyAt: row.ready_at,
+    restarts: row.restarts,
+    lastError: row.last_error,
+  };
+}
+
+export interface Reservation {
+  readonly workshopId: string;
+  readonly seatId: number;
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  readonly hypervisor: string;
+}
+
+export type ReserveResult =
+  | { readonly ok: true; readonly vm: VmRecord }
+  | { readonly ok: false; readonly reason: 'exists' | 'at_capacity' | 'no_address' };
+
+export interface Addressing {
+  /** Picks an address for the seat given the addresses in use; undefined when none is left. */
+  allocate(seatId: number, used: ReadonlySet<number>): number | undefined;
+  ipText(ip: number): string;
+  mac(ip: number): string;
+  tapName(ip: number): string;
+}
+
+export class VmStore {
+  private readonly db: Database.Database;
+
+  constructor(path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path);
+    // WAL + synchronous=FULL: a committed reservation or status change survives a crash or power cut.
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Atomically checks seat and capacity, allocates an address and records the VM as `creating`. */
+  reserve(request: Reservation, capacity: number, addressing: Addressing, now: number): ReserveResult {
+    return this.db.transaction((): ReserveResult => {
+      if (this.get(request.workshopId, request.seatId)) return { ok: false, reason: 'exists' };
+      const count = (this.db.prepare('SELECT COUNT(*) AS n FROM vms').get() as { n: number }).n;
+      if (count >= capacity) return { ok: false, reason: 'at_capacity' };
+      const used = new Set((this.db.prepare('SELECT ip_int FROM vms').all() as { ip_int: number }[]).map((r) => r.ip_int));
+      const ip = addressing.allocate(request.seatId, used);
+      if (ip === undefined) return { ok: false, reason: 'no_address' };
+      this.db
+        .prepare(
+          `INSERT INTO vms (workshop_id, seat_id, ip, ip_int, mac, tap_name, vcpus, memory_mb, hypervisor, status, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?)`,
+        )
+        .run(
+          request.workshopId,
+          request.seatId,
+          addressing.ipText(ip),
+          ip,
+          addressing.mac(ip),
+          addressing.tapName(ip),
+          request.vcpus,
+          request.memoryMb,
+          request.hypervisor,
+          now,
+        );
+      const vm = this.get(request.workshopId, request.seatId);
+      if (!vm) throw new Error('reservation vanished inside its own transaction');
+      return { ok: true, vm };
+    })();
+  }
+
+  get(workshopId: string, seatId: number): VmRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM vms WHERE workshop_id = ? AND seat_id = ?').get(workshopId, seatId) as
+      | Row
+      | undefined;
+    return row && toRecord(row);
+  }
+
+  list(workshopId?: string): VmRecord[] {
+    const rows = (
+      workshopId === undefined
+        ? this.db.prepare('SELECT * FROM vms ORDER BY workshop_id, seat_id').all()
+        : this.db.prepare('SELECT * FROM vms WHERE workshop_id = ? ORDER BY seat_id').all(workshopId)
+    ) as Row[];
+    return rows.map(toRecord);
+  }
+
+  count(): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM vms').get() as { n: number }).n;
+  }
+
+  markRunning(workshopId: string, seatId: number, pid: number, pidStartTime: number, now: number): void {
+    this.db
+      .prepare(
+        `UPDATE vms SET status = 'running', pid = ?, pid_start_time = ?, running_at = COALESCE(running_at, ?), last_error = NULL
+         WHERE workshop_id = ? AND seat_id = ?`,
+      )
+      .run(pid, pidStartTime, now, workshopId, seatId);
+  }
+
+  /** A VMM that died was started again: new process, one more restart. */
+  markRestarted(workshopId: string, seatId: number, pid: number, pidStartTime: number): void {
+    this.db
+      .prepare(
+        `UPDATE vms SET status = 'running', pid = ?, pid_start_time = ?, restarts = restarts + 1, ready_at = NULL, last_error = NULL
+         WHERE workshop_id = ? AND seat_id = ?`,
+      )
+      .run(pid, pidStartTime, workshopId, seatId);
+  }
+
+  markReady(workshopId: string, seatId: number, now: number): void {
+    this.db.prepare('UPDATE vms SET ready_at = ? WHERE workshop_id = ? AND seat_id = ? AND ready_at IS NULL').run(now, workshopId, seatId);
+  }
+
+  markFailed(workshopId: string, seatId: number, reason: string): void {
+    this.db
+      .prepare(`UPDATE vms SET status = 'failed', pid = NULL, pid_start_time = NULL, ready_at = NULL, last_error = ? WHERE workshop_id = ? AND seat_id = ?`)
+      .run(reason, workshopId, seatId);
+  }
+
+  markDeleting(workshopId: string, seatId: number): void {
+    this.db.prepare(`UPDATE vms SET status = 'deleting' WHERE workshop_id = ? AND seat_id = ?`).run(workshopId, seatId);
+  }
+
+  remove(workshopId: string, seatId: number): void {
+    this.db.prepare('DELETE FROM vms WHERE workshop_id = ? AND seat_id = ?').run(workshopId, seatId);
+  }
+}

@@ -1,0 +1,58 @@
+// Stand-ins for unit tests of the lifecycle and the API: a VMM that is a real sleeping process
+// (its command line names the VM's directory, as a real VMM's does) and an in-memory network.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import type { NetworkPort } from '../../src/vms/manager.ts';
+import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../../src/hypervisors/driver.ts';
+import { describeProcess, isProcessAlive, killProcess } from '../../src/hypervisors/process.ts';
+
+export class MemoryNetwork implements NetworkPort {
+  readonly taps = new Set<string>();
+  bridges = 0;
+  async ensureBridge(): Promise<void> {
+    this.bridges++;
+  }
+  async ensureTap(name: string): Promise<void> {
+    this.taps.add(name);
+  }
+  async deleteTap(name: string): Promise<void> {
+    this.taps.delete(name);
+  }
+  async listTaps(pattern: RegExp): Promise<string[]> {
+    return [...this.taps].filter((t) => pattern.test(t));
+  }
+}
+
+/** Starts a detached long-sleeping process whose command line names the VM's directory, as a VMM's does. */
+export function spawnStandIn(runDir: string): VmmProcess {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e6)', join(runDir, 'vmm.sock')], { detached: true, stdio: 'ignore' });
+  child.unref();
+  const proc = describeProcess(child.pid ?? -1);
+  assert.ok(proc);
+  return proc;
+}
+
+export class StandInDriver implements HypervisorDriver {
+  readonly info = { name: 'qemu', acceleration: 'tcg' } as const;
+  failNext: string | undefined;
+  started: VmLaunchSpec[] = [];
+  async start(spec: VmLaunchSpec): Promise<VmmProcess> {
+    const proc = spawnStandIn(spec.runDir);
+    if (this.failNext) {
+      const reason = this.failNext;
+      this.failNext = undefined;
+      // Leave the process behind on purpose: the lifecycle must find and remove it.
+      throw new Error(reason);
+    }
+    this.started.push(spec);
+    return proc;
+  }
+  isAlive(proc: VmmProcess): boolean {
+    return isProcessAlive(proc);
+  }
+  async stop(_spec: VmLaunchSpec, proc: VmmProcess): Promise<void> {
+    await killProcess(proc);
+  }
+}
+
