@@ -29,7 +29,6 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   const logger: FastifyBaseLogger = o.log;
   const app = Fastify({
     loggerInstance: logger,
-    disableRequestLogging: false,
     bodyLimit: 16 * 1024,
     // Types are what the schema says: "1" is not a seat number.
     ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false } },

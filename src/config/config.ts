@@ -16,6 +16,7 @@ export interface AgentConfig {
   readonly hypervisor: 'auto' | 'firecracker' | 'qemu';
   readonly firecrackerBin: string;
   readonly qemuBin: string;
+  readonly qemuAccel: 'auto' | 'kvm' | 'tcg';
   readonly vmVcpus: number;
   readonly vmMemoryMb: number;
   readonly vmMaxVcpus: number;
@@ -51,6 +52,7 @@ export const SETTINGS = {
   hypervisor: { env: 'HYPERVISOR', flag: '--hypervisor', help: 'auto | firecracker | qemu', fallback: () => 'auto' },
   firecrackerBin: { env: 'FIRECRACKER_BIN', flag: '--firecracker-bin', help: 'path of the firecracker binary', fallback: () => 'firecracker' },
   qemuBin: { env: 'QEMU_BIN', flag: '--qemu-bin', help: 'path of qemu-system-x86_64', fallback: () => 'qemu-system-x86_64' },
+  qemuAccel: { env: 'QEMU_ACCEL', flag: '--qemu-accel', help: 'auto (KVM if a trial boot works) | kvm | tcg', fallback: () => 'auto' },
   vmVcpus: { env: 'VM_VCPUS', flag: '--vm-vcpus', help: 'default vCPUs per VM', fallback: () => '1' },
   vmMemoryMb: { env: 'VM_MEMORY_MB', flag: '--vm-memory-mb', help: 'default memory per VM (MiB)', fallback: () => '512' },
   vmMaxVcpus: { env: 'VM_MAX_VCPUS', flag: '--vm-max-vcpus', help: 'largest vcpus a create may ask for', fallback: () => '8' },
@@ -114,6 +116,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
   if (hypervisor !== 'auto' && hypervisor !== 'firecracker' && hypervisor !== 'qemu') {
     throw new ConfigError('HYPERVISOR', `must be auto, firecracker or qemu, got "${hypervisor}"`);
   }
+  const qemuAccel = text(SETTINGS.qemuAccel);
+  if (qemuAccel !== 'auto' && qemuAccel !== 'kvm' && qemuAccel !== 'tcg') {
+    throw new ConfigError('QEMU_ACCEL', `must be auto, kvm or tcg, got "${qemuAccel}"`);
+  }
   const bridgeName = text(SETTINGS.bridgeName);
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridgeName)) {
     throw new ConfigError('BRIDGE_NAME', 'must be 1-15 characters of letters, digits, "_", "-" or "."');
@@ -152,6 +158,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     hypervisor,
     firecrackerBin: text(SETTINGS.firecrackerBin),
     qemuBin: text(SETTINGS.qemuBin),
+    qemuAccel,
     vmVcpus: integer(SETTINGS.vmVcpus, text(SETTINGS.vmVcpus), 1, vmMaxVcpus),
     vmMemoryMb: integer(SETTINGS.vmMemoryMb, text(SETTINGS.vmMemoryMb), 128, vmMaxMemoryMb),
     vmMaxVcpus,

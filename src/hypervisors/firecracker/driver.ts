@@ -87,6 +87,31 @@ function spawnDetached(command: VmmCommand, spec: VmLaunchSpec): ChildProcess {
   }
 }
 
+/**
+ * The last line Linux prints once it has halted or powered off. Firecracker (x86_64) only exits
+ * when the guest resets (docs/FAQ: `poweroff`/`halt` leave the process running), so a guest
+ * whose init powers off on Ctrl-Alt-Del ends here, and there is no point waiting any longer.
+ */
+const GUEST_HALTED = /reboot: (System halted|Power down)/;
+
+/** Waits for the VMM to exit, or for the guest to report on the console that it halted. */
+async function waitForShutdown(
+  proc: VmmProcess,
+  consoleLogPath: string,
+  consoleStart: number,
+  deadline: number,
+): Promise<'exited' | 'halted' | 'timeout'> {
+  for (;;) {
+    if (!isProcessAlive(proc)) return 'exited';
+    if (GUEST_HALTED.test(await consoleTail(consoleLogPath, consoleStart))) {
+      // Give Firecracker a moment in case it is exiting on its own anyway.
+      return (await waitForExit(proc, 200)) ? 'exited' : 'halted';
+    }
+    if (Date.now() >= deadline) return 'timeout';
+    await sleep(Math.min(50, Math.max(0, deadline - Date.now())));
+  }
+}
+
 export function createFirecrackerDriver(opts: FirecrackerDriverOptions): HypervisorDriver {
   const info: HypervisorInfo = { name: 'firecracker', acceleration: 'kvm' };
   const log = opts.log ?? (() => {});
@@ -113,7 +138,12 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     await rm(socketPath, { force: true });
 
     const consoleStart = await fileSize(spec.consoleLogPath);
-    const child = spawnDetached(command, spec);
+    let child: ChildProcess;
+    try {
+      child = spawnDetached(command, spec);
+    } catch (error) {
+      throw new FirecrackerStartError(`${label}: cannot run ${command.file}: ${(error as Error).message}`, undefined);
+    }
     const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     try {
       await new Promise<void>((resolve, reject) => {
@@ -134,46 +164,47 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     });
 
     const fail = async (reason: string, faultMessage?: string): Promise<never> => {
+      // Without `proc` the process was already gone (or a zombie): nothing to kill.
       if (proc) await killProcess(proc);
-      else if (pid !== undefined) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
       await rm(socketPath, { force: true });
       const tail = await consoleTail(spec.consoleLogPath, consoleStart);
       log(`${label}: start failed: ${reason}`);
       throw new FirecrackerStartError(`${label}: ${reason}${tail ? `\n--- console ---\n${tail}` : ''}`, faultMessage);
     };
 
-    if (!proc) return fail('the process vanished right after it was started');
+    if (!proc) {
+      // It already ended (e.g. no /dev/kvm): report how, once the exit event is in.
+      const early = await Promise.race([exited, sleep(2_000).then(() => undefined)]);
+      return fail(early ? `firecracker ${describeExit(early)} before its API socket came up` : 'the process vanished right after it was started');
+    }
     log(`${label}: started pid ${proc.pid} (${command.file} ${command.args.join(' ')})`);
 
-    // Wait for the API socket (connect only: no request, the VMM is not configured yet).
-    const deadline = Date.now() + socketTimeoutMs;
-    for (;;) {
-      if (exit) return fail(`firecracker ${describeExit(exit)} before its API socket came up`);
-      if (await socketAnswers(socketPath, 500)) break;
-      if (Date.now() >= deadline) return fail(`no API socket at ${socketPath} after ${socketTimeoutMs} ms`);
-      await sleep(20);
-    }
-
-    const client = new FirecrackerApiClient(socketPath, requestTimeoutMs);
-    for (const call of bootCalls(spec)) {
-      const isStart = call.operationId === 'createSyncAction';
-      try {
-        await sendBootCall(client, call, { timeoutMs: isStart ? requestTimeoutMs * 3 : requestTimeoutMs });
-      } catch (error) {
-        if (error instanceof FirecrackerApiError) {
-          const gone = exit ? ` (firecracker ${describeExit(exit)})` : '';
-          return fail(`${error.message}${gone}`, error.faultMessage);
-        }
-        throw error;
+    try {
+      // Wait for the API socket (connect only: no request, the VMM is not configured yet).
+      const deadline = Date.now() + socketTimeoutMs;
+      for (;;) {
+        if (exit) return await fail(`firecracker ${describeExit(exit)} before its API socket came up`);
+        if (await socketAnswers(socketPath, 500)) break;
+        if (Date.now() >= deadline) return await fail(`no API socket at ${socketPath} after ${socketTimeoutMs} ms`);
+        await sleep(20);
       }
+
+      const client = new FirecrackerApiClient(socketPath, requestTimeoutMs);
+      for (const call of bootCalls(spec)) {
+        const isStart = call.operationId === 'createSyncAction';
+        try {
+          await sendBootCall(client, call, { timeoutMs: isStart ? requestTimeoutMs * 3 : requestTimeoutMs });
+        } catch (error) {
+          const gone = exit ? ` (firecracker ${describeExit(exit)})` : '';
+          const faultMessage = error instanceof FirecrackerApiError ? error.faultMessage : undefined;
+          return await fail(`${(error as Error).message}${gone}`, faultMessage);
+        }
+      }
+      if (!isProcessAlive(proc)) return await fail(`firecracker ${exit ? describeExit(exit) : 'exited'} right after InstanceStart`);
+    } catch (error) {
+      if (error instanceof FirecrackerStartError) throw error;
+      return fail(`unexpected error: ${(error as Error).message}`);
     }
-    if (!isProcessAlive(proc)) return fail(`firecracker ${exit ? describeExit(exit) : 'exited'} right after InstanceStart`);
     log(`${label}: guest started`);
     return proc;
   }
@@ -185,6 +216,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
       const deadline = Date.now() + Math.max(0, gracefulMs);
       let gone = false;
       if (gracefulMs > 0 && (await socketAnswers(socketPath, Math.min(1_000, gracefulMs)))) {
+        const consoleStart = await fileSize(spec.consoleLogPath);
         try {
           // The guest's init shuts down on Ctrl-Alt-Del; with reboot=k the reset ends Firecracker.
           const client = new FirecrackerApiClient(socketPath);
@@ -193,7 +225,9 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
             { timeoutMs: Math.max(100, Math.min(2_000, deadline - Date.now())) },
           );
           log(`${label}: sent Ctrl-Alt-Del, waiting up to ${gracefulMs} ms`);
-          gone = await waitForExit(proc, Math.max(0, deadline - Date.now()));
+          const outcome = await waitForShutdown(proc, spec.consoleLogPath, consoleStart, deadline);
+          gone = outcome === 'exited';
+          if (outcome === 'halted') log(`${label}: the guest halted instead of rebooting`);
         } catch (error) {
           log(`${label}: no graceful shutdown: ${(error as Error).message}`);
         }

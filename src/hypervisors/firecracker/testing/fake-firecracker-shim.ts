@@ -13,6 +13,8 @@ export interface FakeFirecrackerOptions {
   readonly failInstanceStart?: string;
   /** Simulate a guest that ignores Ctrl-Alt-Del. */
   readonly ignoreCtrlAltDel?: boolean;
+  /** Simulate a guest whose init powers off (not reboots) on Ctrl-Alt-Del: the VMM lives on. */
+  readonly guestPowersOff?: boolean;
   readonly shutdownDelayMs?: number;
   readonly specPath?: string;
 }
@@ -30,6 +32,7 @@ export function writeFakeFirecracker(dir: string, options: FakeFirecrackerOption
     FAKE_FIRECRACKER_REQUEST_LOG: options.requestLog,
     FAKE_FIRECRACKER_FAIL_INSTANCE_START: options.failInstanceStart,
     FAKE_FIRECRACKER_IGNORE_CTRL_ALT_DEL: options.ignoreCtrlAltDel ? '1' : undefined,
+    FAKE_FIRECRACKER_GUEST_POWERS_OFF: options.guestPowersOff ? '1' : undefined,
     FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS: options.shutdownDelayMs?.toString(),
     FIRECRACKER_OPENAPI_SPEC: options.specPath,
   };

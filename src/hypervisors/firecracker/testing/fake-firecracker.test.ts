@@ -118,6 +118,17 @@ describe('fake firecracker', () => {
     await assert.rejects(client.createSyncAction({ action_type: 'InstanceStart' }), /invalid kernel image/);
   });
 
+  test('InstanceStart takes a bzImage too', async () => {
+    const { client } = await start();
+    const bzImage = join(fx.dir, 'bzImage');
+    const image = Buffer.alloc(0x400);
+    image.write('HdrS', 0x202, 'latin1');
+    writeFileSync(bzImage, image);
+    await client.putGuestBootSource({ kernel_image_path: bzImage });
+    await client.createSyncAction({ action_type: 'InstanceStart' });
+    assert.equal((await client.describeInstance()).state, 'Running');
+  });
+
   test('exits 0 shortly after SendCtrlAltDel', async () => {
     const { client, exited } = await start();
     await client.putGuestBootSource({ kernel_image_path: fx.spec.kernelPath });

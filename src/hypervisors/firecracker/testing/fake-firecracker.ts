@@ -17,6 +17,8 @@
 //   FAKE_FIRECRACKER_REQUEST_LOG        file to append events and requests to (JSON lines)
 //   FAKE_FIRECRACKER_FAIL_INSTANCE_START  refuse InstanceStart with this reason
 //   FAKE_FIRECRACKER_IGNORE_CTRL_ALT_DEL  "1": the guest ignores Ctrl-Alt-Del
+//   FAKE_FIRECRACKER_GUEST_POWERS_OFF   "1": the guest powers off on Ctrl-Alt-Del instead of
+//                                       rebooting; like Firecracker on x86_64, the VMM lives on
 //   FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS  guest shutdown time after Ctrl-Alt-Del (default 150)
 //   FAKE_FIRECRACKER_MAX_LIFETIME_MS    safety net against leaked processes (default 300000)
 //   FIRECRACKER_OPENAPI_SPEC            the OpenAPI document (default shared/firecracker/firecracker.yaml)
@@ -34,6 +36,7 @@ const violationsLog = env.FAKE_FIRECRACKER_VIOLATIONS_LOG;
 const requestLog = env.FAKE_FIRECRACKER_REQUEST_LOG;
 const failInstanceStart = env.FAKE_FIRECRACKER_FAIL_INSTANCE_START;
 const ignoreCtrlAltDel = env.FAKE_FIRECRACKER_IGNORE_CTRL_ALT_DEL === '1';
+const guestPowersOff = env.FAKE_FIRECRACKER_GUEST_POWERS_OFF === '1';
 const shutdownDelayMs = Number(env.FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS ?? 150);
 const maxLifetimeMs = Number(env.FAKE_FIRECRACKER_MAX_LIFETIME_MS ?? 300_000);
 
@@ -253,7 +256,9 @@ function apply(operation: SpecOperation, pathParams: Readonly<Record<string, str
       }
       if (!vm.started) throw new Refusal('The requested operation is not supported before starting the microVM.');
       if (action === 'SendCtrlAltDel') {
-        if (!ignoreCtrlAltDel) {
+        if (guestPowersOff) {
+          setTimeout(() => process.stdout.write('[   42.000000] reboot: Power down\n'), shutdownDelayMs);
+        } else if (!ignoreCtrlAltDel) {
           setTimeout(() => {
             process.stdout.write('[   42.000000] reboot: Restarting system\n');
             logLine('Vmm is stopping.');

@@ -1,0 +1,60 @@
+// The guest init scripts: syntax, and the kernel command line parsing of clarateach-init (its
+// functions are sourced into a plain bash; nothing is mounted or configured).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const INIT = join(here, 'clarateach-init');
+const INITRD_INIT = join(here, 'initrd-init');
+
+function bash(script: string): string {
+  return execFileSync('bash', ['-c', `source ${JSON.stringify(INIT)}\n${script}`], { encoding: 'utf8' });
+}
+
+test('both init scripts are valid shell', () => {
+  execFileSync('bash', ['-n', INIT]);
+  execFileSync('sh', ['-n', INITRD_INIT]);
+  execFileSync('busybox', ['sh', '-n', INITRD_INIT]);
+});
+
+test('sourcing clarateach-init does not run it', () => {
+  assert.equal(bash('echo sourced'), 'sourced\n');
+});
+
+test('netmasks become prefix lengths', () => {
+  assert.equal(bash('mask_to_prefix 255.255.255.0; mask_to_prefix 255.255.0.0; mask_to_prefix 255.255.255.252; mask_to_prefix 24; mask_to_prefix 255.0.255.0'), '24\n16\n30\n24\n\n');
+});
+
+test('ip= in the standard form', () => {
+  const out = bash(`
+    parse_cmdline "console=ttyS0 ip=192.168.100.11::192.168.100.1:255.255.255.0:seat-1:eth0:off clarateach.dns=1.1.1.1,9.9.9.9 panic=1"
+    parse_ip_arg
+    echo "$NET_MODE|$NET_CLIENT|$NET_GW|$NET_PREFIX|$NET_HOST|$NET_DEV|\${NET_DNS[*]}|$NET_ERROR"`);
+  assert.equal(out, 'static|192.168.100.11|192.168.100.1|24|seat-1|eth0|1.1.1.1 9.9.9.9|\n');
+});
+
+test('ip= with dns fields, no gateway, default device', () => {
+  const out = bash(`
+    parse_cmdline "ip=10.0.0.2:::16::::8.8.8.8:8.8.4.4"
+    parse_ip_arg
+    echo "$NET_MODE|$NET_CLIENT|$NET_GW|$NET_PREFIX|$NET_HOST|$NET_DEV|\${NET_DNS[*]}|$NET_ERROR"`);
+  assert.equal(out, 'static|10.0.0.2||16||eth0|8.8.8.8 8.8.4.4|\n');
+});
+
+test('ip= that cannot be used is reported, ip=off and dhcp are recognised', () => {
+  assert.equal(bash('IP_ARG=":::255.255.255.0"; parse_ip_arg; echo "$NET_ERROR"'), 'no client address\n');
+  assert.equal(bash('IP_ARG="10.0.0.2:::255.0.255.0"; parse_ip_arg; echo "$NET_ERROR"'), 'bad netmask 255.0.255.0\n');
+  assert.equal(bash('IP_ARG=off; parse_ip_arg; echo "$NET_MODE"'), 'none\n');
+  assert.equal(bash('IP_ARG=dhcp; parse_ip_arg; echo "$NET_MODE"'), 'auto\n');
+  assert.equal(bash('parse_cmdline "quiet"; parse_ip_arg; echo "$NET_MODE"'), 'none\n');
+});
+
+test('halt, services, epoch and hostname arguments', () => {
+  const out = bash(`
+    parse_cmdline "clarateach.halt=reboot clarateach.services=0 clarateach.epoch=1700000000 clarateach.hostname=box *"
+    echo "$HALT|$SERVICES_ARG|$EPOCH_ARG|$HOSTNAME_ARG"`);
+  assert.equal(out, 'reboot|0|1700000000|box\n');
+});

@@ -1,0 +1,49 @@
+// Picks the hypervisor driver: HYPERVISOR=qemu|firecracker, or auto (Firecracker when its binary
+// and a working KVM are present, QEMU otherwise).
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { AgentConfig } from '../config/config.ts';
+import { ConfigError } from '../config/config.ts';
+import { commandExists } from '../shared/exec.ts';
+import type { HypervisorDriver } from './driver.ts';
+import { createFirecrackerDriver } from './firecracker/index.ts';
+import { createQemuDriver } from './qemu/index.ts';
+import { detectAcceleration } from './qemu/accel.ts';
+
+type SelectConfig = Pick<AgentConfig, 'hypervisor' | 'firecrackerBin' | 'qemuBin' | 'imagesDir' | 'stateDir' | 'qemuAccel'>;
+
+/** KVM that really runs a guest: proven by QEMU's bounded trial boot (cached in STATE_DIR). */
+async function kvmWorks(config: SelectConfig, log: Logger): Promise<boolean> {
+  if (!(await commandExists(config.qemuBin))) return false;
+  const verdict = await detectAcceleration({
+    qemuBin: config.qemuBin,
+    kernelPath: join(config.imagesDir, 'vmlinux'),
+    stateDir: config.stateDir,
+    log: (msg) => log.info(msg),
+  });
+  return verdict.accel === 'kvm';
+}
+
+export async function selectDriver(config: SelectConfig, log: Logger): Promise<HypervisorDriver> {
+  const info = (msg: string): void => log.info(msg);
+  const firecracker = (): HypervisorDriver => createFirecrackerDriver({ firecrackerBin: config.firecrackerBin, log: info });
+  const qemu = async (): Promise<HypervisorDriver> => {
+    if (!(await commandExists(config.qemuBin))) {
+      throw new ConfigError('QEMU_BIN', `${config.qemuBin} not found (apt-get install qemu-system-x86)`);
+    }
+    return createQemuDriver({ qemuBin: config.qemuBin, imagesDir: config.imagesDir, stateDir: config.stateDir, log: info, accel: config.qemuAccel });
+  };
+  switch (config.hypervisor) {
+    case 'firecracker':
+      if (!(await commandExists(config.firecrackerBin))) {
+        throw new ConfigError('FIRECRACKER_BIN', `${config.firecrackerBin} not found (HYPERVISOR=firecracker needs it)`);
+      }
+      return firecracker();
+    case 'qemu':
+      return qemu();
+    case 'auto':
+      if ((await commandExists(config.firecrackerBin)) && (await kvmWorks(config, log))) return firecracker();
+      log.info('auto: using QEMU (Firecracker needs its binary and a working KVM)');
+      return qemu();
+  }
+}
