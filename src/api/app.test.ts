@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './app.ts';
+import { Authenticator } from './auth.ts';
+import { AuditLog } from './audit.ts';
 import { VmManager } from '../vms/manager.ts';
 import { VmStore } from '../vms/store.ts';
 import { ReadinessTracker } from '../vms/readiness.ts';
@@ -15,7 +17,7 @@ import { maxSeatId, parseCidr } from '../network/cidr.ts';
 import { findProcessesUnder, killProcess } from '../hypervisors/process.ts';
 import { MemoryNetwork, StandInDriver } from '../../test/helpers/stand-ins.ts';
 
-async function withApi(token: string | undefined, fn: (app: FastifyInstance) => Promise<void>): Promise<void> {
+async function withApi(token: string | undefined, fn: (app: FastifyInstance, auditPath: string) => Promise<void>, secret?: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ct-api-'));
   const imagesDir = join(dir, 'images');
   mkdirSync(imagesDir);
@@ -39,7 +41,9 @@ async function withApi(token: string | undefined, fn: (app: FastifyInstance) => 
   const probe = async () => ({ terminal: false, files: false });
   const app = await buildApi({
     log,
-    agentToken: token,
+    auth: new Authenticator(token, secret, 'test-worker'),
+    audit: new AuditLog(log, join(dir, 'state', 'audit.log')),
+    learnerTokenTtlS: 600,
     probe,
     status: {
       manager,
@@ -59,7 +63,7 @@ async function withApi(token: string | undefined, fn: (app: FastifyInstance) => 
     },
   });
   try {
-    await fn(app);
+    await fn(app, join(dir, 'state', 'audit.log'));
   } finally {
     await app.close();
     for (const { proc } of await findProcessesUnder(dir)) await killProcess(proc);
@@ -182,4 +186,96 @@ test('with AGENT_TOKEN every endpoint but /health needs the bearer token', async
     assert.equal(create.statusCode, 401);
     assert.equal((await app.inject({ url: '/health' })).json().vm_count, 0);
   });
+});
+
+test('learner tokens open their own seat proxy paths only, and expire', async () => {
+  const secret = 's'.repeat(40);
+  await withApi(
+    'agent-secret-1',
+    async (app) => {
+      const agent = { authorization: 'Bearer agent-secret-1', ...json };
+      for (const seat of [1, 2]) {
+        assert.equal((await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: seat } })).statusCode, 201);
+      }
+      const issued = await app.inject({ method: 'POST', url: '/vms/ws/1/token', headers: agent, payload: { ttl_s: 60 } });
+      assert.equal(issued.statusCode, 201, issued.body);
+      const { token, expires_at } = issued.json();
+      assert.ok(Date.parse(expires_at) - Date.now() <= 61_000);
+      const learner = { authorization: `Bearer ${token}` };
+
+      assert.equal((await app.inject({ url: '/proxy/ws/1/health', headers: learner })).statusCode, 200);
+      assert.equal((await app.inject({ url: `/proxy/ws/1/health?token=${token}` })).statusCode, 200);
+      for (const url of ['/proxy/ws/2/health', '/proxy/other/1/health', '/vms', '/vms/ws/1', '/info', '/proxy/ws/1%2F../2/health']) {
+        const res = await app.inject({ url, headers: learner });
+        assert.ok([403, 401, 404].includes(res.statusCode) && res.statusCode !== 200, `${url}: ${res.statusCode}`);
+      }
+      assert.equal((await app.inject({ method: 'DELETE', url: '/vms/ws/1', headers: learner })).statusCode, 403);
+      assert.equal((await app.inject({ method: 'POST', url: '/vms/ws/1/token', headers: learner })).statusCode, 403);
+      // A query token is only for proxy paths.
+      assert.equal((await app.inject({ url: `/vms?token=${token}` })).statusCode, 401);
+      // Tampered or foreign tokens are refused.
+      const tampered = token.slice(0, -3) + (token.endsWith('AAA') ? 'BBB' : 'AAA');
+      assert.equal((await app.inject({ url: '/proxy/ws/1/health', headers: { authorization: `Bearer ${tampered}` } })).statusCode, 401);
+      // The agent token opens every proxy path.
+      assert.equal((await app.inject({ url: '/proxy/ws/2/health', headers: agent })).statusCode, 200);
+    },
+    secret,
+  );
+});
+
+test('an expired learner token is refused', async () => {
+  const secret = 'e'.repeat(40);
+  await withApi(
+    'agent-secret-1',
+    async (app) => {
+      const auth = new Authenticator('agent-secret-1', secret, 'test-worker');
+      const agent = { authorization: 'Bearer agent-secret-1', ...json };
+      await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: 1 } });
+      const { token } = await auth.issue('ws', 1, -10);
+      assert.equal((await app.inject({ url: '/proxy/ws/1/health', headers: { authorization: `Bearer ${token}` } })).statusCode, 401);
+    },
+    secret,
+  );
+});
+
+test('without WORKSPACE_TOKEN_SECRET no learner token is issued', async () => {
+  await withApi('agent-secret-1', async (app) => {
+    const agent = { authorization: 'Bearer agent-secret-1', ...json };
+    await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: 1 } });
+    const res = await app.inject({ method: 'POST', url: '/vms/ws/1/token', headers: agent, payload: {} });
+    assert.equal(res.statusCode, 503);
+    assert.equal(res.json().code, 'tokens_not_configured');
+  });
+});
+
+test('every control action leaves an audit line with who, what, when and result; no secret in it', async () => {
+  const secret = 'a'.repeat(40);
+  await withApi(
+    'agent-secret-1',
+    async (app, auditPath) => {
+      const agent = { authorization: 'Bearer agent-secret-1', ...json };
+      await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: 1 } });
+      await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: 2 } });
+      const { token } = (await app.inject({ method: 'POST', url: '/vms/ws/1/token', headers: agent, payload: {} })).json();
+      await app.inject({ method: 'DELETE', url: '/vms/ws/1', headers: { authorization: `Bearer ${token}` } });
+      await app.inject({ method: 'DELETE', url: '/vms/ws/1', headers: agent });
+      await app.close();
+      const { readFileSync } = await import('node:fs');
+      const text = readFileSync(auditPath, 'utf8');
+      const lines = text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.deepEqual(
+        lines.map((l) => [l['actor'], l['action'], l['status'], l['result']]),
+        [
+          ['agent-token', 'POST /vms', 201, 'ok'],
+          ['unauthenticated', 'POST /vms', 401, 'denied'],
+          ['agent-token', 'POST /vms/:workshopID/:seatID/token', 201, 'ok'],
+          [`learner:ws/1#${String(lines[3]?.['actor']).split('#')[1]}`, 'DELETE /vms/:workshopID/:seatID', 403, 'denied'],
+          ['agent-token', 'DELETE /vms/:workshopID/:seatID', 204, 'ok'],
+        ],
+      );
+      assert.ok(lines.every((l) => typeof l['at'] === 'string' && Date.parse(String(l['at'])) > 0));
+      assert.ok(!text.includes('agent-secret-1') && !text.includes(token), 'no secret in the audit trail');
+    },
+    secret,
+  );
 });

@@ -1,20 +1,31 @@
 // The agent's HTTP server: one Fastify app, auth in one hook, errors in one handler, one plugin
-// per route group. WebSocket upgrades (the terminal proxy) are routed here too.
+// per route group, an audit line per control action. WebSocket upgrades (the terminal proxy) are
+// authenticated and routed here too.
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { bearerToken, tokenMatches } from './auth.ts';
+import { actorOf, type Authenticator, type Identity } from './auth.ts';
+import type { AuditLog } from './audit.ts';
 import { ApiError, errorHandler, sendError } from './errors.ts';
 import { statusRoutes, type StatusRoutesOptions } from './routes/status.ts';
 import { vmRoutes, type VmRoutesOptions, seatFromParam } from './routes/vms.ts';
+import { tokenRoutes } from './routes/tokens.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
 import { rejectUpgrade, TerminalProxy } from '../proxy/terminal.ts';
 import { VmError } from '../vms/errors.ts';
 import type { GuestHealth } from '../proxy/guest.ts';
 import { WORKSHOP_ID_PATTERN } from './schemas.ts';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    identity: Identity | null;
+  }
+}
+
 export interface ApiOptions {
   readonly log: Logger;
-  readonly agentToken: string | undefined;
+  readonly auth: Authenticator;
+  readonly audit: AuditLog;
+  readonly learnerTokenTtlS: number;
   readonly status: StatusRoutesOptions;
   readonly vms: VmRoutesOptions;
   readonly probe: (ip: string) => Promise<GuestHealth>;
@@ -22,8 +33,21 @@ export interface ApiOptions {
 
 const UNAUTHENTICATED = new Set(['/health']);
 const TERMINAL_PATH = /^\/proxy\/([^/?]+)\/([^/?]+)\/terminal$/;
+const WORKSHOP_ID = new RegExp(WORKSHOP_ID_PATTERN);
 
+function pathOf(url: string): string {
+  return url.split('?')[0] ?? '';
+}
 
+function queryToken(url: string): string | undefined {
+  const query = url.includes('?') ? url.slice(url.indexOf('?') + 1) : '';
+  return new URLSearchParams(query).get('token') ?? undefined;
+}
+
+/** Control actions (anything that changes state outside the learners' own workspaces) are audited. */
+function isControlAction(method: string, path: string): boolean {
+  return method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS' && !path.startsWith('/proxy/');
+}
 
 export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   const logger: FastifyBaseLogger = o.log;
@@ -35,47 +59,82 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
   });
   app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${request.url.split('?')[0]}`)));
+  app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)));
+  app.decorateRequest('identity', null);
+  // Many clients send `Content-Type: application/json` with an empty DELETE or POST: no body, not an error.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (error) {
+      done(new ApiError(400, 'invalid_json', `body is not valid JSON: ${(error as Error).message}`), undefined);
+    }
+  });
 
-  const token = o.agentToken;
-  if (token !== undefined) {
-    app.addHook('onRequest', async (request, reply) => {
-      const path = request.url.split('?')[0] ?? '';
-      if (UNAUTHENTICATED.has(path)) return;
-      if (!tokenMatches(bearerToken(request.headers.authorization), token)) {
-        return sendError(reply, new ApiError(401, 'unauthorized', 'missing or invalid bearer token'));
-      }
+  app.addHook('onRequest', async (request, reply) => {
+    const path = pathOf(request.url);
+    if (UNAUTHENTICATED.has(path)) return;
+    const identity = await o.auth.identify(request.headers.authorization, path.startsWith('/proxy/') ? queryToken(request.url) : undefined);
+    if (!identity) return sendError(reply, new ApiError(401, 'unauthorized', 'missing or invalid bearer token'));
+    request.identity = identity;
+    if (!o.auth.allows(identity, path)) {
+      return sendError(reply, new ApiError(403, 'forbidden', 'this token opens only its own seat'));
+    }
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const path = pathOf(request.url);
+    if (!isControlAction(request.method, path)) return;
+    const status = reply.statusCode;
+    o.audit.record({
+      actor: actorOf(request.identity),
+      action: `${request.method} ${request.routeOptions.url ?? path}`,
+      target: path,
+      status,
+      result: status < 400 ? 'ok' : status === 401 || status === 403 ? 'denied' : 'failed',
+      remote: request.ip,
     });
-  }
+  });
 
   await app.register(statusRoutes, o.status);
   await app.register(vmRoutes, o.vms);
+  await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
   await app.register(proxyRoutes, { manager: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
 
   const terminals = new TerminalProxy();
   app.server.on('upgrade', (request, socket, head) => {
-    const url = new URL(request.url ?? '/', 'http://agent');
+    const rawUrl = request.url ?? '/';
+    const url = new URL(rawUrl, 'http://agent');
     const match = TERMINAL_PATH.exec(url.pathname);
     if (!match) return rejectUpgrade(socket, 404, 'not_found', 'WebSocket is served at /proxy/{workshopID}/{seatID}/terminal');
-    if (token !== undefined && !tokenMatches(bearerToken(request.headers.authorization), token)) {
-      return rejectUpgrade(socket, 401, 'unauthorized', 'missing or invalid bearer token');
-    }
-    const workshopId = decodeURIComponent(match[1] ?? '');
-    if (!new RegExp(WORKSHOP_ID_PATTERN).test(workshopId)) {
-      return rejectUpgrade(socket, 400, 'invalid_field', 'workshopID must be 1-63 of a-z, 0-9 and "-"');
-    }
-    try {
+    void (async () => {
+      const identity = await o.auth.identify(request.headers.authorization, url.searchParams.get('token') ?? undefined);
+      if (!identity) return rejectUpgrade(socket, 401, 'unauthorized', 'missing or invalid bearer token');
+      if (!o.auth.allows(identity, url.pathname)) return rejectUpgrade(socket, 403, 'forbidden', 'this token opens only its own seat');
+      let workshopId: string;
+      try {
+        workshopId = decodeURIComponent(match[1] ?? '');
+      } catch {
+        workshopId = '';
+      }
+      if (!WORKSHOP_ID.test(workshopId)) {
+        return rejectUpgrade(socket, 400, 'invalid_field', 'workshopID must be 1-63 of a-z, 0-9 and "-"');
+      }
       const seat = seatFromParam(match[2] ?? '', o.vms.maxSeat);
       const vm = o.vms.manager.get(workshopId, seat);
       url.searchParams.delete('token');
-      o.log.info({ vm: `${workshopId}.${seat}` }, 'terminal connection');
+      o.log.info({ vm: `${workshopId}.${seat}`, actor: actorOf(identity) }, 'terminal connection');
       terminals.handle(request, socket, head, vm.ip, url.searchParams);
-    } catch (error) {
+    })().catch((error: unknown) => {
       if (error instanceof ApiError) return rejectUpgrade(socket, error.statusCode, error.code, error.message);
       if (error instanceof VmError) return rejectUpgrade(socket, 404, error.code, error.message);
-      return rejectUpgrade(socket, 400, 'invalid_request', 'bad terminal request');
-    }
+      o.log.error({ err: error }, 'terminal upgrade failed');
+      return rejectUpgrade(socket, 500, 'internal', 'internal error');
+    });
   });
-  app.addHook('onClose', async () => terminals.close());
+  app.addHook('onClose', async () => {
+    terminals.close();
+    await o.audit.close();
+  });
   return app;
 }

@@ -7,6 +7,8 @@ import { VmStore } from '../vms/store.ts';
 import { VmManager } from '../vms/manager.ts';
 import { ReadinessTracker } from '../vms/readiness.ts';
 import { buildApi } from '../api/app.ts';
+import { Authenticator } from '../api/auth.ts';
+import { AuditLog } from '../api/audit.ts';
 import { maxSeatId } from '../network/cidr.ts';
 import { ensureBridge, ensureTap, deleteTap, listTaps } from '../network/links.ts';
 import { ensureNat } from '../network/nat.ts';
@@ -58,7 +60,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const readiness = new ReadinessTracker(manager, probe);
   const app = await buildApi({
     log,
-    agentToken: config.agentToken,
+    auth: new Authenticator(config.agentToken, config.workspaceTokenSecret, config.workerId),
+    audit: new AuditLog(log, join(config.stateDir, 'audit.log')),
+    learnerTokenTtlS: config.workspaceTokenTtlS,
     probe,
     status: {
       manager,

@@ -7,6 +7,8 @@ export interface AgentConfig {
   readonly port: number;
   readonly host: string;
   readonly agentToken: string | undefined;
+  readonly workspaceTokenSecret: string | undefined;
+  readonly workspaceTokenTtlS: number;
   readonly workerId: string;
   readonly capacity: number;
   readonly imagesDir: string;
@@ -43,6 +45,8 @@ export const SETTINGS = {
   port: { env: 'PORT', flag: '--port', help: 'TCP port of the REST API', fallback: () => '9090' },
   host: { env: 'HOST', flag: '--host', help: 'address to bind (non-loopback needs AGENT_TOKEN)', fallback: () => '127.0.0.1' },
   agentToken: { env: 'AGENT_TOKEN', flag: '--agent-token', help: 'bearer token required by every endpoint but /health', fallback: () => undefined },
+  workspaceTokenSecret: { env: 'WORKSPACE_TOKEN_SECRET', flag: '--workspace-token-secret', help: 'secret signing learner tokens (32+ characters); unset: no learner tokens', fallback: () => undefined },
+  workspaceTokenTtlS: { env: 'WORKSPACE_TOKEN_TTL_S', flag: '--workspace-token-ttl-s', help: 'default lifetime of a learner token (s)', fallback: () => '3600' },
   workerId: { env: 'WORKER_ID', flag: '--worker-id', help: 'name reported by /health and /info', fallback: () => hostname() },
   capacity: { env: 'CAPACITY', flag: '--capacity', help: 'most VMs this worker runs at once', fallback: () => '50' },
   imagesDir: { env: 'IMAGES_DIR', flag: '--images-dir', help: 'kernel, initrd and base rootfs', fallback: () => '/var/lib/clarateach/images' },
@@ -108,6 +112,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
   if (agentToken !== undefined && agentToken.length < 8) {
     throw new ConfigError('AGENT_TOKEN', 'must be at least 8 characters');
   }
+  const workspaceTokenSecret = source(SETTINGS.workspaceTokenSecret);
+  if (workspaceTokenSecret !== undefined && workspaceTokenSecret.length < 32) {
+    throw new ConfigError('WORKSPACE_TOKEN_SECRET', 'must be at least 32 characters');
+  }
   const host = text(SETTINGS.host);
   if (agentToken === undefined && !isLoopback(host)) {
     throw new ConfigError('HOST', `"${host}" is not a loopback address; set AGENT_TOKEN to expose the agent`);
@@ -149,6 +157,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     port: integer(SETTINGS.port, text(SETTINGS.port), 1, 65535),
     host,
     agentToken,
+    workspaceTokenSecret,
+    workspaceTokenTtlS: integer(SETTINGS.workspaceTokenTtlS, text(SETTINGS.workspaceTokenTtlS), 30, 86_400),
     workerId,
     capacity: integer(SETTINGS.capacity, text(SETTINGS.capacity), 1, 10_000),
     imagesDir: dir(SETTINGS.imagesDir),

@@ -42,11 +42,15 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
       const seat = seatFromParam(request.params.seatID, o.maxSeat);
       const vm = o.manager.get(request.params.workshopID, seat);
       const rawUrl = request.raw.url ?? '';
+      const queryAt = rawUrl.indexOf('?');
+      const rawPath = queryAt >= 0 ? rawUrl.slice(0, queryAt) : rawUrl;
       // Forward the path exactly as the client encoded it: the guest decides what it means.
-      const marker = `/files`;
-      const rest = rawUrl.slice(rawUrl.indexOf(marker, `/proxy/${request.params.workshopID}/`.length) + marker.length);
+      const rest = rawPath.slice(rawPath.indexOf('/files', `/proxy/${request.params.workshopID}/`.length) + '/files'.length);
       const target = `http://${vm.ip}:${FILES_PORT}/files${rest}`;
+      const query = new URLSearchParams(queryAt >= 0 ? rawUrl.slice(queryAt + 1) : '');
+      query.delete('token'); // a learner token is for the agent, never for the guest
       return reply.from(target, {
+        queryString: () => query.toString(),
         rewriteRequestHeaders: (_req, headers) => {
           const { authorization: _authorization, ...rest } = headers;
           return rest;

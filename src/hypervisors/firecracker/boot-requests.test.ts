@@ -21,9 +21,9 @@ const spec: VmLaunchSpec = {
 
 describe('boot requests', () => {
   test('boot args: the fixed prefix, then the lifecycle arguments', () => {
-    assert.equal(BOOT_ARGS_PREFIX, 'console=ttyS0 reboot=k panic=1 pci=off');
-    assert.equal(buildBootArgs('quiet ip=dhcp'), 'console=ttyS0 reboot=k panic=1 pci=off quiet ip=dhcp');
-    assert.equal(buildBootArgs(''), 'console=ttyS0 reboot=k panic=1 pci=off');
+    assert.equal(BOOT_ARGS_PREFIX, 'console=ttyS0 reboot=k panic=1 pci=off clarateach.halt=reboot');
+    assert.equal(buildBootArgs('quiet ip=dhcp'), 'console=ttyS0 reboot=k panic=1 pci=off clarateach.halt=reboot quiet ip=dhcp');
+    assert.equal(buildBootArgs(''), 'console=ttyS0 reboot=k panic=1 pci=off clarateach.halt=reboot');
   });
 
   test('configure machine, boot source, base (ro), layer (rw), eth0, then InstanceStart', () => {
@@ -37,7 +37,7 @@ describe('boot requests', () => {
           {
             kernel_image_path: '/var/lib/ct/images/vmlinux',
             initrd_path: '/var/lib/ct/images/initrd.img',
-            boot_args: 'console=ttyS0 reboot=k panic=1 pci=off ip=10.0.0.5::10.0.0.1:255.255.255.0:seat-4:eth0:off',
+            boot_args: 'console=ttyS0 reboot=k panic=1 pci=off clarateach.halt=reboot ip=10.0.0.5::10.0.0.1:255.255.255.0:seat-4:eth0:off',
           },
         ],
         ['PUT', '/drives/base', { drive_id: 'base', path_on_host: '/var/lib/ct/images/rootfs.ext4', is_root_device: false, is_read_only: true }],

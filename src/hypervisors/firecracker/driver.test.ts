@@ -74,7 +74,7 @@ describe('Firecracker driver', () => {
     const consoleText = readFileSync(fx.spec.consoleLogPath, 'utf8');
     assert.ok(consoleText.startsWith('line from an earlier boot\n'), 'console log is appended to, not truncated');
     assert.match(consoleText, /Linux version .*fake/);
-    assert.match(consoleText, /Command line: console=ttyS0 reboot=k panic=1 pci=off ip=10\.0\.0\.2::10\.0\.0\.1/);
+    assert.match(consoleText, /Command line: console=ttyS0 reboot=k panic=1 pci=off clarateach.halt=reboot ip=10\.0\.0\.2::10\.0\.0\.1/);
 
     const started = Date.now();
     await driver.stop(fx.spec, proc, 10_000);
@@ -96,7 +96,7 @@ describe('Firecracker driver', () => {
       loggedRequests(fx.requestLog).map((r) => `${r.method} ${r.path} ${JSON.stringify(r.body ?? null)}`),
       [
         'PUT /machine-config {"vcpu_count":2,"mem_size_mib":512}',
-        `PUT /boot-source {"kernel_image_path":"${fx.spec.kernelPath}","initrd_path":"${fx.spec.initrdPath}","boot_args":"console=ttyS0 reboot=k panic=1 pci=off ${fx.spec.kernelArgs}"}`,
+        `PUT /boot-source {"kernel_image_path":"${fx.spec.kernelPath}","initrd_path":"${fx.spec.initrdPath}","boot_args":"console=ttyS0 reboot=k panic=1 pci=off clarateach.halt=reboot ${fx.spec.kernelArgs}"}`,
         `PUT /drives/base {"drive_id":"base","path_on_host":"${fx.spec.baseDiskPath}","is_root_device":false,"is_read_only":true}`,
         `PUT /drives/layer {"drive_id":"layer","path_on_host":"${fx.spec.layerDiskPath}","is_root_device":false,"is_read_only":false}`,
         'PUT /network-interfaces/eth0 {"iface_id":"eth0","host_dev_name":"ct-tap1","guest_mac":"06:00:0a:00:00:02"}',

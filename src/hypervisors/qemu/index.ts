@@ -4,9 +4,10 @@
 // which the guest kernel turns into SIGINT for its init (the same path as Firecracker's
 // SendCtrlAltDel); the guest init then powers off and QEMU exits.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { run } from '../../shared/exec.ts';
 import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../driver.ts';
 import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../process.ts';
 import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
@@ -155,6 +156,10 @@ export class QemuDriver implements HypervisorDriver {
   async start(spec: VmLaunchSpec): Promise<VmmProcess> {
     const problem = checkSpec(spec);
     if (problem) throw new QemuStartError(spec.id, problem);
+    if (spec.tapName !== '' && !(await this.tapExists(spec.tapName))) {
+      // QEMU would create a missing TAP itself, outside the agent's network setup: refuse.
+      throw new QemuStartError(spec.id, `TAP device ${spec.tapName} does not exist (the network setup creates it before the VM starts)`);
+    }
     await mkdir(spec.runDir, { recursive: true });
     const pidFile = pidFilePath(spec.runDir);
     const socket = qmpSocketPath(spec.runDir);
@@ -201,6 +206,14 @@ export class QemuDriver implements HypervisorDriver {
       await sleep(100);
     }
     return failWith(`QMP did not report the guest running within ${this.startTimeoutMs} ms (${lastError})`);
+  }
+
+  /** Whether a TAP device of that name exists where QEMU will run (through the launch prefix). */
+  private async tapExists(tapName: string): Promise<boolean> {
+    const flags = `/sys/class/net/${tapName}/tun_flags`;
+    if (this.launchPrefix.length === 0) return access(flags).then(() => true, () => false);
+    const [file, ...args] = this.launchPrefix;
+    return run(file ?? 'env', [...args, 'test', '-e', flags], { timeoutMs: 10_000 }).then(() => true, () => false);
   }
 
   isAlive(proc: VmmProcess): boolean {

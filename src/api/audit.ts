@@ -1,0 +1,38 @@
+// The audit trail: one JSON line per control action (who, what, when, result), in the agent's
+// log (marked "audit": true) and appended to STATE_DIR/audit.log.
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+
+export interface AuditEntry {
+  readonly actor: string;
+  readonly action: string;
+  readonly target: string;
+  readonly status: number;
+  readonly result: 'ok' | 'denied' | 'failed';
+  readonly remote?: string;
+}
+
+export class AuditLog {
+  private readonly file: WriteStream | undefined;
+
+  constructor(
+    private readonly log: Logger,
+    path: string | undefined,
+  ) {
+    if (path !== undefined) {
+      mkdirSync(dirname(path), { recursive: true });
+      this.file = createWriteStream(path, { flags: 'a', mode: 0o600 });
+    }
+  }
+
+  record(entry: AuditEntry): void {
+    const line = { at: new Date().toISOString(), ...entry };
+    this.log.info({ audit: true, ...line }, `audit: ${entry.actor} ${entry.action} ${entry.target} -> ${entry.status}`);
+    this.file?.write(`${JSON.stringify(line)}\n`);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => (this.file ? this.file.end(resolve) : resolve()));
+  }
+}

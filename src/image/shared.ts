@@ -1,0 +1,33 @@
+// One image set per checkout for tests and benchmarks, built once and reused: every suite that
+// boots a guest calls ensureSharedImages() (concurrent callers wait for each other's build).
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildImage, IMAGE_FILES, type ImageManifest } from './index.ts';
+
+/** `<repo>/.cache/images` (git-ignored), or $CLARATEACH_TEST_IMAGES_DIR. */
+export function sharedImagesDir(): string {
+  const fromEnv = process.env.CLARATEACH_TEST_IMAGES_DIR;
+  if (fromEnv) return resolve(fromEnv);
+  return resolve(dirname(fileURLToPath(import.meta.url)), '../../.cache/images');
+}
+
+export interface SharedImages {
+  readonly dir: string;
+  readonly kernelPath: string;
+  readonly initrdPath: string;
+  readonly rootfsPath: string;
+  readonly manifest: ImageManifest;
+}
+
+/** Builds (first time: about a minute, with network) or checks (seconds) the shared image set. */
+export async function ensureSharedImages(onProgress?: (msg: string) => void): Promise<SharedImages> {
+  const dir = sharedImagesDir();
+  const manifest = await buildImage({ imagesDir: dir, ...(onProgress ? { onProgress } : {}) });
+  return {
+    dir,
+    kernelPath: join(dir, IMAGE_FILES.kernel),
+    initrdPath: join(dir, IMAGE_FILES.initrd),
+    rootfsPath: join(dir, IMAGE_FILES.rootfs),
+    manifest,
+  };
+}
