@@ -4,14 +4,14 @@ import { readFileSync } from 'node:fs';
 import type { AgentConfig } from '../config/config.ts';
 import { createLogger } from '../shared/logger.ts';
 import { VmStore } from '../vms/store.ts';
-import { VmManager } from '../vms/manager.ts';
+import { endpoint, VmManager } from '../vms/manager.ts';
 import { ReadinessTracker } from '../vms/readiness.ts';
 import { buildApi } from '../api/app.ts';
 import { Authenticator } from '../api/auth.ts';
 import { AuditLog } from '../api/audit.ts';
 import { maxSeatId } from '../network/cidr.ts';
-import { ensureBridge, ensureTap, deleteTap, listTaps } from '../network/links.ts';
-import { ensureNat } from '../network/nat.ts';
+import { hostNetwork } from '../network/index.ts';
+import { applyFirewall } from '../network/firewall.ts';
 import { probeGuest } from '../proxy/guest.ts';
 import { selectDriver } from '../hypervisors/select.ts';
 
@@ -32,19 +32,22 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const driver = await selectDriver(config, log);
   log.info({ hypervisor: driver.info.name, acceleration: driver.info.acceleration }, 'hypervisor selected');
 
-  await ensureBridge(config.bridgeName, config.bridgeCidr);
-  const nat = await ensureNat(config.bridgeCidr, config.bridgeName).catch((error: unknown) => ({
-    applied: false as const,
-    reason: `nftables failed: ${(error as Error).message}`,
-  }));
-  if (nat.applied) log.info({ uplink: nat.uplink }, 'NAT enabled for the VM subnet');
-  else log.warn(`NAT skipped: ${nat.reason}`);
-
   const store = new VmStore(join(config.stateDir, 'agent.db'));
+  await hostNetwork.ensureBridge(config.bridgeName, config.bridgeCidr);
+  const firewall = await applyFirewall({
+    bridge: config.bridgeName,
+    cidr: config.bridgeCidr,
+    egress: config.egress,
+    dns: config.vmDns,
+    vms: store.list().map(endpoint),
+  });
+  firewall.warnings.forEach((w) => log.warn(w));
+  log.info({ uplink: firewall.uplink ?? null, egress: config.egress.mode }, 'network isolation and egress rules installed');
   const manager = new VmManager({
     store,
     driver,
-    network: { ensureBridge, ensureTap, deleteTap, listTaps },
+    network: hostNetwork,
+    extraKernelArgs: config.vmDns ? `clarateach.dns=${config.vmDns}` : '',
     log,
     stateDir: config.stateDir,
     imagesDir: config.imagesDir,

@@ -1,7 +1,8 @@
 // Agent configuration: environment variables, each overridable by a matching --flag.
 // A bad value stops start-up with one line naming the variable.
 import { hostname } from 'node:os';
-import { parseCidr, type Cidr } from '../network/cidr.ts';
+import { ipToInt, parseCidr, type Cidr } from '../network/cidr.ts';
+import { parseEgress, type EgressPolicy } from '../network/firewall.ts';
 
 export interface AgentConfig {
   readonly port: number;
@@ -15,6 +16,8 @@ export interface AgentConfig {
   readonly stateDir: string;
   readonly bridgeName: string;
   readonly bridgeCidr: Cidr;
+  readonly egress: EgressPolicy;
+  readonly vmDns: string | undefined;
   readonly hypervisor: 'auto' | 'firecracker' | 'qemu';
   readonly firecrackerBin: string;
   readonly qemuBin: string;
@@ -53,6 +56,8 @@ export const SETTINGS = {
   stateDir: { env: 'STATE_DIR', flag: '--state-dir', help: 'SQLite store, per-VM disks, sockets and logs', fallback: () => '/var/lib/clarateach/state' },
   bridgeName: { env: 'BRIDGE_NAME', flag: '--bridge-name', help: 'Linux bridge the VMs are attached to', fallback: () => 'clarateach0' },
   bridgeCidr: { env: 'BRIDGE_CIDR', flag: '--bridge-cidr', help: 'bridge address and VM subnet', fallback: () => '192.168.100.1/24' },
+  egress: { env: 'EGRESS', flag: '--egress', help: 'nat | none | allow-list CIDR[:PORT[-PORT]],...', fallback: () => 'nat' },
+  vmDns: { env: 'VM_DNS', flag: '--vm-dns', help: 'DNS server the guests use ("none": none)', fallback: () => '1.1.1.1' },
   hypervisor: { env: 'HYPERVISOR', flag: '--hypervisor', help: 'auto | firecracker | qemu', fallback: () => 'auto' },
   firecrackerBin: { env: 'FIRECRACKER_BIN', flag: '--firecracker-bin', help: 'path of the firecracker binary', fallback: () => 'firecracker' },
   qemuBin: { env: 'QEMU_BIN', flag: '--qemu-bin', help: 'path of qemu-system-x86_64', fallback: () => 'qemu-system-x86_64' },
@@ -139,6 +144,22 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     throw new ConfigError('BRIDGE_CIDR', (error as Error).message);
   }
   if (bridgeCidr.prefix > 27) throw new ConfigError('BRIDGE_CIDR', 'the subnet must be /27 or larger');
+  let egress: EgressPolicy;
+  try {
+    egress = parseEgress(text(SETTINGS.egress));
+  } catch (error) {
+    throw new ConfigError('EGRESS', (error as Error).message);
+  }
+  const dnsText = text(SETTINGS.vmDns);
+  let vmDns: string | undefined;
+  if (dnsText !== 'none') {
+    try {
+      ipToInt(dnsText);
+    } catch {
+      throw new ConfigError('VM_DNS', `must be an IPv4 address or "none", got "${dnsText}"`);
+    }
+    vmDns = dnsText;
+  }
   const vmMaxVcpus = integer(SETTINGS.vmMaxVcpus, text(SETTINGS.vmMaxVcpus), 1, 64);
   const vmMaxMemoryMb = integer(SETTINGS.vmMaxMemoryMb, text(SETTINGS.vmMaxMemoryMb), 128, 1_048_576);
   const workerId = text(SETTINGS.workerId);
@@ -165,6 +186,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     stateDir,
     bridgeName,
     bridgeCidr,
+    egress,
+    vmDns,
     hypervisor,
     firecrackerBin: text(SETTINGS.firecrackerBin),
     qemuBin: text(SETTINGS.qemuBin),

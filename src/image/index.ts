@@ -16,7 +16,7 @@ import { buildInitrd } from './initrd.ts';
 import { bzImagePath, downloadKernelPackage, extractVmlinux, resolveKernelPackage, unpackKernelPackage, type KernelPackage } from './kernel.ts';
 import { loadRecipe, recipeFileSource, type Recipe } from './recipe.ts';
 import { customizeTree, makeExt4, measureTree, mmdebstrapArgs, packageList, planExt4, verifyTree, BASE_LABEL } from './rootfs.ts';
-import { exists, formatBytes, formatMs, hashParts, hashTree, produceAtomic, readJson, removeStaleTemps, sha256File, writeFileAtomic } from './util.ts';
+import { exists, formatBytes, formatMs, hashParts, hashTree, produceAtomic, readJson, removeStaleTemps, sha256File, tempPathFor, writeFileAtomic } from './util.ts';
 
 export { BASE_LABEL } from './rootfs.ts';
 export { defaultRecipePath, loadRecipe, type Recipe } from './recipe.ts';
@@ -135,8 +135,8 @@ async function findStaticBusybox(): Promise<string> {
   throw new Error('no statically linked busybox found: apt-get install busybox-static');
 }
 
-/** Serialises builds into one images directory (other processes wait). */
-async function lockImagesDir(dir: string, progress: (msg: string) => void): Promise<() => Promise<void>> {
+/** Serialises builds using one directory (other processes wait). */
+async function lockDir(dir: string, progress: (msg: string) => void): Promise<() => Promise<void>> {
   const lockPath = join(dir, '.build.lock');
   let told = false;
   for (;;) {
@@ -190,11 +190,17 @@ export async function buildImage(opts: BuildImageOptions): Promise<ImageManifest
   const cacheDir = resolve(opts.cacheDir ?? join(imagesDir, '.cache'));
   await mkdir(imagesDir, { recursive: true });
   await mkdir(cacheDir, { recursive: true });
-  const unlock = await lockImagesDir(imagesDir, progress);
+  // Always images dir first, then cache dir: two builds sharing a cache cannot deadlock.
+  const unlockImages = await lockDir(imagesDir, progress);
   try {
-    return await buildLocked(opts, imagesDir, cacheDir, started, progress);
+    const unlockCache = await lockDir(cacheDir, progress);
+    try {
+      return await buildLocked(opts, imagesDir, cacheDir, started, progress);
+    } finally {
+      await unlockCache();
+    }
   } finally {
-    await unlock();
+    await unlockImages();
   }
 }
 
@@ -374,8 +380,8 @@ async function buildLocked(
     progress('[rootfs] up to date');
   } else {
     const t0 = Date.now();
-    const staging = join(cacheDir, 'rootfs-staging');
-    await rm(staging, { recursive: true, force: true });
+    // Next to the output (same filesystem); removeStaleTemps() clears one a crash left behind.
+    const staging = tempPathFor(join(imagesDir, 'rootfs-staging'));
     await mkdir(staging, { recursive: true });
     try {
       await run('tar', ['-xf', debianTar, '-C', staging, '--numeric-owner', '-p', '--xattrs', '--xattrs-include=*'], {

@@ -107,7 +107,7 @@ export async function unpackKernelPackage(debPath: string, dir: string): Promise
       await rename(temp, dir);
     } catch (error) {
       await rm(temp, { recursive: true, force: true });
-      throw error;
+      if (!(await exists(join(dir, '.complete')))) throw error;
     }
   }
   return kernelRelease(dir);

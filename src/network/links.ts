@@ -36,12 +36,25 @@ export async function ensureBridge(name: string, cidr: Cidr): Promise<void> {
   if (!link?.flags?.includes('UP')) await run('ip', ['link', 'set', name, 'up']);
 }
 
-/** Creates the TAP when missing and attaches it, up, to the bridge. */
+/**
+ * Creates the TAP when missing and attaches it, up, to the bridge as an isolated port: isolated
+ * ports forward only to the bridge itself, never to each other, so VMs cannot reach one another.
+ */
 export async function ensureTap(name: string, bridge: string): Promise<void> {
   const link = await showLink(name);
   if (!link) await run('ip', ['tuntap', 'add', 'dev', name, 'mode', 'tap']);
   if (link?.master !== bridge) await run('ip', ['link', 'set', name, 'master', bridge]);
+  await run('bridge', ['link', 'set', 'dev', name, 'isolated', 'on', 'learning', 'off']);
   if (!link?.flags?.includes('UP')) await run('ip', ['link', 'set', name, 'up']);
+}
+
+/** A permanent neighbor entry: no guest can take over another's address by answering ARP. */
+export async function pinNeighbor(ip: string, mac: string, bridge: string): Promise<void> {
+  await run('ip', ['neigh', 'replace', ip, 'lladdr', mac, 'dev', bridge, 'nud', 'permanent']);
+}
+
+export async function unpinNeighbor(ip: string, bridge: string): Promise<void> {
+  await run('ip', ['neigh', 'del', ip, 'dev', bridge]).catch(() => undefined);
 }
 
 export async function deleteTap(name: string): Promise<void> {

@@ -13,6 +13,25 @@ export interface ProxyRoutesOptions {
   readonly probe: (ip: string) => Promise<GuestHealth>;
 }
 
+/**
+ * True when a files path, decoded up to three times (double-encoding tricks), has a `..` segment
+ * or a NUL. The guest's file server confines paths too; the agent refuses them before they travel.
+ */
+export function escapesWorkspace(rawPath: string): boolean {
+  let path = rawPath;
+  for (let i = 0; i < 3; i++) {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(path);
+    } catch {
+      return true;
+    }
+    if (decoded === path) break;
+    path = decoded;
+  }
+  return path.includes('\0') || path.split(/[\\/]/).some((segment) => segment === '..');
+}
+
 const FILE_METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'PATCH'] as const;
 
 export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): Promise<void> {
@@ -36,7 +55,9 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
     // Bodies pass through as streams: an upload never sits in the agent's memory.
     files.removeAllContentTypeParsers();
     files.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
-    await files.register(replyFrom, { undici: { connections: 16, pipelining: 1, headersTimeout: 30_000, bodyTimeout: 0 } });
+    await files.register(replyFrom, {
+      undici: { connections: 16, pipelining: 1, connect: { timeout: 5_000 }, headersTimeout: 30_000, bodyTimeout: 0 },
+    });
 
     const handler = async (request: import('fastify').FastifyRequest<{ Params: VmParams & { '*': string } }>, reply: import('fastify').FastifyReply) => {
       const seat = seatFromParam(request.params.seatID, o.maxSeat);
@@ -46,6 +67,7 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
       const rawPath = queryAt >= 0 ? rawUrl.slice(0, queryAt) : rawUrl;
       // Forward the path exactly as the client encoded it: the guest decides what it means.
       const rest = rawPath.slice(rawPath.indexOf('/files', `/proxy/${request.params.workshopID}/`.length) + '/files'.length);
+      if (escapesWorkspace(rest)) throw new ApiError(403, 'forbidden_path', 'the path leaves the workspace');
       const target = `http://${vm.ip}:${FILES_PORT}/files${rest}`;
       const query = new URLSearchParams(queryAt >= 0 ? rawUrl.slice(queryAt + 1) : '');
       query.delete('token'); // a learner token is for the agent, never for the guest

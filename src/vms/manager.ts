@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../hypervisors/driver.ts';
 import { findProcessesUnder, isProcessAlive, killProcess } from '../hypervisors/process.ts';
 import type { Cidr } from '../network/cidr.ts';
+import type { NetworkPort, VmEndpoint } from '../network/index.ts';
 import { allocateIp, intToIp, macForIp, tapNameForIp } from '../network/cidr.ts';
 import { ensureLayerDisk, fileExists } from '../disks/layer.ts';
 import { KeyedLock } from './keyed-lock.ts';
@@ -14,13 +15,6 @@ import { VmError } from './errors.ts';
 import { vmId, type VmRecord } from './model.ts';
 import type { Addressing, VmStore } from './store.ts';
 
-/** The network operations the lifecycle needs (implemented by src/network). */
-export interface NetworkPort {
-  ensureBridge(name: string, cidr: Cidr): Promise<void>;
-  ensureTap(name: string, bridge: string): Promise<void>;
-  deleteTap(name: string): Promise<void>;
-  listTaps(pattern: RegExp): Promise<string[]>;
-}
 
 export interface ManagerOptions {
   readonly store: VmStore;
@@ -50,6 +44,10 @@ export interface CreateRequest {
 export const TAP_PATTERN = /^ct[0-9a-f]{8}$/;
 const CONSOLE_KEEP_BYTES = 1024 * 1024;
 const CONSOLE_TRIM_AT_BYTES = 8 * 1024 * 1024;
+
+export function endpoint(vm: VmRecord): VmEndpoint {
+  return { tap: vm.tapName, mac: vm.mac, ip: vm.ip };
+}
 
 export class VmManager {
   private readonly lock = new KeyedLock();
@@ -247,7 +245,7 @@ export class VmManager {
   private networkPlan(vm: VmRecord): Step[] {
     return [
       { name: 'bridge', ensure: () => this.o.network.ensureBridge(this.o.bridgeName, this.o.bridgeCidr) },
-      { name: 'tap', ensure: () => this.o.network.ensureTap(vm.tapName, this.o.bridgeName) },
+      { name: 'tap', ensure: () => this.o.network.attach(endpoint(vm), this.o.bridgeName) },
     ];
   }
 
@@ -297,7 +295,7 @@ export class VmManager {
           for (const stray of await findProcessesUnder(spec.runDir)) await killProcess(stray.proc);
         },
       },
-      { name: 'remove tap', ensure: () => this.o.network.deleteTap(vm.tapName) },
+      { name: 'remove tap', ensure: () => this.o.network.detach(endpoint(vm), this.o.bridgeName) },
       { name: 'remove vm directory', ensure: () => rm(spec.runDir, { recursive: true, force: true }) },
     ]);
   }

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { NetworkPort } from '../../src/vms/manager.ts';
+import type { NetworkPort, VmEndpoint } from '../../src/network/index.ts';
 import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../../src/hypervisors/driver.ts';
 import { describeProcess, isProcessAlive, killProcess } from '../../src/hypervisors/process.ts';
 
@@ -13,8 +13,11 @@ export class MemoryNetwork implements NetworkPort {
   async ensureBridge(): Promise<void> {
     this.bridges++;
   }
-  async ensureTap(name: string): Promise<void> {
-    this.taps.add(name);
+  async attach(vm: VmEndpoint): Promise<void> {
+    this.taps.add(vm.tap);
+  }
+  async detach(vm: VmEndpoint): Promise<void> {
+    this.taps.delete(vm.tap);
   }
   async deleteTap(name: string): Promise<void> {
     this.taps.delete(name);

@@ -61,6 +61,8 @@ export function fromFsError(err: unknown, logicalPath: string): HttpError | unde
       return invalid('too many levels of symbolic links');
     case 'EINVAL':
       return invalid(`invalid operation on ${logicalPath}`);
+    case 'ENXIO':
+      return invalid(`${logicalPath} is not a regular file`);
     case 'EXDEV':
       return invalid('cannot move across filesystems');
     case 'ENOSPC':

@@ -22,12 +22,13 @@ import { HttpError, errnoOf, forbidden, fromFsError, invalid, tooLarge } from '.
 import { contentTypeFor } from './mime.ts';
 import { Workspace, logicalPath, parseRequestPath, parseWorkspacePath } from './paths.ts';
 import { parseRange } from './range.ts';
-import { UploadAbortedError, writeUpload } from './upload.ts';
+import { UploadAbortedError, isUploadTemp, writeUpload } from './upload.ts';
 
 const MAX_JSON_BODY = 64 * 1024;
 /** After rejecting an upload, keep discarding its body this long so the client can read the response, then hang up. */
 const DISCARD_LINGER_MS = 2000;
 const ALLOW = 'GET, HEAD, PUT, POST, DELETE';
+const ACTIVE_CONTENT = /^(text\/html|image\/svg\+xml|application\/xml)\b/;
 
 export type EntryType = 'file' | 'directory' | 'symlink';
 
@@ -124,7 +125,7 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
   const max = config.maxUploadBytes;
 
   async function list(res: ServerResponse, segments: readonly string[], dir: string): Promise<void> {
-    const dirents = await readdir(dir);
+    const dirents = (await readdir(dir)).filter((name) => !isUploadTemp(name)); // in-flight uploads stay invisible
     const entries = (
       await Promise.all(
         dirents.map(async (name) => {
@@ -155,16 +156,17 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
       if (!st.isFile()) throw invalid('not a regular file');
 
       const etag = etagOf(st);
+      const contentType = contentTypeFor(path.basename(real));
       const headers: Record<string, string> = {
-        'Content-Type': contentTypeFor(path.basename(real)),
+        'Content-Type': contentType,
         'Last-Modified': st.mtime.toUTCString(),
         ETag: etag,
         'Accept-Ranges': 'bytes',
         'Cache-Control': 'no-cache',
         'X-Content-Type-Options': 'nosniff',
-        // learner-written HTML must not run scripts in the app's origin if opened directly
-        'Content-Security-Policy': 'sandbox',
       };
+      // Learner-written HTML/SVG must not run scripts in the app's origin if opened directly.
+      if (ACTIVE_CONTENT.test(contentType)) headers['Content-Security-Policy'] = 'sandbox';
       const inm = req.headers['if-none-match'];
       if (inm !== undefined && etagMatches(inm, etag)) {
         res.writeHead(304, headers);
@@ -352,6 +354,7 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
     const started = process.hrtime.bigint();
     const rawPath = splitTarget(req.url).rawPath;
     res.once('close', () => {
+      if (rawPath === '/health' && res.statusCode === 200) return; // polled by the host agent: not worth a log line
       logger.info('request', {
         method: req.method,
         path: rawPath,

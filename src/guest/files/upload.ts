@@ -17,27 +17,38 @@ export class UploadAbortedError extends Error {
 }
 
 export const TEMP_PREFIX = '.ct-upload-';
+const TEMP_RE = /^\.ct-upload-[0-9a-f]{16}\.tmp$/;
 
-/** Copies the request body to `fh`, counting bytes; rejects with 413 as soon as `max` is exceeded. */
+export function isUploadTemp(name: string): boolean {
+  return TEMP_RE.test(name);
+}
+
+async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.length) {
+    const { bytesWritten } = await fh.write(chunk, offset, chunk.length - offset);
+    offset += bytesWritten;
+  }
+}
+
+/**
+ * Copies the request body to `fh` one chunk at a time (the request is paused while a chunk is
+ * written, so memory stays bounded), counting bytes; rejects with 413 as soon as `max` is exceeded.
+ */
 function receiveBody(req: IncomingMessage, fh: FileHandle, max: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const out = fh.createWriteStream({ autoClose: false, emitClose: false });
     let received = 0;
     let settled = false;
-    const finish = (err?: Error): void => {
+    let pending: Promise<void> = Promise.resolve();
+    const finish = (err?: unknown): void => {
       if (settled) return;
       settled = true;
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
       req.off('close', onClose);
-      out.off('drain', onDrain);
-      if (err) {
-        out.destroy();
-        reject(err);
-      } else {
-        resolve(received);
-      }
+      if (err === undefined) resolve(received);
+      else reject(err instanceof Error ? err : new Error(String(err)));
     };
     const onData = (chunk: Buffer): void => {
       received += chunk.length;
@@ -45,21 +56,22 @@ function receiveBody(req: IncomingMessage, fh: FileHandle, max: number): Promise
         finish(tooLarge(max));
         return;
       }
-      if (!out.write(chunk)) req.pause();
+      req.pause();
+      pending = pending
+        .then(() => writeAll(fh, chunk))
+        .then(() => {
+          if (!settled) req.resume();
+        });
+      pending.catch(finish);
     };
-    const onDrain = (): void => {
-      req.resume();
-    };
+    // 'end' may be emitted while the last chunk is still being written: wait for it.
     const onEnd = (): void => {
-      out.end();
+      pending.then(() => finish(), finish);
     };
     const onError = (): void => finish(new UploadAbortedError());
     const onClose = (): void => {
       if (!req.complete) finish(new UploadAbortedError());
     };
-    out.on('drain', onDrain);
-    out.once('finish', () => finish());
-    out.once('error', (err) => finish(err));
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onError);
@@ -110,7 +122,7 @@ export async function writeUpload(req: IncomingMessage, workspace: Workspace, ta
   let closed = false;
   try {
     // keep the permission bits of the file being replaced (e.g. an executable script stays +x)
-    if (before?.isFile()) await fh.chmod(before.mode & 0o7777);
+    if (before?.isFile()) await fh.chmod(before.mode & 0o777);
     const bytes = await receiveBody(req, fh, max);
     await fh.sync();
     await fh.close();

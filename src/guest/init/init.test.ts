@@ -2,6 +2,8 @@
 // functions are sourced into a plain bash; nothing is mounted or configured).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +52,20 @@ test('ip= that cannot be used is reported, ip=off and dhcp are recognised', () =
   assert.equal(bash('IP_ARG=off; parse_ip_arg; echo "$NET_MODE"'), 'none\n');
   assert.equal(bash('IP_ARG=dhcp; parse_ip_arg; echo "$NET_MODE"'), 'auto\n');
   assert.equal(bash('parse_cmdline "quiet"; parse_ip_arg; echo "$NET_MODE"'), 'none\n');
+});
+
+test('ACPI power-off is detected from an _S5 object in the DSDT', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-dsdt-'));
+  try {
+    writeFileSync(join(dir, 'with'), Buffer.concat([Buffer.from('DSDT\0\0\x01'), Buffer.from([0, 0x08]), Buffer.from('_S5_\x12\x06'), Buffer.alloc(8)]));
+    writeFileSync(join(dir, 'without'), Buffer.concat([Buffer.from('DSDT\0\0\x01'), Buffer.alloc(64, 0x5f)]));
+    const check = (file: string): string => bash(`acpi_can_power_off ${JSON.stringify(join(dir, file))} && echo yes || echo no`);
+    assert.equal(check('with'), 'yes\n');
+    assert.equal(check('without'), 'no\n');
+    assert.equal(check('missing'), 'no\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('halt, services, epoch and hostname arguments', () => {

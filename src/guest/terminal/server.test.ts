@@ -132,7 +132,7 @@ describe('terminal server', () => {
     };
   }
 
-  const env = (): Record<string, string> => ({ PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: workspace, LANG: 'C.UTF-8', PORT: '9999' });
+  const env = (): Record<string, string> => ({ PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: workspace, LANG: 'C.UTF-8', PORT: '9999', NODE_ENV: 'production' });
 
   before(async () => {
     workspace = await mkdtemp(path.join(os.tmpdir(), 'ct-term-'));
@@ -160,9 +160,9 @@ describe('terminal server', () => {
     const c = await connected();
     assert.match(c.session.id, /^[A-Za-z0-9_-]{1,64}$/);
     assert.equal(c.session.replayed_bytes, 0);
-    c.input('echo hello-$((6*7))-marker; echo "cwd=$(pwd) term=$TERM port=${PORT:-unset}"');
+    c.input('echo hello-$((6*7))-marker; echo "cwd=$(pwd) term=$TERM port=${PORT:-unset} env=${NODE_ENV:-unset}"');
     await c.waitForOutput('hello-42-marker');
-    await c.waitForOutput(`cwd=${workspace} term=xterm-256color port=unset`);
+    await c.waitForOutput(`cwd=${workspace} term=xterm-256color port=unset env=unset`);
     const list = await sessions();
     assert.ok(list.some((s) => s.id === c.session.id && s.attached && s.pid > 0));
     await c.close();

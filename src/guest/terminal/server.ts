@@ -19,8 +19,11 @@ export const MAX_SESSIONS = 32;
 export const MAX_FRAME_BYTES = 1024 * 1024;
 export const PING_INTERVAL_MS = 30_000;
 
-/** Variables meant for this service only; they must not leak into the learner's shell (PORT would confuse dev servers). */
-const SERVICE_ENV = /^(PORT|HOST|WORKSPACE_DIR|TERMINAL_.*|FILES_.*)$/;
+/**
+ * Variables meant for this service only; they must not leak into the learner's shell
+ * (PORT would make dev servers collide with 3001, NODE_ENV=production would make `npm install` skip devDependencies).
+ */
+const SERVICE_ENV = /^(PORT|HOST|WORKSPACE_DIR|NODE_ENV|NODE_OPTIONS|TERMINAL_.*|FILES_.*)$/;
 
 export interface TerminalServerOptions {
   readonly config: TerminalConfig;

@@ -155,9 +155,13 @@ export class Session {
 
   private resize(cols: number, rows: number): void {
     if (this.exited || (cols === this.cols && rows === this.rows)) return;
-    this.pty.resize(cols, rows);
-    this.cols = cols;
-    this.rows = rows;
+    try {
+      this.pty.resize(cols, rows);
+      this.cols = cols;
+      this.rows = rows;
+    } catch (err) {
+      this.opts.logger.warn('pty_resize_failed', { session: this.id, ...describeError(err) });
+    }
   }
 
   private onOutput(data: string): void {
