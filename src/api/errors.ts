@@ -18,6 +18,7 @@ const VM_ERROR_STATUS: Record<VmErrorCode, number> = {
   vm_exists: 409,
   vm_busy: 409,
   at_capacity: 503,
+  insufficient_memory: 503,
   create_failed: 500,
   invalid_field: 400,
 };

@@ -1,5 +1,6 @@
 // Composition root of the agent: configuration in, a listening API with reconciled VMs out.
 import { join } from 'node:path';
+import { totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
 import type { AgentConfig } from '../config/config.ts';
 import { createLogger } from '../shared/logger.ts';
@@ -54,6 +55,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     bridgeName: config.bridgeName,
     bridgeCidr: config.bridgeCidr,
     capacity: config.capacity,
+    memoryBudgetMb: Math.floor((totalmem() / 1048576) * config.memoryOvercommit),
     vmDiskMb: config.vmDiskMb,
   });
   await manager.reconcile();

@@ -27,6 +27,7 @@ export interface AgentConfig {
   readonly vmMaxVcpus: number;
   readonly vmMaxMemoryMb: number;
   readonly vmDiskMb: number;
+  readonly memoryOvercommit: number;
   readonly logLevel: string;
 }
 
@@ -67,6 +68,7 @@ export const SETTINGS = {
   vmMaxVcpus: { env: 'VM_MAX_VCPUS', flag: '--vm-max-vcpus', help: 'largest vcpus a create may ask for', fallback: () => '8' },
   vmMaxMemoryMb: { env: 'VM_MAX_MEMORY_MB', flag: '--vm-max-memory-mb', help: 'largest memory_mb a create may ask for', fallback: () => '8192' },
   vmDiskMb: { env: 'VM_DISK_MB', flag: '--vm-disk-mb', help: "size of each VM's writable layer (sparse, MiB)", fallback: () => '10240' },
+  memoryOvercommit: { env: 'MEMORY_OVERCOMMIT', flag: '--memory-overcommit', help: 'VM memory may total host memory times this', fallback: () => '1.5' },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', help: 'pino log level', fallback: () => 'info' },
 } as const satisfies Record<keyof AgentConfig, Setting>;
 
@@ -76,6 +78,14 @@ function integer(setting: Setting, raw: string, min: number, max: number): numbe
   if (!/^\d+$/.test(raw)) throw new ConfigError(setting.env, `must be a whole number, got "${raw}"`);
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(setting.env, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function ratio(setting: Setting, raw: string): number {
+  const value = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw) || value < 0.1 || value > 100) {
+    throw new ConfigError(setting.env, `must be a number from 0.1 to 100, got "${raw}"`);
+  }
   return value;
 }
 
@@ -197,6 +207,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     vmMaxVcpus,
     vmMaxMemoryMb,
     vmDiskMb: integer(SETTINGS.vmDiskMb, text(SETTINGS.vmDiskMb), 256, 1_048_576),
+    memoryOvercommit: ratio(SETTINGS.memoryOvercommit, text(SETTINGS.memoryOvercommit)),
     logLevel: text(SETTINGS.logLevel),
   };
 }

@@ -127,7 +127,7 @@ test('reconcile adopts live VMMs, reboots dead ones from their kept disk, and re
     const strayDir = join(stateDir, 'vms', 'ct0a0b0c0e');
     mkdirSync(strayDir, { recursive: true });
     const stray = spawnStandIn(strayDir);
-    const interrupted = store.reserve({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, hypervisor: 'qemu' }, 10, {
+    const interrupted = store.reserve({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, hypervisor: 'qemu' }, { capacity: 10, memoryBudgetMb: 1e9 }, {
       allocate: () => 3232261220,
       ipText: () => '192.168.100.100',
       mac: () => '06:00:c0:a8:64:64',

@@ -26,6 +26,8 @@ export interface ManagerOptions {
   readonly bridgeName: string;
   readonly bridgeCidr: Cidr;
   readonly capacity: number;
+  /** Most memory (MiB) all VMs together may be given: host memory times the overcommit ratio. */
+  readonly memoryBudgetMb?: number;
   readonly vmDiskMb: number;
   /** Extra kernel arguments every guest gets (e.g. DNS). */
   readonly extraKernelArgs?: string;
@@ -113,7 +115,7 @@ export class VmManager {
   async create(request: CreateRequest): Promise<VmRecord> {
     const reserved = this.o.store.reserve(
       { ...request, hypervisor: this.o.driver.info.name },
-      this.o.capacity,
+      { capacity: this.o.capacity, memoryBudgetMb: this.o.memoryBudgetMb ?? Number.MAX_SAFE_INTEGER },
       this.addressing,
       this.now(),
     );
@@ -125,6 +127,11 @@ export class VmManager {
           throw new VmError('at_capacity', `this worker already runs its capacity of ${this.o.capacity} VMs`);
         case 'no_address':
           throw new VmError('at_capacity', `no free address left in ${this.o.bridgeCidr.text}`);
+        case 'memory':
+          throw new VmError(
+            'insufficient_memory',
+            `${request.memoryMb} MiB more would overcommit this host: ${reserved.committedMb} of ${this.o.memoryBudgetMb} MiB (host memory x MEMORY_OVERCOMMIT) are given to VMs`,
+          );
       }
     }
     const vm = reserved.vm;

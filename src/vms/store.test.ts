@@ -25,18 +25,18 @@ const req = (workshopId: string, seatId: number) => ({ workshopId, seatId, vcpus
 
 test('reserve allocates the seat address and refuses the same seat twice', () => {
   withStore((store) => {
-    const first = store.reserve(req('ws-a', 1), 10, addressing, 1000);
+    const first = store.reserve(req('ws-a', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1000);
     assert.ok(first.ok);
     assert.equal(first.vm.ip, '192.168.100.11');
     assert.equal(first.vm.status, 'creating');
-    assert.deepEqual(store.reserve(req('ws-a', 1), 10, addressing, 1001), { ok: false, reason: 'exists' });
+    assert.deepEqual(store.reserve(req('ws-a', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1001), { ok: false, reason: 'exists' });
   });
 });
 
 test('two workshops with the same seat get different addresses', () => {
   withStore((store) => {
-    const a = store.reserve(req('ws-a', 1), 10, addressing, 1);
-    const b = store.reserve(req('ws-b', 1), 10, addressing, 1);
+    const a = store.reserve(req('ws-a', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1);
+    const b = store.reserve(req('ws-b', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1);
     assert.ok(a.ok && b.ok);
     assert.notEqual(a.vm.ip, b.vm.ip);
     assert.notEqual(a.vm.tapName, b.vm.tapName);
@@ -46,15 +46,24 @@ test('two workshops with the same seat get different addresses', () => {
 
 test('capacity counts every VM', () => {
   withStore((store) => {
-    assert.ok(store.reserve(req('ws', 1), 2, addressing, 1).ok);
-    assert.ok(store.reserve(req('ws', 2), 2, addressing, 1).ok);
-    assert.deepEqual(store.reserve(req('ws', 3), 2, addressing, 1), { ok: false, reason: 'at_capacity' });
+    assert.ok(store.reserve(req('ws', 1), { capacity: 2, memoryBudgetMb: 1e9 }, addressing, 1).ok);
+    assert.ok(store.reserve(req('ws', 2), { capacity: 2, memoryBudgetMb: 1e9 }, addressing, 1).ok);
+    assert.deepEqual(store.reserve(req('ws', 3), { capacity: 2, memoryBudgetMb: 1e9 }, addressing, 1), { ok: false, reason: 'at_capacity' });
+  });
+});
+
+test('memory is not overcommitted beyond the budget', () => {
+  withStore((store) => {
+    const limits = { capacity: 10, memoryBudgetMb: 1200 };
+    assert.ok(store.reserve(req('ws', 1), limits, addressing, 1).ok);
+    assert.ok(store.reserve(req('ws', 2), limits, addressing, 1).ok);
+    assert.deepEqual(store.reserve(req('ws', 3), limits, addressing, 1), { ok: false, reason: 'memory', committedMb: 1024 });
   });
 });
 
 test('state survives reopening the database file', () => {
   withStore((store, path) => {
-    const r = store.reserve(req('ws', 4), 10, addressing, 5);
+    const r = store.reserve(req('ws', 4), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 5);
     assert.ok(r.ok);
     store.markRunning('ws', 4, 1234, 99, 6);
     const again = new VmStore(path);
@@ -72,12 +81,12 @@ test('state survives reopening the database file', () => {
 
 test('a stored address is kept, never recomputed, and freed on remove', () => {
   withStore((store) => {
-    assert.ok(store.reserve(req('ws-a', 1), 10, addressing, 1).ok);
-    const b = store.reserve(req('ws-b', 1), 10, addressing, 1);
+    assert.ok(store.reserve(req('ws-a', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1).ok);
+    const b = store.reserve(req('ws-b', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1);
     assert.ok(b.ok);
     store.remove('ws-a', 1);
     assert.equal(store.get('ws-b', 1)?.ip, b.vm.ip);
-    const c = store.reserve(req('ws-c', 1), 10, addressing, 1);
+    const c = store.reserve(req('ws-c', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1);
     assert.ok(c.ok);
     assert.equal(c.vm.ip, '192.168.100.11');
     assert.deepEqual(store.list('ws-b').map((v) => v.seatId), [1]);
@@ -87,7 +96,7 @@ test('a stored address is kept, never recomputed, and freed on remove', () => {
 
 test('restart bookkeeping: restarts counted, readiness reset', () => {
   withStore((store) => {
-    assert.ok(store.reserve(req('ws', 1), 10, addressing, 1).ok);
+    assert.ok(store.reserve(req('ws', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1).ok);
     store.markRunning('ws', 1, 10, 20, 2);
     store.markReady('ws', 1, 3);
     assert.equal(store.get('ws', 1)?.readyAt, 3);

@@ -79,7 +79,8 @@ export interface Reservation {
 
 export type ReserveResult =
   | { readonly ok: true; readonly vm: VmRecord }
-  | { readonly ok: false; readonly reason: 'exists' | 'at_capacity' | 'no_address' };
+  | { readonly ok: false; readonly reason: 'exists' | 'at_capacity' | 'no_address' }
+  | { readonly ok: false; readonly reason: 'memory'; readonly committedMb: number };
 
 export interface Addressing {
   /** Picks an address for the seat given the addresses in use; undefined when none is left. */
@@ -107,11 +108,12 @@ export class VmStore {
   }
 
   /** Atomically checks seat and capacity, allocates an address and records the VM as `creating`. */
-  reserve(request: Reservation, capacity: number, addressing: Addressing, now: number): ReserveResult {
+  reserve(request: Reservation, limits: { capacity: number; memoryBudgetMb: number }, addressing: Addressing, now: number): ReserveResult {
     return this.db.transaction((): ReserveResult => {
       if (this.get(request.workshopId, request.seatId)) return { ok: false, reason: 'exists' };
-      const count = (this.db.prepare('SELECT COUNT(*) AS n FROM vms').get() as { n: number }).n;
-      if (count >= capacity) return { ok: false, reason: 'at_capacity' };
+      const totals = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(memory_mb), 0) AS mb FROM vms').get() as { n: number; mb: number };
+      if (totals.n >= limits.capacity) return { ok: false, reason: 'at_capacity' };
+      if (totals.mb + request.memoryMb > limits.memoryBudgetMb) return { ok: false, reason: 'memory', committedMb: totals.mb };
       const used = new Set((this.db.prepare('SELECT ip_int FROM vms').all() as { ip_int: number }[]).map((r) => r.ip_int));
       const ip = addressing.allocate(request.seatId, used);
       if (ip === undefined) return { ok: false, reason: 'no_address' };
