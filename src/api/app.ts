@@ -57,6 +57,8 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     // Types are what the schema says: "1" is not a seat number.
     ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false } },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    // Malformed percent-encoding and overlong path parameters get the one error shape too.
+    frameworkErrors: errorHandler,
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)));
@@ -103,8 +105,16 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
 
   const terminals = new TerminalProxy();
   app.server.on('upgrade', (request, socket, head) => {
+    // Node removes its own error listener before 'upgrade': a client resetting the connection
+    // must not become an uncaught exception.
+    socket.on('error', () => socket.destroy());
     const rawUrl = request.url ?? '/';
-    const url = new URL(rawUrl, 'http://agent');
+    let url: URL;
+    try {
+      url = new URL(rawUrl, 'http://agent');
+    } catch {
+      return rejectUpgrade(socket, 400, 'invalid_request', 'the request target is not a valid URL');
+    }
     const match = TERMINAL_PATH.exec(url.pathname);
     if (!match) return rejectUpgrade(socket, 404, 'not_found', 'WebSocket is served at /proxy/{workshopID}/{seatID}/terminal');
     void (async () => {
