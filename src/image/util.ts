@@ -1,7 +1,7 @@
 // Small file helpers for the image build: content hashes, atomic replacement, sizes.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export async function exists(path: string): Promise<boolean> {
@@ -118,8 +118,4 @@ export function formatBytes(bytes: number): string {
 
 export function formatMs(ms: number): string {
   return ms >= 10_000 ? `${(ms / 1000).toFixed(0)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
-}
-
-export async function fileSize(path: string): Promise<number> {
-  return (await stat(path)).size;
 }

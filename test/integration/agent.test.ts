@@ -1,7 +1,7 @@
 // The real agent with real QEMU guests, bridges and TAPs, inside this file's own network namespace.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { json, requireTestNetns, startAgent, tapsInNamespace, testImagesDir, waitForPing, type AgentProcess } from '../helpers/agent-process.ts';
@@ -43,6 +43,17 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
     assert.deepEqual(vms.map((v) => v.ip), ['192.168.100.11', '192.168.100.12', '192.168.100.13']);
     assert.ok(vms.every((v) => v.status === 'running'));
     for (const vm of vms) assert.ok(await waitForPing(vm.ip, BOOT_MS), `${vm.ip} answers ping`);
+
+    // Each VMM runs as its own unprivileged user, under a seccomp filter, without capabilities.
+    const status = vms.map((vm) => readFileSync(`/proc/${vm.pid}/status`, 'utf8'));
+    const uids = status.map((s) => Number(/^Uid:\s+(\d+)/m.exec(s)?.[1]));
+    assert.ok(uids.every((uid) => uid !== 0), `uids ${uids.join(',')}`);
+    assert.equal(new Set(uids).size, 3, 'one user per VM');
+    for (const s of status) {
+      assert.match(s, /^Seccomp:\s+2$/m);
+      assert.match(s, /^CapEff:\s+0+$/m);
+      assert.match(s, /^NoNewPrivs:\s+1$/m);
+    }
 
     const listed = ((await (await agent.api('/vms?workshop_id=class-a')).json()) as { vms: VmJson[] }).vms;
     assert.deepEqual(listed.map((v) => v.seat_id), [1, 2, 3]);

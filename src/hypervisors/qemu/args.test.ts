@@ -77,3 +77,13 @@ test('commas in paths are escaped for QEMU option values', () => {
   const args = buildQemuArgs({ spec: { ...spec, baseDiskPath: '/img,x/rootfs.ext4' }, accel: 'tcg' });
   assert.match(valueAfter(args, '-drive')[0] ?? '', /^file=\/img,,x\/rootfs\.ext4,/);
 });
+
+test('with a VM user: seccomp sandbox and -runas, keeping what -daemonize and -runas need', () => {
+  const args = buildQemuArgs({ spec, accel: 'tcg', runAs: 'ctvm-ctc0a8640b' });
+  const sandbox = args[args.indexOf('-sandbox') + 1] ?? '';
+  assert.match(sandbox, /^on,/);
+  assert.match(sandbox, /obsolete=deny/);
+  assert.match(sandbox, /resourcecontrol=deny/);
+  assert.equal(args[args.indexOf('-runas') + 1], 'ctvm-ctc0a8640b');
+  assert.equal(buildQemuArgs({ spec, accel: 'tcg' }).includes('-runas'), false);
+});

@@ -49,6 +49,13 @@ export interface QemuCommandInput {
   readonly tscKhz?: number;
   /** Start as a daemon (-daemonize): the launcher exits once the VM runs, or fails with a reason. */
   readonly daemonize?: boolean;
+  /**
+   * Drop to this user once QEMU has opened its files, TAP and sockets (-runas), under a seccomp
+   * sandbox. QEMU 7.2 cannot combine -runas with elevateprivileges=deny (it needs setuid) nor
+   * -daemonize with spawn=deny (it forks); with -runas it runs with no capabilities and
+   * no_new_privs, so exec cannot raise privileges either.
+   */
+  readonly runAs?: string;
 }
 
 export function buildQemuArgs(input: QemuCommandInput): string[] {
@@ -89,6 +96,7 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
     '-qmp', `unix:${e(qmpSocketPath(spec.runDir))},server=on,wait=off`,
     '-pidfile', pidFilePath(spec.runDir),
   );
+  if (input.runAs !== undefined) args.push('-sandbox', 'on,obsolete=deny,resourcecontrol=deny', '-runas', input.runAs);
   if (input.daemonize ?? true) args.push('-daemonize');
   return args;
 }

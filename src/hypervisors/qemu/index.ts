@@ -13,6 +13,7 @@ import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../pr
 import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
 import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qmpSocketPath, type Acceleration } from './args.ts';
 import { QmpClient } from './qmp.ts';
+import { ensureVmUser, vmUserName } from '../vm-users.ts';
 
 export { buildQemuArgs, kernelCommandLine } from './args.ts';
 export type { AccelVerdict } from './accel.ts';
@@ -36,6 +37,11 @@ export interface QemuDriverOptions {
    * VM's TAP in a private network namespace). It must exec QEMU, not fork it.
    */
   readonly launchPrefix?: readonly string[];
+  /**
+   * Run each VM's QEMU as its own unprivileged user (`ctvm-<tap>`) under a seccomp sandbox.
+   * Default: when the agent runs as root.
+   */
+  readonly perVmUser?: boolean;
 }
 
 export class QemuStartError extends Error {
@@ -130,6 +136,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly log: (msg: string) => void;
   private readonly startTimeoutMs: number;
   private readonly launchPrefix: readonly string[];
+  private readonly perVmUser: boolean;
 
   constructor(
     readonly verdict: AccelVerdict,
@@ -140,13 +147,15 @@ export class QemuDriver implements HypervisorDriver {
     this.log = opts.log ?? (() => {});
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
     this.launchPrefix = opts.launchPrefix ?? [];
+    this.perVmUser = opts.perVmUser ?? process.getuid?.() === 0;
   }
 
   /** The full command (prefix included) that start() runs for `spec`. */
-  command(spec: VmLaunchSpec): { file: string; args: string[] } {
+  command(spec: VmLaunchSpec, runAs?: string): { file: string; args: string[] } {
     const qemuArgs = buildQemuArgs({
       spec,
       accel: this.verdict.accel,
+      ...(runAs === undefined ? {} : { runAs }),
       ...(this.verdict.tscKhz === undefined ? {} : { tscKhz: this.verdict.tscKhz }),
     });
     const [file, ...prefixArgs] = [...this.launchPrefix, this.qemuBin];
@@ -167,7 +176,8 @@ export class QemuDriver implements HypervisorDriver {
     await rm(socket, { force: true });
 
     const deadline = Date.now() + this.startTimeoutMs;
-    const { file, args } = this.command(spec);
+    const user = this.perVmUser && spec.tapName !== '' ? await ensureVmUser(vmUserName(spec.tapName)) : undefined;
+    const { file, args } = this.command(spec, user?.name);
     const launch = await runLauncher(file, args, this.startTimeoutMs);
     const pid = await readPid(pidFile);
     const proc = pid === undefined ? undefined : describeProcess(pid);
