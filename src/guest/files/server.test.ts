@@ -71,12 +71,21 @@ describe('files server', () => {
     await symlink(path.join(outside, 'secret.txt'), path.join(workspace, 'secret-link'));
     await symlink(path.join(outside, 'not-yet'), path.join(workspace, 'dangling-out'));
     await symlink('sub/inner.txt', path.join(workspace, 'inner-link'));
+    // Left by a files service that died mid-upload; the next start removes them.
+    await writeFile(path.join(workspace, 'sub', '.ct-upload-0123456789abcdef.tmp'), 'half an upload');
+    await writeFile(path.join(outside, '.ct-upload-0123456789abcdef.tmp'), 'not ours: outside the workspace');
     server = await startFilesServer({ config: config(), logger: silentLogger });
   });
 
   after(async () => {
     await server.close();
     await rm(root, { recursive: true, force: true });
+  });
+
+  it('removes upload temp files a crashed predecessor left, and only those', async () => {
+    assert.deepEqual((await readdir(path.join(workspace, 'sub'))).sort(), ['deeper', 'inner.txt']);
+    assert.ok((await readdir(outside)).includes('.ct-upload-0123456789abcdef.tmp'), 'symlinked dirs outside are not walked');
+    await rm(path.join(outside, '.ct-upload-0123456789abcdef.tmp'));
   });
 
   it('answers /health and unknown routes', async () => {

@@ -22,7 +22,7 @@ import { HttpError, errnoOf, forbidden, fromFsError, invalid, tooLarge } from '.
 import { contentTypeFor } from './mime.ts';
 import { Workspace, logicalPath, parseRequestPath, parseWorkspacePath } from './paths.ts';
 import { parseRange } from './range.ts';
-import { UploadAbortedError, isUploadTemp, writeUpload } from './upload.ts';
+import { UploadAbortedError, isUploadTemp, sweepStaleUploads, writeUpload } from './upload.ts';
 
 const MAX_JSON_BODY = 64 * 1024;
 /** After rejecting an upload, keep discarding its body this long so the client can read the response, then hang up. */
@@ -123,6 +123,8 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
   const { config, logger } = opts;
   const workspace = await Workspace.open(config.workspaceDir);
   const max = config.maxUploadBytes;
+  const swept = await sweepStaleUploads(config.workspaceDir);
+  if (swept > 0) logger.info('stale_uploads_removed', { count: swept });
 
   async function list(res: ServerResponse, segments: readonly string[], dir: string): Promise<void> {
     const dirents = (await readdir(dir)).filter((name) => !isUploadTemp(name)); // in-flight uploads stay invisible

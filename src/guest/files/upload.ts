@@ -140,3 +140,28 @@ export async function writeUpload(req: IncomingMessage, workspace: Workspace, ta
     throw err;
   }
 }
+
+/**
+ * Removes upload temp files left by a process that died mid-upload (a crash, a power cut). Run when
+ * the server starts, before it accepts uploads, so no temp file it finds can be in use. Walks
+ * without following symlinks and stops after `maxEntries`.
+ */
+export async function sweepStaleUploads(root: string, maxEntries = 200_000): Promise<number> {
+  const { readdir, unlink: remove } = await import('node:fs/promises');
+  let seen = 0;
+  let removed = 0;
+  const pending = [root];
+  while (pending.length > 0 && seen < maxEntries) {
+    const dir = pending.pop() ?? root;
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      seen++;
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) pending.push(full);
+      else if (entry.isFile() && isUploadTemp(entry.name)) {
+        await remove(full).then(() => removed++, () => undefined);
+      }
+    }
+  }
+  return removed;
+}
