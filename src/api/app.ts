@@ -13,7 +13,7 @@ import { proxyRoutes } from '../proxy/routes.ts';
 import { rejectUpgrade, TerminalProxy } from '../proxy/terminal.ts';
 import { VmError } from '../vms/errors.ts';
 import type { GuestHealth } from '../proxy/guest.ts';
-import { WORKSHOP_ID_PATTERN } from './schemas.ts';
+import { vmParamsSchema, WORKSHOP_ID_PATTERN } from './schemas.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,6 +34,7 @@ export interface ApiOptions {
 const UNAUTHENTICATED = new Set(['/health']);
 const TERMINAL_PATH = /^\/proxy\/([^/?]+)\/([^/?]+)\/terminal$/;
 const WORKSHOP_ID = new RegExp(WORKSHOP_ID_PATTERN);
+const SEAT_ID = new RegExp(vmParamsSchema().properties.seatID.pattern);
 
 function pathOf(url: string): string {
   return url.split('?')[0] ?? '';
@@ -130,7 +131,15 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       if (!WORKSHOP_ID.test(workshopId)) {
         return rejectUpgrade(socket, 400, 'invalid_field', 'workshopID must be 1-63 of a-z, 0-9 and "-"');
       }
-      const seat = seatFromParam(match[2] ?? '', o.vms.maxSeat);
+      let seatText: string;
+      try {
+        seatText = decodeURIComponent(match[2] ?? '');
+      } catch {
+        seatText = '';
+      }
+      // Digits only, as for the REST routes' seatID: Number() alone would take "1e0", "0x1" or "1.0" for seat 1.
+      if (!SEAT_ID.test(seatText)) return rejectUpgrade(socket, 400, 'invalid_field', `seatID must be an integer from 1 to ${o.vms.maxSeat}`);
+      const seat = seatFromParam(seatText, o.vms.maxSeat);
       const vm = o.vms.manager.get(workshopId, seat);
       url.searchParams.delete('token');
       o.log.info({ vm: `${workshopId}.${seat}`, actor: actorOf(identity) }, 'terminal connection');
@@ -142,9 +151,8 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       return rejectUpgrade(socket, 500, 'internal', 'internal error');
     });
   });
-  app.addHook('onClose', async () => {
-    terminals.close();
-    await o.audit.close();
-  });
+  // Upgraded sockets still count as the HTTP server's connections: end them before it closes.
+  app.addHook('preClose', async () => terminals.close());
+  app.addHook('onClose', async () => o.audit.close());
   return app;
 }

@@ -26,6 +26,10 @@ async function main(argv: readonly string[]): Promise<number> {
       await new Promise<void>((resolve) => {
         const shutdown = (): void => {
           // VMs keep running: their VMMs are detached and the next start adopts them.
+          setTimeout(() => {
+            process.stderr.write('clarateach: shutdown took over 10 s; exiting anyway\n');
+            process.exit(1);
+          }, 10_000).unref();
           agent.stop().finally(resolve);
         };
         process.once('SIGTERM', shutdown);

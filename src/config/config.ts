@@ -20,6 +20,8 @@ export interface AgentConfig {
   readonly vmDns: string | undefined;
   readonly hypervisor: 'auto' | 'firecracker' | 'qemu';
   readonly firecrackerBin: string;
+  readonly jailerBin: string | undefined;
+  readonly jailChrootBaseDir: string;
   readonly qemuBin: string;
   readonly qemuAccel: 'auto' | 'kvm' | 'tcg';
   readonly vmVcpus: number;
@@ -61,6 +63,8 @@ export const SETTINGS = {
   vmDns: { env: 'VM_DNS', flag: '--vm-dns', help: 'DNS server the guests use ("none": none)', fallback: () => '1.1.1.1' },
   hypervisor: { env: 'HYPERVISOR', flag: '--hypervisor', help: 'auto | firecracker | qemu', fallback: () => 'auto' },
   firecrackerBin: { env: 'FIRECRACKER_BIN', flag: '--firecracker-bin', help: 'path of the firecracker binary', fallback: () => 'firecracker' },
+  jailerBin: { env: 'JAILER_BIN', flag: '--jailer-bin', help: "Firecracker's jailer: each VMM chrooted, as its own uid, in its cgroup", fallback: () => undefined },
+  jailChrootBaseDir: { env: 'JAIL_CHROOT_BASE_DIR', flag: '--jail-chroot-base-dir', help: 'jails (same filesystem as IMAGES_DIR and STATE_DIR)', fallback: () => '/srv/jailer' },
   qemuBin: { env: 'QEMU_BIN', flag: '--qemu-bin', help: 'path of qemu-system-x86_64', fallback: () => 'qemu-system-x86_64' },
   qemuAccel: { env: 'QEMU_ACCEL', flag: '--qemu-accel', help: 'auto (KVM if a trial boot works) | kvm | tcg', fallback: () => 'auto' },
   vmVcpus: { env: 'VM_VCPUS', flag: '--vm-vcpus', help: 'default vCPUs per VM', fallback: () => '1' },
@@ -200,6 +204,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     vmDns,
     hypervisor,
     firecrackerBin: text(SETTINGS.firecrackerBin),
+    jailerBin: source(SETTINGS.jailerBin),
+    jailChrootBaseDir: dir(SETTINGS.jailChrootBaseDir),
     qemuBin: text(SETTINGS.qemuBin),
     qemuAccel,
     vmVcpus: integer(SETTINGS.vmVcpus, text(SETTINGS.vmVcpus), 1, vmMaxVcpus),

@@ -50,4 +50,14 @@ export interface HypervisorDriver {
    * process is gone. Safe to call for a process that has already exited.
    */
   stop(spec: VmLaunchSpec, proc: VmmProcess, gracefulMs: number): Promise<void>;
+  /**
+   * The uid/gid this VM's VMM runs as when it is not root. Resources the VMM opens (its TAP) are
+   * given to that user alone, so no other VM's VMM can attach to them.
+   */
+  vmmOwner?(spec: VmLaunchSpec): Promise<VmmOwner | undefined>;
+}
+
+export interface VmmOwner {
+  readonly uid: number;
+  readonly gid: number;
 }

@@ -10,7 +10,7 @@ import { createFirecrackerDriver } from './firecracker/index.ts';
 import { createQemuDriver } from './qemu/index.ts';
 import { detectAcceleration } from './qemu/accel.ts';
 
-type SelectConfig = Pick<AgentConfig, 'hypervisor' | 'firecrackerBin' | 'qemuBin' | 'imagesDir' | 'stateDir' | 'qemuAccel'>;
+type SelectConfig = Pick<AgentConfig, 'hypervisor' | 'firecrackerBin' | 'jailerBin' | 'jailChrootBaseDir' | 'qemuBin' | 'imagesDir' | 'stateDir' | 'qemuAccel'>;
 
 /** KVM that really runs a guest: proven by QEMU's bounded trial boot (cached in STATE_DIR). */
 async function kvmWorks(config: SelectConfig, log: Logger): Promise<boolean> {
@@ -26,7 +26,12 @@ async function kvmWorks(config: SelectConfig, log: Logger): Promise<boolean> {
 
 export async function selectDriver(config: SelectConfig, log: Logger): Promise<HypervisorDriver> {
   const info = (msg: string): void => log.info(msg);
-  const firecracker = (): HypervisorDriver => createFirecrackerDriver({ firecrackerBin: config.firecrackerBin, log: info });
+  const firecracker = (): HypervisorDriver =>
+    createFirecrackerDriver({
+      firecrackerBin: config.firecrackerBin,
+      log: info,
+      ...(config.jailerBin === undefined ? {} : { jailerBin: config.jailerBin, jail: { chrootBaseDir: config.jailChrootBaseDir } }),
+    });
   const qemu = async (): Promise<HypervisorDriver> => {
     if (!(await commandExists(config.qemuBin))) {
       throw new ConfigError('QEMU_BIN', `${config.qemuBin} not found (apt-get install qemu-system-x86)`);

@@ -9,7 +9,7 @@ export type { VmEndpoint } from './firewall.ts';
 export interface NetworkPort {
   ensureBridge(name: string, cidr: Cidr): Promise<void>;
   /** TAP on the bridge (isolated port), neighbor entry pinned, guard element added. Idempotent. */
-  attach(vm: VmEndpoint, bridge: string): Promise<void>;
+  attach(vm: VmEndpoint, bridge: string, owner?: { uid: number; gid: number }): Promise<void>;
   /** Undoes attach. Idempotent. */
   detach(vm: VmEndpoint, bridge: string): Promise<void>;
   deleteTap(name: string): Promise<void>;
@@ -18,8 +18,8 @@ export interface NetworkPort {
 
 export const hostNetwork: NetworkPort = {
   ensureBridge,
-  async attach(vm, bridge) {
-    await ensureTap(vm.tap, bridge);
+  async attach(vm, bridge, owner) {
+    await ensureTap(vm.tap, bridge, owner);
     await pinNeighbor(vm.ip, vm.mac, bridge);
     await allowVm(vm);
   },

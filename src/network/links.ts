@@ -40,9 +40,11 @@ export async function ensureBridge(name: string, cidr: Cidr): Promise<void> {
  * Creates the TAP when missing and attaches it, up, to the bridge as an isolated port: isolated
  * ports forward only to the bridge itself, never to each other, so VMs cannot reach one another.
  */
-export async function ensureTap(name: string, bridge: string): Promise<void> {
+export async function ensureTap(name: string, bridge: string, owner?: { uid: number; gid: number }): Promise<void> {
   const link = await showLink(name);
-  if (!link) await run('ip', ['tuntap', 'add', 'dev', name, 'mode', 'tap']);
+  // Owned by the VM's own user: an unowned TAP could be attached by any process on the host.
+  const ownership = owner ? ['user', String(owner.uid), 'group', String(owner.gid)] : [];
+  if (!link) await run('ip', ['tuntap', 'add', 'dev', name, 'mode', 'tap', ...ownership]);
   if (link?.master !== bridge) await run('ip', ['link', 'set', name, 'master', bridge]);
   await run('bridge', ['link', 'set', 'dev', name, 'isolated', 'on', 'learning', 'off']);
   if (!link?.flags?.includes('UP')) await run('ip', ['link', 'set', name, 'up']);

@@ -252,7 +252,10 @@ export class VmManager {
   private networkPlan(vm: VmRecord): Step[] {
     return [
       { name: 'bridge', ensure: () => this.o.network.ensureBridge(this.o.bridgeName, this.o.bridgeCidr) },
-      { name: 'tap', ensure: () => this.o.network.attach(endpoint(vm), this.o.bridgeName) },
+      {
+        name: 'tap',
+        ensure: async () => this.o.network.attach(endpoint(vm), this.o.bridgeName, await this.o.driver.vmmOwner?.(this.launchSpec(vm))),
+      },
     ];
   }
 

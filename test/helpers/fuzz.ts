@@ -4,6 +4,7 @@
 // reaches it.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -20,10 +21,14 @@ import { FILES_PORT } from '../../src/proxy/guest.ts';
 import { MemoryNetwork, StandInDriver } from './stand-ins.ts';
 
 /**
- * VM addresses come from this loopback subnet: seat N of the seed workshop is 127.77.0.(10+N).
- * The files proxy therefore only ever connects to the host's loopback (never a real network).
+ * VM addresses come from a loopback subnet, 127.X.Y.0/24 (X, Y picked per process so that two
+ * runs at once do not share the stand-in file server's address): seat N gets 127.X.Y.(10+N). The
+ * files proxy therefore only ever connects to the host's loopback, never to a real network.
  */
-export const FUZZ_CIDR = '127.77.0.1/24';
+const SUBNET = `127.${64 + (process.pid % 128)}.${1 + Math.floor(Math.random() * 250)}`;
+export const FUZZ_CIDR = `${SUBNET}.1/24`;
+/** The address the first VM created on an empty API gets (seat 1 of any workshop). */
+export const FIRST_VM_IP = `${SUBNET}.11`;
 export const WORKER_ID = 'fuzz-worker';
 
 export interface FuzzApi {
@@ -138,4 +143,97 @@ export async function startStandInFileServer(ip: string): Promise<StandInFileSer
         server.close(() => resolve());
       }),
   };
+}
+
+export interface RawResponse {
+  readonly status: number | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+}
+
+/**
+ * One HTTP/1.1 exchange over a fresh loopback socket, the request target sent byte for byte (no
+ * client-side URL normalisation, unlike app.inject), `Connection: close`. `reset` aborts the
+ * connection right after sending. Resolves with what came back (status undefined: nothing).
+ */
+export function rawHttp(port: number, request: Buffer, o: { reset?: boolean; timeoutMs?: number; head?: boolean } = {}): Promise<RawResponse> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const done = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(parseResponse(Buffer.concat(chunks)));
+    };
+    const timer = setTimeout(done, o.timeoutMs ?? 5_000);
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      // Done once a whole response is in: a proxied answer may keep the connection open.
+      if (isComplete(Buffer.concat(chunks), o.head === true)) done();
+    });
+    socket.on('error', done);
+    socket.on('close', done);
+    socket.on('connect', () => {
+      socket.write(request, () => {
+        if (o.reset) {
+          socket.resetAndDestroy();
+          done();
+        }
+      });
+    });
+  });
+}
+
+/** Whether `raw` holds a complete response (headers and, by Content-Length or chunked framing, the body). */
+function isComplete(raw: Buffer, head: boolean): boolean {
+  const split = raw.indexOf('\r\n\r\n');
+  if (split < 0) return false;
+  const headText = raw.subarray(0, split).toString('latin1');
+  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(headText)?.[1] ?? 0);
+  if (head || status === 204 || status === 304 || (status >= 100 && status < 200)) return true;
+  const body = raw.subarray(split + 4);
+  const length = /\r\ncontent-length:\s*(\d+)/i.exec(headText)?.[1];
+  if (length !== undefined) return body.length >= Number(length);
+  if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(headText)) return body.includes('\r\n0\r\n\r\n') || body.subarray(0, 5).toString() === '0\r\n\r\n';
+  return false;
+}
+
+function parseResponse(raw: Buffer): RawResponse {
+  const text = raw.toString('latin1');
+  const split = text.indexOf('\r\n\r\n');
+  const head = split < 0 ? text : text.slice(0, split);
+  const [statusLine = '', ...lines] = head.split('\r\n');
+  const status = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1];
+  const headers: Record<string, string> = {};
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  let body = split < 0 ? Buffer.alloc(0) : raw.subarray(Buffer.byteLength(text.slice(0, split + 4), 'latin1'));
+  if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+    const parts: Buffer[] = [];
+    let at = 0;
+    for (;;) {
+      const eol = body.indexOf('\r\n', at);
+      if (eol < 0) break;
+      const size = parseInt(body.subarray(at, eol).toString('latin1'), 16);
+      if (!Number.isFinite(size) || size === 0) break;
+      parts.push(body.subarray(eol + 2, eol + 2 + size));
+      at = eol + 2 + size + 2;
+    }
+    body = Buffer.concat(parts);
+  }
+  return { status: status === undefined ? undefined : Number(status), headers, body: body.toString('utf8') };
+}
+
+/** Bytes of an HTTP/1.1 request with `Connection: close` (and Content-Length when there is a body). */
+export function rawRequest(method: string, target: string, headers: Readonly<Record<string, string>>, body?: string | Buffer): Buffer {
+  const lines = [`${method} ${target} HTTP/1.1`, 'Host: agent', 'Connection: close'];
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  const payload = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
+  if (body !== undefined) lines.push(`Content-Length: ${payload.length}`);
+  return Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), payload]);
 }

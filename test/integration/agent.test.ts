@@ -1,7 +1,7 @@
 // The real agent with real QEMU guests, bridges and TAPs, inside this file's own network namespace.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { json, requireTestNetns, startAgent, tapsInNamespace, testImagesDir, waitForPing, type AgentProcess } from '../helpers/agent-process.ts';
@@ -55,6 +55,17 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
       assert.match(s, /^NoNewPrivs:\s+1$/m);
     }
 
+    // ... in a cgroup of its own whose limits follow the VM's size (cgroup v1 here: cpu and memory).
+    for (const vm of vms) {
+      const groups = readFileSync(`/proc/${vm.pid}/cgroup`, 'utf8');
+      const memory = /:memory:(\/clarateach\/[^\n]+)/.exec(groups)?.[1];
+      const cpu = /:cpu(?:,cpuacct)?:(\/clarateach\/[^\n]+)/.exec(groups)?.[1];
+      assert.equal(memory, `/clarateach/class-a.${vm.seat_id}`, groups);
+      assert.equal(cpu, memory);
+      assert.equal(Number(readFileSync(`/sys/fs/cgroup/memory${memory}/memory.limit_in_bytes`, 'utf8')), (384 + 256) * 1024 * 1024);
+      assert.equal(Number(readFileSync(`/sys/fs/cgroup/cpu${cpu}/cpu.cfs_quota_us`, 'utf8')), 100_000);
+    }
+
     const listed = ((await (await agent.api('/vms?workshop_id=class-a')).json()) as { vms: VmJson[] }).vms;
     assert.deepEqual(listed.map((v) => v.seat_id), [1, 2, 3]);
     const one = (await (await agent.api('/vms/class-a/2')).json()) as VmJson;
@@ -66,6 +77,7 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
     assert.deepEqual(tapsInNamespace().filter((t) => vms.some((v) => v.tap === t)), []);
     for (const vm of vms) assert.equal(isProcessAlive({ pid: vm.pid, startTime: -1 }) && existsSync(`/proc/${vm.pid}`), false);
     assert.deepEqual(readdirSync(join(agent.stateDir, 'vms')), []);
+    for (const vm of vms) assert.equal(existsSync(`/sys/fs/cgroup/memory/clarateach/class-a.${vm.seat_id}`), false, 'cgroup removed');
     assert.equal(await waitForPing('192.168.100.11', 2000), false);
   });
 
@@ -88,6 +100,8 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
     for (const vm of before) assert.ok(existsSync(`/proc/${vm.pid}`), `VMM ${vm.pid} survived the agent`);
     const victim = before[0];
     assert.ok(victim);
+    const victimLayer = join(agent.stateDir, 'vms', victim.tap, 'layer.ext4');
+    const layerInode = statSync(victimLayer).ino;
     process.kill(victim.pid, 'SIGKILL');
 
     agent = await startAgent({ port: 19090, stateDir: agent.stateDir });
@@ -99,6 +113,7 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
       if (was === victim) {
         assert.notEqual(vm.pid, victim.pid);
         assert.equal(vm.restarts, 1);
+        assert.equal(statSync(victimLayer).ino, layerInode, 'booted again from its kept disk');
       } else {
         assert.equal(vm.pid, was?.pid, 'adopted, not restarted');
       }

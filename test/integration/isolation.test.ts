@@ -159,4 +159,23 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
     assert.ok(!logs.includes(token), 'the learner token is not in the agent log');
     assert.ok(!logs.includes(TOKEN), 'the agent token is not in the agent log');
   });
+
+  test('EGRESS none and allow-lists hold for running VMs once the agent restarts with them', async () => {
+    const cases: [string, boolean][] = [
+      ['none', false],
+      ['203.0.113.10/32:8080', true],
+      ['203.0.113.10/32:9999', false],
+      ['nat', true],
+    ];
+    for (const [egress, reachable] of cases) {
+      await agent.kill('SIGTERM');
+      agent = await startAgent({ port: PORT, token: TOKEN, stateDir: agent.stateDir, env: { HOST: '0.0.0.0', WORKSPACE_TOKEN_SECRET: SECRET, EGRESS: egress } });
+      const term = TerminalClient.connect(`ws://127.0.0.1:${PORT}/proxy/team-a/1/terminal`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      await term.opened;
+      const out = await term.run('curl -sS -m 5 http://203.0.113.10:8080/; echo " curl=$?"');
+      term.close();
+      if (reachable) assert.match(out, /internet-ok/, `EGRESS=${egress}: ${out}`);
+      else assert.match(out, /curl=(7|28)/, `EGRESS=${egress}: ${out}`);
+    }
+  });
 });

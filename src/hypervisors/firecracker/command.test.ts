@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { API_SOCKET_NAME, buildVmmCommand, firecrackerInstanceId, type JailerOptions } from './command.ts';
+import { API_SOCKET_NAME, buildVmmCommand, firecrackerInstanceId, MAX_SOCKET_PATH_BYTES, type JailerOptions } from './command.ts';
 
 /** utils::validators::validate_instance_id of Firecracker and the jailer. */
 const FIRECRACKER_ID = /^[A-Za-z0-9-]{1,64}$/;
@@ -17,6 +17,14 @@ describe('firecrackerInstanceId', () => {
     assert.equal(firecrackerInstanceId('my-test.1'), id, 'deterministic: an agent restart finds the same id');
     assert.notEqual(firecrackerInstanceId('a_1.2'), firecrackerInstanceId('a-1.2'));
     assert.notEqual(firecrackerInstanceId('a.12'), firecrackerInstanceId('a.1.2'));
+  });
+
+  test('maxLength shortens (readable prefix + hash) and stays distinct', () => {
+    assert.equal(firecrackerInstanceId('seat-12', 9), 'seat-12');
+    const a = firecrackerInstanceId('workshop-with-a-long-name-1', 20);
+    assert.match(a, /^workshop-wi-[0-9a-f]{8}$/);
+    assert.notEqual(a, firecrackerInstanceId('workshop-with-a-long-name-2', 20));
+    assert.throws(() => firecrackerInstanceId('a', 8), /maxLength/);
   });
 
   test('always yields 1..64 alphanumerics and hyphens', () => {
@@ -84,7 +92,7 @@ describe('buildVmmCommand with the jailer', () => {
       ],
       instanceId: id,
       apiSocketPath: `${chrootDir}/firecracker.sock`,
-      jail: { chrootDir, apiSocketInJail: '/firecracker.sock' },
+      jail: { chrootBaseDir: '/srv/jailer', jailDir: `/srv/jailer/firecracker/${id}`, chrootDir, apiSocketInJail: '/firecracker.sock' },
     });
     assert.ok(!command.args.includes('--daemonize'), 'the console must stay on stdout');
     assert.equal(command.args.filter((a) => a === '--id').length, 1, 'the jailer passes --id to firecracker itself');
@@ -107,10 +115,35 @@ describe('buildVmmCommand with the jailer', () => {
       '--', '--api-sock', '/firecracker.sock',
     ]);
     assert.deepEqual(command.jail, {
+      chrootBaseDir: '/srv/jailer',
+      jailDir: '/srv/jailer/firecracker-v1.8.0-x86_64/seat-3',
       chrootDir: '/srv/jailer/firecracker-v1.8.0-x86_64/seat-3/root',
       apiSocketInJail: '/firecracker.sock',
       pidFile: '/srv/jailer/firecracker-v1.8.0-x86_64/seat-3/root/firecracker-v1.8.0-x86_64.pid',
     });
+  });
+
+  test('keeps the jail id short enough for the API socket path (sun_path: 107 bytes)', () => {
+    const longId = `${'w'.repeat(40)}.${'s'.repeat(3)}`;
+    const command = buildVmmCommand({ firecrackerBin: '/usr/local/bin/firecracker', vmId: longId, runDir: '/run/x', jailer });
+    assert.ok(Buffer.byteLength(command.apiSocketPath) <= MAX_SOCKET_PATH_BYTES, command.apiSocketPath);
+    assert.match(command.instanceId, FIRECRACKER_ID);
+    assert.match(command.instanceId, /^w{40}-s{3}-[0-9a-f]{8}$/);
+    assert.equal(command.args[command.args.indexOf('--id') + 1], command.instanceId);
+    assert.equal(
+      buildVmmCommand({ firecrackerBin: '/usr/local/bin/firecracker', vmId: longId, runDir: '/run/x', jailer }).instanceId,
+      command.instanceId,
+      'deterministic',
+    );
+    // A 64-character valid id is shortened too when the base directory leaves no room for it.
+    const id64 = 'a'.repeat(64);
+    const long = buildVmmCommand({ firecrackerBin: '/usr/local/bin/firecracker', vmId: id64, runDir: '/run/x', jailer });
+    assert.ok(long.instanceId.length < 64 && Buffer.byteLength(long.apiSocketPath) <= MAX_SOCKET_PATH_BYTES);
+    assert.equal(buildVmmCommand({ firecrackerBin: 'firecracker', vmId: id64, runDir: '/run/x' }).instanceId, id64, 'no jail: unchanged');
+    assert.throws(
+      () => buildVmmCommand({ firecrackerBin: '/usr/local/bin/firecracker', vmId: 'a', runDir: '/run/x', jailer: { ...jailer, chrootBaseDir: `/${'d'.repeat(80)}` } }),
+      /too long/,
+    );
   });
 
   test('refuses what the jailer would refuse', () => {

@@ -1,11 +1,17 @@
-// Pure construction of the VMM command line: `firecracker` run directly, or (later) through
-// Firecracker's `jailer`. No I/O here; the driver and the tests share these functions, and an agent
+// Pure construction of the VMM command line: `firecracker` run directly, or through Firecracker's
+// `jailer` (docs/jailer.md). No I/O here; the driver and the tests share these functions, and an agent
 // that restarts computes the same socket path and jail path again from the same VM id.
 import { createHash } from 'node:crypto';
 import { basename, isAbsolute, join, posix } from 'node:path';
 
 /** Name of the API socket, in the VM's run directory (or at the root of its jail). */
 export const API_SOCKET_NAME = 'firecracker.sock';
+
+/** sun_path holds 108 bytes including the terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** The jailer's default `--chroot-base-dir`. */
+export const DEFAULT_CHROOT_BASE_DIR = '/srv/jailer';
 
 /** Firecracker and the jailer accept ids of 1..64 ASCII alphanumerics and hyphens. */
 const VALID_INSTANCE_ID = /^[A-Za-z0-9-]{1,64}$/;
@@ -15,20 +21,22 @@ const VALID_INSTANCE_ID = /^[A-Za-z0-9-]{1,64}$/;
  * on anything but alphanumerics and `-` (at most 64). A valid id is kept as is; otherwise invalid
  * runs become `-` and a short hash of the original keeps distinct VMs distinct
  * (`my-test.1` -> `my-test-1-<8 hex>`). Deterministic, so a restarted agent finds the same jail.
+ * `maxLength` (9..64) shortens longer ids the same way (readable prefix + hash).
  */
-export function firecrackerInstanceId(vmId: string): string {
-  if (VALID_INSTANCE_ID.test(vmId)) return vmId;
+export function firecrackerInstanceId(vmId: string, maxLength = 64): string {
+  if (!Number.isInteger(maxLength) || maxLength < 9 || maxLength > 64) throw new RangeError(`maxLength must be in 9..64, got ${maxLength}`);
+  if (VALID_INSTANCE_ID.test(vmId) && vmId.length <= maxLength) return vmId;
   const hash = createHash('sha256').update(vmId).digest('hex').slice(0, 8);
   const readable = vmId
     .replace(/[^A-Za-z0-9-]+/g, '-')
     .replace(/^-+|-+$/g, '')
-    .slice(0, 64 - hash.length - 1)
+    .slice(0, maxLength - hash.length - 1)
     .replace(/-+$/, '');
   return readable ? `${readable}-${hash}` : hash;
 }
 
 /**
- * How to run Firecracker through its jailer (docs/jailer.md). Not used by start() yet.
+ * How to run Firecracker through its jailer (docs/jailer.md).
  * `--daemonize` is deliberately absent: it sends the guest console (stdout) to /dev/null, and the
  * jailer refuses it when it is a process-group leader, which a detached spawn always is.
  */
@@ -44,7 +52,10 @@ export interface JailerOptions {
   readonly cgroupVersion?: 1 | 2;
   /** Relative parent cgroup for the VM's cgroup (`--parent-cgroup`); default the exec file name. */
   readonly parentCgroup?: string;
-  /** cgroup files the jailer writes, e.g. `{ 'cpu.max': '200000 100000' }` (`--cgroup file=value`). */
+  /**
+   * cgroup files the jailer writes, e.g. `{ 'cpu.max': '200000 100000' }` (`--cgroup file=value`),
+   * in this order (it matters on cgroup v1: memory.limit_in_bytes before memory.memsw.limit_in_bytes).
+   */
   readonly cgroups?: Readonly<Record<string, string>>;
   /** Network namespace handle to join, e.g. `/var/run/netns/clarateach` (`--netns`). */
   readonly netns?: string;
@@ -68,6 +79,10 @@ export interface VmmCommandInput {
 }
 
 export interface JailLayout {
+  /** `--chroot-base-dir`. */
+  readonly chrootBaseDir: string;
+  /** `<chroot_base>/<exec_file_name>/<id>`: everything of this VM's jail; removed on stop. */
+  readonly jailDir: string;
   /** `<chroot_base>/<exec_file_name>/<id>/root`: `/` as the jailed Firecracker sees it. */
   readonly chrootDir: string;
   /** The API socket path passed to Firecracker, inside the jail. */
@@ -104,7 +119,7 @@ function requireLimit(name: string, value: number): string {
   return String(value);
 }
 
-function jailerCommand(input: VmmCommandInput, jailer: JailerOptions, instanceId: string): VmmCommand {
+function jailerCommand(input: VmmCommandInput, jailer: JailerOptions): VmmCommand {
   const execFile = input.firecrackerBin;
   if (!isAbsolute(execFile)) throw new Error(`the jailer needs an absolute firecracker path, got "${execFile}"`);
   const execName = basename(execFile);
@@ -112,8 +127,16 @@ function jailerCommand(input: VmmCommandInput, jailer: JailerOptions, instanceId
     throw new Error(`the jailer only runs files whose name contains "firecracker", got "${execName}"`);
   }
   if (!isAbsolute(jailer.jailerBin)) throw new Error(`jailerBin must be absolute, got "${jailer.jailerBin}"`);
-  const chrootBase = jailer.chrootBaseDir ?? '/srv/jailer';
+  const chrootBase = jailer.chrootBaseDir ?? DEFAULT_CHROOT_BASE_DIR;
   if (!isAbsolute(chrootBase)) throw new Error(`chrootBaseDir must be absolute, got "${chrootBase}"`);
+  // The API socket ends up at <chroot_base>/<exec name>/<id>/root/firecracker.sock: keep the id
+  // short enough for that to fit in a unix socket address.
+  const fixedBytes = Buffer.byteLength(join(chrootBase, execName, 'x', 'root', API_SOCKET_NAME)) - 1;
+  const idBudget = Math.min(64, MAX_SOCKET_PATH_BYTES - fixedBytes);
+  if (idBudget < 9) {
+    throw new Error(`chrootBaseDir "${chrootBase}" is too long: the jail's API socket path would not fit in ${MAX_SOCKET_PATH_BYTES} bytes`);
+  }
+  const instanceId = firecrackerInstanceId(input.vmId, idBudget);
 
   const args: string[] = [
     '--id', instanceId,
@@ -148,13 +171,16 @@ function jailerCommand(input: VmmCommandInput, jailer: JailerOptions, instanceId
   const apiSocketInJail = posix.join('/', API_SOCKET_NAME);
   args.push('--', '--api-sock', apiSocketInJail);
 
-  const chrootDir = join(chrootBase, execName, instanceId, 'root');
+  const jailDir = join(chrootBase, execName, instanceId);
+  const chrootDir = join(jailDir, 'root');
   return {
     file: jailer.jailerBin,
     args,
     instanceId,
     apiSocketPath: join(chrootDir, apiSocketInJail),
     jail: {
+      chrootBaseDir: chrootBase,
+      jailDir,
       chrootDir,
       apiSocketInJail,
       ...(jailer.newPidNs ? { pidFile: join(chrootDir, `${execName}.pid`) } : {}),
@@ -165,8 +191,8 @@ function jailerCommand(input: VmmCommandInput, jailer: JailerOptions, instanceId
 /** The command that starts the VM's VMM, and where its API socket will be. */
 export function buildVmmCommand(input: VmmCommandInput): VmmCommand {
   if (!isAbsolute(input.runDir)) throw new Error(`runDir must be absolute, got "${input.runDir}"`);
+  if (input.jailer) return jailerCommand(input, input.jailer);
   const instanceId = firecrackerInstanceId(input.vmId);
-  if (input.jailer) return jailerCommand(input, input.jailer, instanceId);
   const apiSocketPath = join(input.runDir, API_SOCKET_NAME);
   return {
     file: input.firecrackerBin,

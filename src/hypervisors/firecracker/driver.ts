@@ -1,15 +1,55 @@
-// HypervisorDriver for Firecracker (>= 1.8): one detached `firecracker` process per VM, configured
-// through its API socket (docs/getting-started.md), stopped with SendCtrlAltDel
-// (docs/api_requests/actions.md) and SIGKILL after a grace period.
+// HypervisorDriver for Firecracker (>= 1.8): one detached VMM per VM, configured through its API
+// socket (docs/getting-started.md), stopped with SendCtrlAltDel (docs/api_requests/actions.md) and
+// SIGKILL after a grace period. Every VMM is held to the VM's size by a cgroup of its own
+// (../cgroups); with `jailerBin` it also runs through Firecracker's jailer (docs/jailer.md):
+// chroot, a uid/gid of its own, the cgroup set up by the jailer itself (README.md, "Jailer").
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
-import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  createVmCgroup,
+  ensureParentCgroup,
+  isSettingSupported,
+  openVmCgroup,
+  resolvePlacement,
+  vmCgroupSettings,
+  type CgroupPlacement,
+  type ResolvedPlacement,
+  type VmCgroup,
+  type VmLimits,
+} from '../cgroups/index.ts';
 import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../driver.ts';
 import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../process.ts';
 import { FirecrackerApiClient, FirecrackerApiError, socketAnswers } from './api-client.ts';
 import { bootCalls, sendBootCall } from './boot-requests.ts';
-import { buildVmmCommand, type VmmCommand } from './command.ts';
+import { buildVmmCommand, DEFAULT_CHROOT_BASE_DIR, MAX_SOCKET_PATH_BYTES, type JailerOptions, type VmmCommand } from './command.ts';
+import {
+  DEFAULT_JAIL_UID_BASE,
+  jailedSpec,
+  jailIdsForVm,
+  processesOfUid,
+  removeJailsOf,
+  resolveExecutable,
+  stageJail,
+  type JailIds,
+} from './jail.ts';
+
+/** Memory (MiB) a VM's cgroup allows on top of the guest's memory: Firecracker's own needs. */
+export const DEFAULT_CGROUP_OVERHEAD_MB = 64;
+
+export interface JailSettings {
+  /** `--chroot-base-dir`; default /srv/jailer. Same filesystem as IMAGES_DIR and STATE_DIR: files are hard-linked. */
+  readonly chrootBaseDir?: string;
+  /** First uid/gid of the per-VM range (jail.ts); default 2_000_000_000. */
+  readonly uidBase?: number;
+  /** `--netns`: network namespace handle the VMM joins (its TAP must be in that namespace). */
+  readonly netns?: string;
+  /** `--new-pid-ns`: the VMM runs as pid 1 of a pid namespace of its own. */
+  readonly newPidNs?: boolean;
+  /** `--resource-limit`s; the jailer's default is no-file=2048. */
+  readonly resourceLimits?: JailerOptions['resourceLimits'];
+}
 
 export interface FirecrackerDriverOptions {
   /** The firecracker binary: a name looked up on PATH or an absolute path. */
@@ -19,6 +59,19 @@ export interface FirecrackerDriverOptions {
   readonly apiSocketTimeoutMs?: number;
   /** Timeout of each configuration request; default 10 s (InstanceStart gets 3x). */
   readonly requestTimeoutMs?: number;
+  /**
+   * Firecracker's `jailer` (JAILER_BIN): when set, every VMM starts through it, chrooted, as a
+   * uid/gid of its own, in its cgroup. Unset: firecracker runs directly (as the agent's user).
+   */
+  readonly jailerBin?: string;
+  readonly jail?: JailSettings;
+  /**
+   * Where the VMs' cgroups go: default the detected hierarchy (v1 or v2), `clarateach/<id>` from
+   * its root. `false` turns the CPU and memory limits off (not recommended).
+   */
+  readonly cgroup?: CgroupPlacement | false;
+  /** MiB on top of the guest's memory the cgroup allows the VMM; default 64. */
+  readonly cgroupOverheadMb?: number;
 }
 
 /** start() failed; nothing is left running. `faultMessage` is Firecracker's own reason, if any. */
@@ -33,8 +86,6 @@ export class FirecrackerStartError extends Error {
 }
 
 const CONSOLE_TAIL_BYTES = 2_000;
-/** sun_path holds 108 bytes including the terminating NUL. */
-const MAX_SOCKET_PATH_BYTES = 107;
 
 async function fileSize(path: string): Promise<number> {
   try {
@@ -112,19 +163,136 @@ async function waitForShutdown(
   }
 }
 
+/** How one VM's VMM runs: the command, the spec as the VMM sees it, its cgroup and its jail. */
+interface VmPlan {
+  readonly command: VmmCommand;
+  /** The launch spec with the paths the VMM sees (jail-relative with the jailer). */
+  readonly bootSpec: VmLaunchSpec;
+  readonly limits: VmLimits;
+  readonly placement?: ResolvedPlacement;
+  /** The VM's cgroup (it need not exist yet); absent with cgroups off. */
+  readonly cgroup?: VmCgroup;
+  readonly jail?: { readonly ids: JailIds; readonly chrootBaseDir: string; readonly chrootDir: string; readonly pidFile?: string };
+}
+
+/** The pid the jailer recorded with --new-pid-ns; undefined while the file is not (fully) there. */
+async function readPidFile(path: string): Promise<number | undefined> {
+  try {
+    const text = (await readFile(path, 'utf8')).trim();
+    return /^\d+$/.test(text) && Number(text) > 0 ? Number(text) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 export function createFirecrackerDriver(opts: FirecrackerDriverOptions): HypervisorDriver {
   const info: HypervisorInfo = { name: 'firecracker', acceleration: 'kvm' };
   const log = opts.log ?? (() => {});
   const socketTimeoutMs = opts.apiSocketTimeoutMs ?? 5_000;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
+  const jail = opts.jail ?? {};
+  const overheadMb = opts.cgroupOverheadMb ?? DEFAULT_CGROUP_OVERHEAD_MB;
+  let resolvedPlacement: ResolvedPlacement | undefined;
 
-  const commandFor = (spec: VmLaunchSpec): VmmCommand =>
-    buildVmmCommand({ firecrackerBin: opts.firecrackerBin, vmId: spec.id, runDir: spec.runDir });
+  /** Where VM cgroups go (detected once); `prepare` (start) also creates the parent cgroup. */
+  async function placement(prepare: boolean): Promise<ResolvedPlacement | undefined> {
+    if (opts.cgroup === false) return undefined;
+    resolvedPlacement ??= await resolvePlacement(opts.cgroup ?? {});
+    return prepare ? ensureParentCgroup(resolvedPlacement) : resolvedPlacement;
+  }
+
+  async function plan(spec: VmLaunchSpec, prepare: boolean): Promise<VmPlan> {
+    const limits: VmLimits = { vcpus: spec.vcpus, memoryMb: spec.memoryMb, overheadMb };
+    const cg = await placement(prepare);
+    if (!opts.jailerBin) {
+      const command = buildVmmCommand({ firecrackerBin: opts.firecrackerBin, vmId: spec.id, runDir: spec.runDir });
+      const cgroup = cg ? await openVmCgroup(command.instanceId, cg) : undefined;
+      return { command, bootSpec: spec, limits, ...(cg && cgroup ? { placement: cg, cgroup } : {}) };
+    }
+    if (cg?.relativeTo === 'self') throw new Error('with the jailer, VM cgroups are placed from the hierarchy root (cgroup.relativeTo "root")');
+    // The jailer names the jail after the real file, symlinks resolved.
+    const execFile = await resolveExecutable(opts.firecrackerBin, true);
+    const jailerBin = await resolveExecutable(opts.jailerBin, false);
+    const ids = jailIdsForVm(spec.mac, jail.uidBase ?? DEFAULT_JAIL_UID_BASE);
+    const cgroups: Record<string, string> = {};
+    if (cg) {
+      for (const setting of vmCgroupSettings(cg.layout.version, limits)) {
+        if (await isSettingSupported(cg, setting)) cgroups[setting.file] = setting.value;
+      }
+    }
+    const jailer: JailerOptions = {
+      jailerBin,
+      uid: ids.uid,
+      gid: ids.gid,
+      chrootBaseDir: jail.chrootBaseDir ?? DEFAULT_CHROOT_BASE_DIR,
+      ...(cg ? { cgroupVersion: cg.layout.version, parentCgroup: cg.parent, cgroups } : {}),
+      ...(jail.netns !== undefined ? { netns: jail.netns } : {}),
+      ...(jail.resourceLimits ? { resourceLimits: jail.resourceLimits } : {}),
+      ...(jail.newPidNs ? { newPidNs: true } : {}),
+    };
+    const command = buildVmmCommand({ firecrackerBin: execFile, vmId: spec.id, runDir: spec.runDir, jailer });
+    if (!command.jail) throw new Error('internal: a jailer command without a jail layout');
+    const { chrootBaseDir, chrootDir, pidFile } = command.jail;
+    const cgroup = cg ? await openVmCgroup(command.instanceId, cg) : undefined;
+    return {
+      command,
+      bootSpec: jailedSpec(spec),
+      limits,
+      ...(cg && cgroup ? { placement: cg, cgroup } : {}),
+      jail: { ids, chrootBaseDir, chrootDir, ...(pidFile ? { pidFile } : {}) },
+    };
+  }
+
+  /** Ends every process in the VM's cgroup: only this VM's VMM (or its jailer) can be in it. */
+  async function killCgroupMembers(p: VmPlan, label: string): Promise<void> {
+    if (!p.cgroup) return;
+    for (const pid of await p.cgroup.pids()) {
+      const proc = pid === process.pid ? undefined : describeProcess(pid);
+      if (!proc) continue;
+      log(`${label}: killing pid ${pid}, left in the VM's cgroup`);
+      await killProcess(proc);
+    }
+  }
+
+  /** Removes what surrounds a VMM that is gone: its jail and its cgroup. Returns what failed. */
+  async function cleanup(p: VmPlan, label: string): Promise<string[]> {
+    const problems: string[] = [];
+    try {
+      await killCgroupMembers(p, label);
+    } catch (error) {
+      problems.push(`cgroup processes: ${message(error)}`);
+    }
+    if (p.jail) {
+      try {
+        await removeJailsOf(p.jail.chrootBaseDir, p.command.instanceId);
+      } catch (error) {
+        problems.push(`jail: ${message(error)}`);
+      }
+    }
+    if (p.cgroup) {
+      try {
+        await p.cgroup.remove();
+      } catch (error) {
+        problems.push(`cgroup: ${message(error)}`);
+      }
+    }
+    return problems;
+  }
 
   async function start(spec: VmLaunchSpec): Promise<VmmProcess> {
-    const command = commandFor(spec);
-    const socketPath = command.apiSocketPath;
     const label = `firecracker ${spec.id}`;
+    let p: VmPlan;
+    try {
+      p = await plan(spec, true);
+    } catch (error) {
+      throw new FirecrackerStartError(`${label}: ${message(error)}`, undefined);
+    }
+    const { command } = p;
+    const socketPath = command.apiSocketPath;
     if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
       throw new FirecrackerStartError(`${label}: API socket path too long for a unix socket: ${socketPath}`, undefined);
     }
@@ -137,12 +305,41 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     }
     await rm(socketPath, { force: true });
 
+    try {
+      // Anything still in this VM's cgroup is left from an earlier run of it (a VMM that no longer
+      // answers, a jailer that crashed).
+      await killCgroupMembers(p, label);
+      if (p.jail) {
+        const { ids } = p.jail;
+        const users = await processesOfUid(ids.uid);
+        if (users.length > 0) {
+          throw new Error(
+            `uid ${ids.uid} of this VM's jail is in use by pid ${users.join(', ')}` +
+              ' (a leftover VMM, or another VM whose address has the same low 16 bits)',
+          );
+        }
+        await removeJailsOf(p.jail.chrootBaseDir, command.instanceId);
+        const staged = await stageJail({ chrootBaseDir: p.jail.chrootBaseDir, chrootDir: p.jail.chrootDir, spec, ids });
+        log(`${label}: jail ${p.jail.chrootDir} (uid/gid ${ids.uid}), files ${JSON.stringify(staged)}`);
+      } else if (p.cgroup && p.placement) {
+        await createVmCgroup({ name: p.cgroup.name, ...p.limits }, p.placement);
+      }
+    } catch (error) {
+      const problems = await cleanup(p, label);
+      throw new FirecrackerStartError(`${label}: ${message(error)}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}`, undefined);
+    }
+
+    const launcherName = p.jail ? 'the jailer' : 'firecracker';
     const consoleStart = await fileSize(spec.consoleLogPath);
     let child: ChildProcess;
+    const spawnFailed = async (error: unknown): Promise<never> => {
+      await cleanup(p, label);
+      throw new FirecrackerStartError(`${label}: cannot run ${command.file}: ${message(error)}`, undefined);
+    };
     try {
       child = spawnDetached(command, spec);
     } catch (error) {
-      throw new FirecrackerStartError(`${label}: cannot run ${command.file}: ${(error as Error).message}`, undefined);
+      return spawnFailed(error);
     }
     const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     try {
@@ -151,71 +348,128 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
         child.once('error', reject);
       });
     } catch (error) {
-      throw new FirecrackerStartError(`${label}: cannot run ${command.file}: ${(error as Error).message}`, undefined);
+      return spawnFailed(error);
     }
     child.on('error', () => {}); // nothing left to report once it runs
     child.unref();
-    const pid = child.pid;
-    const proc = pid === undefined ? undefined : describeProcess(pid);
+    // The process spawned: firecracker itself, or the jailer (which execs firecracker in place, or
+    // with --new-pid-ns forks it and exits).
+    const launcher = child.pid === undefined ? undefined : describeProcess(child.pid);
 
     let exit: Exit | undefined;
     void exited.then((e) => {
       exit = e;
     });
+    let vmm: VmmProcess | undefined;
 
     const fail = async (reason: string, faultMessage?: string): Promise<never> => {
-      // Without `proc` the process was already gone (or a zombie): nothing to kill.
-      if (proc) await killProcess(proc);
+      // Without a live process there is nothing to kill; the cgroup is emptied by cleanup().
+      if (vmm) await killProcess(vmm);
+      if (launcher) await killProcess(launcher);
       await rm(socketPath, { force: true });
+      const problems = await cleanup(p, label);
       const tail = await consoleTail(spec.consoleLogPath, consoleStart);
       log(`${label}: start failed: ${reason}`);
-      throw new FirecrackerStartError(`${label}: ${reason}${tail ? `\n--- console ---\n${tail}` : ''}`, faultMessage);
+      throw new FirecrackerStartError(
+        `${label}: ${reason}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}${tail ? `\n--- console ---\n${tail}` : ''}`,
+        faultMessage,
+      );
     };
 
-    if (!proc) {
-      // It already ended (e.g. no /dev/kvm): report how, once the exit event is in.
-      const early = await Promise.race([exited, sleep(2_000).then(() => undefined)]);
-      return fail(early ? `firecracker ${describeExit(early)} before its API socket came up` : 'the process vanished right after it was started');
-    }
-    log(`${label}: started pid ${proc.pid} (${command.file} ${command.args.join(' ')})`);
-
     try {
-      // Wait for the API socket (connect only: no request, the VMM is not configured yet).
+      const pidFile = p.jail?.pidFile;
       const deadline = Date.now() + socketTimeoutMs;
+      if (pidFile) {
+        // --new-pid-ns: the jailer writes Firecracker's pid (as this namespace sees it) to
+        // <exec name>.pid in the jail, then exits.
+        for (;;) {
+          const pid = await readPidFile(pidFile);
+          if (pid !== undefined) {
+            vmm = describeProcess(pid);
+            if (!vmm) return await fail(`firecracker (pid ${pid}) exited right after the jailer started it`);
+            break;
+          }
+          if (exit && (await readPidFile(pidFile)) === undefined) {
+            return await fail(`the jailer ${describeExit(exit)} without writing ${pidFile}`);
+          }
+          if (Date.now() >= deadline) return await fail(`no pid in ${pidFile} after ${socketTimeoutMs} ms`);
+          await sleep(20);
+        }
+      } else if (launcher) {
+        vmm = launcher;
+      } else {
+        // It already ended (e.g. no /dev/kvm): report how, once the exit event is in.
+        const early = await Promise.race([exited, sleep(2_000).then(() => undefined)]);
+        return await fail(
+          early ? `${launcherName} ${describeExit(early)} before its API socket came up` : 'the process vanished right after it was started',
+        );
+      }
+      const proc = vmm;
+      log(`${label}: started pid ${proc.pid} (${command.file} ${command.args.join(' ')})`);
+
+      const gone = (): string | undefined => {
+        if (!pidFile && exit) return `${launcherName} ${describeExit(exit)}`;
+        return isProcessAlive(proc) ? undefined : `firecracker (pid ${proc.pid}) exited`;
+      };
+
+      if (!p.jail && p.cgroup) {
+        try {
+          await p.cgroup.addProcess(proc.pid);
+        } catch (error) {
+          // A VMM that is already gone cannot be moved: say why it went instead.
+          const early = isProcessAlive(proc) ? undefined : await Promise.race([exited, sleep(2_000).then(() => undefined)]);
+          return await fail(
+            early ? `${launcherName} ${describeExit(early)} before its API socket came up` : `cannot put firecracker into its cgroup: ${message(error)}`,
+          );
+        }
+      }
+
+      // Wait for the API socket (connect only: no request, the VMM is not configured yet).
       for (;;) {
-        if (exit) return await fail(`firecracker ${describeExit(exit)} before its API socket came up`);
+        const why = gone();
+        if (why) return await fail(`${why} before its API socket came up`);
         if (await socketAnswers(socketPath, 500)) break;
         if (Date.now() >= deadline) return await fail(`no API socket at ${socketPath} after ${socketTimeoutMs} ms`);
         await sleep(20);
       }
+      // Before the guest gets any memory: the limits must hold for it.
+      if (p.cgroup && !(await p.cgroup.contains(proc.pid))) {
+        return await fail(`firecracker (pid ${proc.pid}) is not in its cgroup ${p.cgroup.dirs.memory}`);
+      }
 
       const client = new FirecrackerApiClient(socketPath, requestTimeoutMs);
-      for (const call of bootCalls(spec)) {
+      for (const call of bootCalls(p.bootSpec)) {
         const isStart = call.operationId === 'createSyncAction';
         try {
           await sendBootCall(client, call, { timeoutMs: isStart ? requestTimeoutMs * 3 : requestTimeoutMs });
         } catch (error) {
-          const gone = exit ? ` (firecracker ${describeExit(exit)})` : '';
+          const why = gone();
           const faultMessage = error instanceof FirecrackerApiError ? error.faultMessage : undefined;
-          return await fail(`${(error as Error).message}${gone}`, faultMessage);
+          return await fail(`${message(error)}${why ? ` (${why})` : ''}`, faultMessage);
         }
       }
-      if (!isProcessAlive(proc)) return await fail(`firecracker ${exit ? describeExit(exit) : 'exited'} right after InstanceStart`);
+      if (!isProcessAlive(proc)) return await fail(`firecracker ${gone() ?? 'exited'} right after InstanceStart`);
+      log(`${label}: guest started`);
+      return proc;
     } catch (error) {
       if (error instanceof FirecrackerStartError) throw error;
-      return fail(`unexpected error: ${(error as Error).message}`);
+      return fail(`unexpected error: ${message(error)}`);
     }
-    log(`${label}: guest started`);
-    return proc;
   }
 
   async function stop(spec: VmLaunchSpec, proc: VmmProcess, gracefulMs: number): Promise<void> {
-    const socketPath = commandFor(spec).apiSocketPath;
     const label = `firecracker ${spec.id}`;
+    let p: VmPlan | undefined;
+    try {
+      p = await plan(spec, false);
+    } catch (error) {
+      log(`${label}: cannot work out its socket, jail and cgroup (${message(error)}): stopping pid ${proc.pid} only`);
+    }
+    const socketPath = p?.command.apiSocketPath;
     if (isProcessAlive(proc)) {
       const deadline = Date.now() + Math.max(0, gracefulMs);
       let gone = false;
-      if (gracefulMs > 0 && (await socketAnswers(socketPath, Math.min(1_000, gracefulMs)))) {
+      if (socketPath && gracefulMs > 0 && (await socketAnswers(socketPath, Math.min(1_000, gracefulMs)))) {
         const consoleStart = await fileSize(spec.consoleLogPath);
         try {
           // The guest's init shuts down on Ctrl-Alt-Del; with reboot=k the reset ends Firecracker.
@@ -229,7 +483,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
           gone = outcome === 'exited';
           if (outcome === 'halted') log(`${label}: the guest halted instead of rebooting`);
         } catch (error) {
-          log(`${label}: no graceful shutdown: ${(error as Error).message}`);
+          log(`${label}: no graceful shutdown: ${message(error)}`);
         }
       }
       if (!gone && isProcessAlive(proc)) {
@@ -239,7 +493,12 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
       }
     }
     // Only a socket whose VMM is gone: never pull the socket from under a live process.
-    if (!isProcessAlive(proc)) await rm(socketPath, { force: true });
+    if (isProcessAlive(proc)) return;
+    if (socketPath) await rm(socketPath, { force: true });
+    if (p) {
+      const problems = await cleanup(p, label);
+      if (problems.length > 0) throw new Error(`${label}: the VMM is gone, but ${problems.join('; ')}`);
+    }
   }
 
   return {
@@ -247,5 +506,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     start,
     isAlive: (proc) => isProcessAlive(proc),
     stop,
+    // Jailed VMMs run as the VM's own uid/gid: its TAP is given to them.
+    vmmOwner: async (spec) => (opts.jailerBin ? jailIdsForVm(spec.mac, opts.jail?.uidBase ?? DEFAULT_JAIL_UID_BASE) : undefined),
   };
 }

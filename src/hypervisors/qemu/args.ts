@@ -56,6 +56,8 @@ export interface QemuCommandInput {
    * no_new_privs, so exec cannot raise privileges either.
    */
   readonly runAs?: string;
+  /** Start with the CPUs stopped (-S): the driver resumes them once QEMU sits in its cgroup. */
+  readonly paused?: boolean;
 }
 
 export function buildQemuArgs(input: QemuCommandInput): string[] {
@@ -96,6 +98,7 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
     '-qmp', `unix:${e(qmpSocketPath(spec.runDir))},server=on,wait=off`,
     '-pidfile', pidFilePath(spec.runDir),
   );
+  if (input.paused) args.push('-S');
   if (input.runAs !== undefined) args.push('-sandbox', 'on,obsolete=deny,resourcecontrol=deny', '-runas', input.runAs);
   if (input.daemonize ?? true) args.push('-daemonize');
   return args;

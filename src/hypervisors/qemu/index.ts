@@ -14,6 +14,7 @@ import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
 import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qmpSocketPath, type Acceleration } from './args.ts';
 import { QmpClient } from './qmp.ts';
 import { ensureVmUser, vmUserName } from '../vm-users.ts';
+import { placeInCgroup, removeVmCgroup, type PlacementInput } from '../cgroups/index.ts';
 
 export { buildQemuArgs, kernelCommandLine } from './args.ts';
 export type { AccelVerdict } from './accel.ts';
@@ -42,6 +43,13 @@ export interface QemuDriverOptions {
    * Default: when the agent runs as root.
    */
   readonly perVmUser?: boolean;
+  /**
+   * Where each VM's QEMU gets its cgroup (CPU = vcpus, memory = memory_mb + overhead); `false`:
+   * no limits. QEMU starts paused and is resumed only once it sits in its cgroup.
+   */
+  readonly cgroup?: PlacementInput | false;
+  /** Memory QEMU itself may use beyond the guest's (default 256 MiB). */
+  readonly cgroupOverheadMb?: number;
 }
 
 export class QemuStartError extends Error {
@@ -137,6 +145,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly startTimeoutMs: number;
   private readonly launchPrefix: readonly string[];
   private readonly perVmUser: boolean;
+  private readonly cgroup: PlacementInput | false;
+  private readonly cgroupOverheadMb: number;
 
   constructor(
     readonly verdict: AccelVerdict,
@@ -148,6 +158,15 @@ export class QemuDriver implements HypervisorDriver {
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
     this.launchPrefix = opts.launchPrefix ?? [];
     this.perVmUser = opts.perVmUser ?? process.getuid?.() === 0;
+    this.cgroup = opts.cgroup ?? {};
+    this.cgroupOverheadMb = opts.cgroupOverheadMb ?? 256;
+  }
+
+  /** The user this VM's QEMU runs as (its TAP is given to it), when VMs run as users of their own. */
+  async vmmOwner(spec: VmLaunchSpec): Promise<{ uid: number; gid: number } | undefined> {
+    if (!this.perVmUser || spec.tapName === '') return undefined;
+    const user = await ensureVmUser(vmUserName(spec.tapName));
+    return { uid: user.uid, gid: user.gid };
   }
 
   /** The full command (prefix included) that start() runs for `spec`. */
@@ -155,6 +174,7 @@ export class QemuDriver implements HypervisorDriver {
     const qemuArgs = buildQemuArgs({
       spec,
       accel: this.verdict.accel,
+      paused: this.cgroup !== false,
       ...(runAs === undefined ? {} : { runAs }),
       ...(this.verdict.tscKhz === undefined ? {} : { tscKhz: this.verdict.tscKhz }),
     });
@@ -183,6 +203,7 @@ export class QemuDriver implements HypervisorDriver {
     const proc = pid === undefined ? undefined : describeProcess(pid);
     const failWith = async (reason: string): Promise<never> => {
       if (proc) await killProcess(proc);
+      if (this.cgroup !== false) await removeVmCgroup(spec.id, this.cgroup).catch(() => undefined);
       await rm(pidFile, { force: true });
       await rm(socket, { force: true });
       throw new QemuStartError(spec.id, reason);
@@ -192,6 +213,14 @@ export class QemuDriver implements HypervisorDriver {
       return failWith(why);
     }
     if (!proc) return failWith(`QEMU reported success but no live process is recorded in ${pidFile}`);
+    if (this.cgroup !== false) {
+      try {
+        await placeInCgroup(proc.pid, { name: spec.id, vcpus: spec.vcpus, memoryMb: spec.memoryMb, overheadMb: this.cgroupOverheadMb }, this.cgroup);
+      } catch (error) {
+        return failWith(`cannot limit QEMU with a cgroup: ${(error as Error).message}`);
+      }
+    }
+    let resumed = this.cgroup === false;
 
     // The launcher only exits after QEMU initialised; QMP confirms the guest is running.
     let lastError = 'no answer';
@@ -204,6 +233,12 @@ export class QemuDriver implements HypervisorDriver {
         if (status?.running === true) {
           this.log(`qemu: VM ${spec.id} running (pid ${proc.pid}, ${this.info.acceleration})`);
           return proc;
+        }
+        if (status?.status === 'prelaunch' && !resumed) {
+          // Paused (-S) until now: it sits in its cgroup, so the guest may run.
+          await qmp.execute('cont');
+          resumed = true;
+          continue;
         }
         lastError = `guest status is ${String(status?.status)}`;
         if (status?.status !== 'prelaunch' && status?.status !== 'inmigrate') return await failWith(lastError);
@@ -270,6 +305,9 @@ export class QemuDriver implements HypervisorDriver {
     if (pid === undefined || pid === proc.pid) {
       await rm(pidFilePath(spec.runDir), { force: true });
       await rm(qmpSocketPath(spec.runDir), { force: true });
+      if (this.cgroup !== false) {
+        await removeVmCgroup(spec.id, this.cgroup).catch((error: unknown) => this.log(`qemu: VM ${spec.id}: cgroup not removed (${(error as Error).message})`));
+      }
     }
   }
 }

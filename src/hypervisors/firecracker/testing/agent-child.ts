@@ -2,17 +2,18 @@
 // as one JSON line, then idles until it is killed (the test kills it with SIGKILL to check that
 // the VMM outlives it).
 //
-//   node --import tsx agent-child.ts FIRECRACKER_BIN SPEC_JSON
+//   node --import tsx agent-child.ts FIRECRACKER_BIN SPEC_JSON [DRIVER_OPTIONS_JSON]
 import type { VmLaunchSpec } from '../../driver.ts';
-import { createFirecrackerDriver } from '../driver.ts';
+import { createFirecrackerDriver, type FirecrackerDriverOptions } from '../driver.ts';
 
-const [firecrackerBin, specJson] = process.argv.slice(2);
+const [firecrackerBin, specJson, optionsJson] = process.argv.slice(2);
 if (!firecrackerBin || !specJson) {
-  process.stderr.write('usage: agent-child.ts FIRECRACKER_BIN SPEC_JSON\n');
+  process.stderr.write('usage: agent-child.ts FIRECRACKER_BIN SPEC_JSON [DRIVER_OPTIONS_JSON]\n');
   process.exit(2);
 }
 const spec = JSON.parse(specJson) as VmLaunchSpec;
-const driver = createFirecrackerDriver({ firecrackerBin, apiSocketTimeoutMs: 20_000 });
+const options = (optionsJson ? JSON.parse(optionsJson) : {}) as Omit<FirecrackerDriverOptions, 'firecrackerBin'>;
+const driver = createFirecrackerDriver({ apiSocketTimeoutMs: 20_000, ...options, firecrackerBin });
 try {
   const proc = await driver.start(spec);
   process.stdout.write(`${JSON.stringify(proc)}\n`);

@@ -22,7 +22,11 @@
 //   FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS  guest shutdown time after Ctrl-Alt-Del (default 150)
 //   FAKE_FIRECRACKER_MAX_LIFETIME_MS    safety net against leaked processes (default 300000)
 //   FIRECRACKER_OPENAPI_SPEC            the OpenAPI document (default shared/firecracker/firecracker.yaml)
+//   FAKE_FIRECRACKER_CHROOT             set by the stand-in jailer (fake-jailer.ts): the directory the
+//                                       real one would chroot into. Every path (API socket, kernel,
+//                                       drives) is then resolved inside it, as in a real jail.
 import { appendFileSync, closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { BootSource, Drive, MachineConfiguration, NetworkInterface } from '../api-types.ts';
 import { FirecrackerSpecValidator, type SpecOperation } from './openapi-validator.ts';
@@ -39,6 +43,12 @@ const ignoreCtrlAltDel = env.FAKE_FIRECRACKER_IGNORE_CTRL_ALT_DEL === '1';
 const guestPowersOff = env.FAKE_FIRECRACKER_GUEST_POWERS_OFF === '1';
 const shutdownDelayMs = Number(env.FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS ?? 150);
 const maxLifetimeMs = Number(env.FAKE_FIRECRACKER_MAX_LIFETIME_MS ?? 300_000);
+const chroot = env.FAKE_FIRECRACKER_CHROOT;
+
+/** Where a path the VMM was given is on the host: inside the jail when there is one. */
+function hostPath(path: string): string {
+  return chroot ? join(chroot, resolve('/', path)) : path;
+}
 
 function record(file: string | undefined, entry: Record<string, unknown>): void {
   if (file) appendFileSync(file, `${JSON.stringify({ time: new Date().toISOString(), pid: process.pid, ...entry })}\n`);
@@ -68,6 +78,10 @@ function parseArgs(argv: readonly string[]): { apiSock: string; id: string } {
       process.stderr.write(`Error: Arguments parsing error: The argument '--${name}' requires a value, but none was supplied\n`);
       process.exit(EXIT_ARG_PARSING);
     }
+    if (values.has(name)) {
+      process.stderr.write(`Error: Arguments parsing error: The argument '--${name}' was provided more than once.\n`);
+      process.exit(EXIT_ARG_PARSING);
+    }
     values.set(name, value);
   }
   return { apiSock: values.get('api-sock') ?? '/run/firecracker.socket', id: values.get('id') ?? 'anonymous-instance' };
@@ -85,7 +99,7 @@ if (badChar >= 0) {
   process.stderr.write(`thread 'main' panicked: Invalid instance ID: InvalidChar('${instanceId[badChar]}', ${badChar})\n`);
   process.exit(1);
 }
-if (existsSync(apiSock)) {
+if (existsSync(hostPath(apiSock))) {
   // bind() on an existing path fails: Firecracker never removes a stale socket itself.
   process.stderr.write(`Error: RunWithApi(FailedToBindSocket): Failed to open the API socket at: ${apiSock}. Check that it is not already used.\n`);
   process.exit(1);
@@ -121,7 +135,7 @@ const OS_ERRORS: Record<string, string> = {
 /** Opens a file as Firecracker would when it is configured, and renders the error like Rust's io::Error. */
 function openError(path: string, writable: boolean): string | undefined {
   try {
-    closeSync(openSync(path, writable ? 'r+' : 'r'));
+    closeSync(openSync(hostPath(path), writable ? 'r+' : 'r'));
     return undefined;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
@@ -134,7 +148,7 @@ function kernelFormatError(path: string): string | undefined {
   const head = Buffer.alloc(0x206);
   let read = 0;
   try {
-    const fd = openSync(path, 'r');
+    const fd = openSync(hostPath(path), 'r');
     try {
       read = readSync(fd, head, 0, head.length, 0);
     } finally {
@@ -351,9 +365,18 @@ const server = createServer((req, res) => {
   req.on('end', () => handle(req, Buffer.concat(chunks).toString('utf8'), res));
 });
 
-server.listen(apiSock, () => {
+server.listen(hostPath(apiSock), () => {
   logLine(`Running Firecracker v${VERSION} (fake, instance ${instanceId})`);
-  record(requestLog, { event: 'listening', id: instanceId, apiSock });
+  record(requestLog, {
+    event: 'listening',
+    id: instanceId,
+    apiSock,
+    args: process.argv.slice(2),
+    uid: process.getuid?.(),
+    gid: process.getgid?.(),
+    groups: process.getgroups?.(),
+    ...(chroot ? { chroot } : {}),
+  });
 });
 server.on('error', (error) => {
   process.stderr.write(`Error: ${error.message}\n`);

@@ -1,27 +1,40 @@
 // Test fixtures: a temp directory with a fake kernel (ELF magic), initrd and disks, a launch spec
-// pointing at them, and a stand-in firecracker writing its logs there.
-import { mkdirSync, writeFileSync } from 'node:fs';
+// pointing at them, and a stand-in firecracker (and jailer) writing its logs there.
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { VmLaunchSpec } from '../../driver.ts';
 import { describeProcess, killProcess } from '../../process.ts';
 import { loggedPids, writeFakeFirecracker, type FakeFirecrackerOptions } from './fake-firecracker-shim.ts';
+import { writeFakeJailer } from './fake-jailer-shim.ts';
 
 export interface VmFixture {
   readonly dir: string;
   readonly spec: VmLaunchSpec;
   readonly violationsLog: string;
   readonly requestLog: string;
+  /** Where the stand-in jailer logs its argv and steps. */
+  readonly jailerLog: string;
   /** Writes the stand-in (into its own directory under `dir`) and returns its path. */
   fakeFirecracker(options?: Omit<FakeFirecrackerOptions, 'violationsLog' | 'requestLog'>): string;
+  /** Writes the stand-in jailer (logging to `jailerLog`) and returns its path. */
+  fakeJailer(options?: { procMounts?: string }): string;
   /** SIGKILLs every stand-in that logged to `requestLog`, then removes `dir`. */
   cleanup(): Promise<void>;
 }
 
 let shims = 0;
 
-export async function createVmFixture(vmId = 'my-test.1'): Promise<VmFixture> {
+export interface FixtureOptions {
+  /**
+   * For a jailed (unprivileged) stand-in VMM: the directory is made traversable and the logs the
+   * stand-in appends to writable by others; everything else stays as the agent (root) leaves it.
+   */
+  readonly jailed?: boolean;
+}
+
+export async function createVmFixture(vmId = 'my-test.1', options: FixtureOptions = {}): Promise<VmFixture> {
   // Short prefix: the API socket path must fit in a sockaddr_un.
   const dir = await mkdtemp(join(tmpdir(), 'fc-'));
   const kernelPath = join(dir, 'vmlinux');
@@ -47,15 +60,29 @@ export async function createVmFixture(vmId = 'my-test.1'): Promise<VmFixture> {
   };
   const violationsLog = join(dir, 'violations.log');
   const requestLog = join(dir, 'requests.log');
+  const jailerLog = join(dir, 'jailer.log');
+  if (options.jailed) {
+    chmodSync(dir, 0o755);
+    for (const log of [violationsLog, requestLog]) {
+      writeFileSync(log, '');
+      chmodSync(log, 0o666);
+    }
+  }
   return {
     dir,
     spec,
     violationsLog,
     requestLog,
+    jailerLog,
     fakeFirecracker(options = {}) {
       const binDir = join(dir, `bin${shims++}`);
       mkdirSync(binDir);
       return writeFakeFirecracker(binDir, { ...options, violationsLog, requestLog });
+    },
+    fakeJailer(jailerOptions = {}) {
+      const binDir = join(dir, `bin${shims++}`);
+      mkdirSync(binDir);
+      return writeFakeJailer(binDir, { log: jailerLog, ...jailerOptions });
     },
     async cleanup() {
       for (const pid of loggedPids(requestLog)) {
