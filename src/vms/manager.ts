@@ -299,8 +299,9 @@ export class VmManager {
       {
         name: 'stop vmm',
         ensure: async () => {
+          // Also for a VMM that already died: the driver still removes its cgroup, jail, sockets.
           const proc = this.processOf(vm);
-          if (proc && isProcessAlive(proc)) await this.o.driver.stop(spec, proc, this.o.gracefulStopMs ?? 10_000);
+          if (proc) await this.o.driver.stop(spec, proc, isProcessAlive(proc) ? (this.o.gracefulStopMs ?? 10_000) : 0);
           // A VMM started by a create that crashed before recording its pid.
           for (const stray of await findProcessesUnder(spec.runDir)) await killProcess(stray.proc);
         },
