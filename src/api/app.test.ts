@@ -279,3 +279,26 @@ test('every control action leaves an audit line with who, what, when and result;
     secret,
   );
 });
+
+test('malformed HTTP, oversized headers and /health/ answer in the API shape', async () => {
+  await withApi('agent-secret-1', async (app) => {
+    assert.equal((await app.inject({ url: '/health/' })).statusCode, 200, '/health/ needs no token either');
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const port = (app.server.address() as { port: number }).port;
+    const { connect } = await import('node:net');
+    const raw = (text: string): Promise<string> =>
+      new Promise((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => socket.end(text));
+        let out = '';
+        socket.on('data', (d) => (out += String(d)));
+        socket.on('close', () => resolve(out));
+        socket.on('error', () => resolve(out));
+      });
+    const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
+    assert.match(garbage, /^HTTP\/1\.1 400/);
+    assert.match(garbage, /"code":"invalid_request"/);
+    const huge = await raw(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(huge, /^HTTP\/1\.1 431/);
+    assert.match(huge, /"code":"headers_too_large"/);
+  });
+});

@@ -13,7 +13,7 @@ import { proxyRoutes } from '../proxy/routes.ts';
 import { rejectUpgrade, TerminalProxy } from '../proxy/terminal.ts';
 import { VmError } from '../vms/errors.ts';
 import type { GuestHealth } from '../proxy/guest.ts';
-import { vmParamsSchema, WORKSHOP_ID_PATTERN } from './schemas.ts';
+import { WORKSHOP_ID_PATTERN } from './schemas.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,10 +34,14 @@ export interface ApiOptions {
 const UNAUTHENTICATED = new Set(['/health']);
 const TERMINAL_PATH = /^\/proxy\/([^/?]+)\/([^/?]+)\/terminal$/;
 const WORKSHOP_ID = new RegExp(WORKSHOP_ID_PATTERN);
-const SEAT_ID = new RegExp(vmParamsSchema().properties.seatID.pattern);
 
 function pathOf(url: string): string {
   return url.split('?')[0] ?? '';
+}
+
+/** `/health/` is `/health` (the router ignores trailing slashes; the auth check must too). */
+function isUnauthenticated(path: string): boolean {
+  return UNAUTHENTICATED.has(path.replace(/\/+$/, '') || '/');
 }
 
 function queryToken(url: string): string | undefined {
@@ -60,6 +64,17 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     // Malformed percent-encoding and overlong path parameters get the one error shape too.
     frameworkErrors: errorHandler,
+    // Requests that are not valid HTTP (or whose headers are too large) still get { error, code }.
+    clientErrorHandler: (error, socket) => {
+      const tooLarge = (error as { code?: string }).code === 'HPE_HEADER_OVERFLOW';
+      const [status, reason, code] = tooLarge ? [431, 'Request Header Fields Too Large', 'headers_too_large'] : [400, 'Bad Request', 'invalid_request'];
+      const body = JSON.stringify({ error: tooLarge ? 'request headers are too large' : 'malformed HTTP request', code });
+      if (socket.writable) {
+        socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      } else {
+        socket.destroy();
+      }
+    },
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)));
@@ -77,7 +92,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (request, reply) => {
     const path = pathOf(request.url);
-    if (UNAUTHENTICATED.has(path)) return;
+    if (isUnauthenticated(path)) return;
     const identity = await o.auth.identify(request.headers.authorization, path.startsWith('/proxy/') ? queryToken(request.url) : undefined);
     if (!identity) return sendError(reply, new ApiError(401, 'unauthorized', 'missing or invalid bearer token'));
     request.identity = identity;
@@ -137,8 +152,6 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       } catch {
         seatText = '';
       }
-      // Digits only, as for the REST routes' seatID: Number() alone would take "1e0", "0x1" or "1.0" for seat 1.
-      if (!SEAT_ID.test(seatText)) return rejectUpgrade(socket, 400, 'invalid_field', `seatID must be an integer from 1 to ${o.vms.maxSeat}`);
       const seat = seatFromParam(seatText, o.vms.maxSeat);
       const vm = o.vms.manager.get(workshopId, seat);
       url.searchParams.delete('token');

@@ -73,6 +73,11 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
       query.delete('token'); // a learner token is for the agent, never for the guest
       return reply.from(target, {
         queryString: () => query.toString(),
+        // Hop-by-hop headers of the agent-to-guest connection are not the client's.
+        rewriteHeaders: (headers) => {
+          const { connection: _connection, 'keep-alive': _keepAlive, ...rest } = headers;
+          return rest;
+        },
         rewriteRequestHeaders: (_req, headers) => {
           const { authorization: _authorization, ...rest } = headers;
           return rest;

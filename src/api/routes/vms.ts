@@ -18,8 +18,9 @@ export interface VmParams {
   seatID: string;
 }
 
+/** A seat from a path segment: digits only (Number() alone would read "1e0", "0x1" or "1.0" as 1). */
 export function seatFromParam(text: string, maxSeat: number): number {
-  const seat = Number(text);
+  const seat = /^[0-9]{1,6}$/.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(seat) || seat < 1 || seat > maxSeat) {
     throw new ApiError(400, 'invalid_field', `seatID must be an integer from 1 to ${maxSeat}`);
   }
