@@ -2,73 +2,16 @@
 // with the stand-in VMM (integration tests repeat the main paths with QEMU).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
 import type { FastifyInstance } from 'fastify';
-import { buildApi } from './app.ts';
 import { Authenticator } from './auth.ts';
-import { AuditLog } from './audit.ts';
-import { VmManager } from '../vms/manager.ts';
-import { VmStore } from '../vms/store.ts';
-import { ReadinessTracker } from '../vms/readiness.ts';
-import { maxSeatId, parseCidr } from '../network/cidr.ts';
-import { findProcessesUnder, killProcess } from '../hypervisors/process.ts';
-import { MemoryNetwork, StandInDriver } from '../../test/helpers/stand-ins.ts';
+import { buildTestApi } from '../../test/helpers/api.ts';
 
 async function withApi(token: string | undefined, fn: (app: FastifyInstance, auditPath: string) => Promise<void>, secret?: string): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'ct-api-'));
-  const imagesDir = join(dir, 'images');
-  mkdirSync(imagesDir);
-  for (const f of ['vmlinux', 'initrd.img', 'rootfs.ext4']) writeFileSync(join(imagesDir, f), 'x');
-  const cidr = parseCidr('192.168.100.1/24');
-  const store = new VmStore(join(dir, 'state', 'agent.db'));
-  const log = pino({ level: 'silent' });
-  const manager = new VmManager({
-    store,
-    driver: new StandInDriver(),
-    network: new MemoryNetwork(),
-    log,
-    stateDir: join(dir, 'state'),
-    imagesDir,
-    bridgeName: 'ct-test0',
-    bridgeCidr: cidr,
-    capacity: 3,
-    vmDiskMb: 256,
-    gracefulStopMs: 100,
-  });
-  const probe = async () => ({ terminal: false, files: false });
-  const app = await buildApi({
-    log,
-    auth: new Authenticator(token, secret, 'test-worker'),
-    audit: new AuditLog(log, join(dir, 'state', 'audit.log')),
-    learnerTokenTtlS: 600,
-    probe,
-    status: {
-      manager,
-      workerId: 'test-worker',
-      capacity: 3,
-      version: '0.0.0-test',
-      hypervisor: { name: 'qemu', acceleration: 'tcg' },
-      bridge: { name: 'ct-test0', address: cidr.address, cidr: cidr.text },
-      startedAt: Date.now(),
-    },
-    vms: {
-      manager,
-      readiness: new ReadinessTracker(manager, probe),
-      maxSeat: maxSeatId(cidr),
-      defaults: { vcpus: 1, memoryMb: 512 },
-      limits: { vcpus: 4, memoryMb: 4096 },
-    },
-  });
+  const api = await buildTestApi({ agentToken: token, secret, capacity: 3 });
   try {
-    await fn(app, join(dir, 'state', 'audit.log'));
+    await fn(api.app, api.auditPath);
   } finally {
-    await app.close();
-    for (const { proc } of await findProcessesUnder(dir)) await killProcess(proc);
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await api.close();
   }
 }
 

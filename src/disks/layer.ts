@@ -4,22 +4,15 @@
 import { rename, rm, stat } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { run } from '../shared/exec.ts';
+import { exists } from '../shared/files.ts';
 
 /** Filesystem label the guest's initramfs looks for. */
 export const LAYER_LABEL = 'clarateach-layer';
 
-export async function fileExists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Creates the layer at `path` unless it exists; an interrupted creation leaves only a temp file. */
 export async function ensureLayerDisk(path: string, sizeMb: number): Promise<void> {
-  if (await fileExists(path)) return;
+  if (await exists(path)) return;
   const temp = `${path}.tmp`;
   await rm(temp, { force: true });
   const handle = await open(temp, 'w');

@@ -4,14 +4,7 @@ import { createReadStream } from 'node:fs';
 import { lstat, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { exists } from '../shared/files.ts';
 
 export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');

@@ -8,7 +8,8 @@ import { findProcessesUnder, isProcessAlive, killProcess } from '../hypervisors/
 import type { Cidr } from '../network/cidr.ts';
 import type { NetworkPort, VmEndpoint } from '../network/index.ts';
 import { allocateIp, intToIp, macForIp, tapNameForIp } from '../network/cidr.ts';
-import { ensureLayerDisk, fileExists } from '../disks/layer.ts';
+import { ensureLayerDisk } from '../disks/layer.ts';
+import { exists } from '../shared/files.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { runPlan, runTeardown, StepError, type Step } from './plan.ts';
 import { VmError } from './errors.ts';
@@ -288,7 +289,7 @@ export class VmManager {
 
   private async checkImages(spec: VmLaunchSpec): Promise<void> {
     for (const path of [spec.kernelPath, spec.initrdPath, spec.baseDiskPath]) {
-      if (!(await fileExists(path))) throw new Error(`${path} is missing: run \`clarateach image build\``);
+      if (!(await exists(path))) throw new Error(`${path} is missing: run \`clarateach image build\``);
     }
   }
 

@@ -2,23 +2,10 @@
 // store and lifecycle, stand-in VMM and network), on a loopback subnet so that nothing the proxy
 // forwards ever leaves the host's loopback, plus a stand-in guest file server that records what
 // reaches it.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pino from 'pino';
-import type { FastifyInstance } from 'fastify';
-import { buildApi } from '../../src/api/app.ts';
-import { Authenticator } from '../../src/api/auth.ts';
-import { AuditLog } from '../../src/api/audit.ts';
-import { VmManager } from '../../src/vms/manager.ts';
-import { VmStore } from '../../src/vms/store.ts';
-import { ReadinessTracker } from '../../src/vms/readiness.ts';
-import { maxSeatId, parseCidr } from '../../src/network/cidr.ts';
-import { findProcessesUnder, killProcess } from '../../src/hypervisors/process.ts';
 import { FILES_PORT } from '../../src/proxy/guest.ts';
-import { MemoryNetwork, StandInDriver } from './stand-ins.ts';
+import { buildTestApi, type TestApi } from './api.ts';
 
 /**
  * VM addresses come from a loopback subnet, 127.X.Y.0/24 (X, Y picked per process so that two
@@ -31,79 +18,11 @@ export const FUZZ_CIDR = `${SUBNET}.1/24`;
 export const FIRST_VM_IP = `${SUBNET}.11`;
 export const WORKER_ID = 'fuzz-worker';
 
-export interface FuzzApi {
-  readonly app: FastifyInstance;
-  readonly manager: VmManager;
-  readonly network: MemoryNetwork;
-  readonly dir: string;
-  close(): Promise<void>;
-}
+export type FuzzApi = TestApi;
 
-export interface FuzzApiOptions {
-  readonly agentToken: string | undefined;
-  readonly secret: string | undefined;
-  readonly capacity: number;
-}
-
-export async function buildFuzzApi(o: FuzzApiOptions): Promise<FuzzApi> {
-  const dir = mkdtempSync(join(tmpdir(), 'ct-fuzz-'));
-  const imagesDir = join(dir, 'images');
-  mkdirSync(imagesDir);
-  for (const f of ['vmlinux', 'initrd.img', 'rootfs.ext4']) writeFileSync(join(imagesDir, f), 'x');
-  const cidr = parseCidr(FUZZ_CIDR);
-  const store = new VmStore(join(dir, 'state', 'agent.db'));
-  const log = pino({ level: 'silent' });
-  const network = new MemoryNetwork();
-  const manager = new VmManager({
-    store,
-    driver: new StandInDriver(),
-    network,
-    log,
-    stateDir: join(dir, 'state'),
-    imagesDir,
-    bridgeName: 'ct-fuzz0',
-    bridgeCidr: cidr,
-    capacity: o.capacity,
-    vmDiskMb: 64,
-    gracefulStopMs: 100,
-  });
+export function buildFuzzApi(o: { agentToken: string | undefined; secret: string | undefined; capacity: number }): Promise<FuzzApi> {
   // Guests "answer" at once: a create with "wait": "ready" never waits, and no probe travels.
-  const probe = async () => ({ terminal: true, files: true });
-  const app = await buildApi({
-    log,
-    auth: new Authenticator(o.agentToken, o.secret, WORKER_ID),
-    audit: new AuditLog(log, join(dir, 'state', 'audit.log')),
-    learnerTokenTtlS: 600,
-    probe,
-    status: {
-      manager,
-      workerId: WORKER_ID,
-      capacity: o.capacity,
-      version: '0.0.0-fuzz',
-      hypervisor: { name: 'qemu', acceleration: 'tcg' },
-      bridge: { name: 'ct-fuzz0', address: cidr.address, cidr: cidr.text },
-      startedAt: Date.now(),
-    },
-    vms: {
-      manager,
-      readiness: new ReadinessTracker(manager, probe),
-      maxSeat: maxSeatId(cidr),
-      defaults: { vcpus: 1, memoryMb: 512 },
-      limits: { vcpus: 4, memoryMb: 4096 },
-    },
-  });
-  return {
-    app,
-    manager,
-    network,
-    dir,
-    async close() {
-      await app.close();
-      for (const { proc } of await findProcessesUnder(dir)) await killProcess(proc);
-      store.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return buildTestApi({ ...o, cidr: FUZZ_CIDR, workerId: WORKER_ID, guestAnswers: true });
 }
 
 export interface StandInFileServer {

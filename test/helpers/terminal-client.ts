@@ -91,12 +91,15 @@ export class TerminalClient {
     return tail.slice(0, tail.search(done)).replace(/\r\n/g, '\n');
   }
 
-  sessionId(): string | undefined {
-    const frame = this.frames.find((f) => f.type === 'session');
-    return frame?.type === 'session' ? frame.id : undefined;
+  /** The first frame, which the terminal server always makes the session frame. */
+  get session(): Extract<ServerFrame, { type: 'session' }> {
+    const first = this.frames[0];
+    if (first?.type !== 'session') throw new Error(`the first frame is not the session frame: ${JSON.stringify(first)}`);
+    return first;
   }
 
-  close(): void {
+  close(): Promise<number> {
     this.ws.close();
+    return this.closed;
   }
 }

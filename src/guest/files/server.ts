@@ -11,11 +11,10 @@ import { lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'no
 import type { FileHandle } from 'node:fs/promises';
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { FilesConfig } from '../shared/config.ts';
-import { sendJson, splitTarget } from '../shared/http.ts';
+import { listen, sendJson, splitTarget } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
 import { describeError } from '../shared/log.ts';
 import { HttpError, errnoOf, forbidden, fromFsError, invalid, tooLarge } from './errors.ts';
@@ -382,15 +381,7 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
     onRequest(req, res);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  server.on('error', (err) => logger.error('server_error', describeError(err)));
-  const port = (server.address() as AddressInfo).port;
+  const port = await listen(server, config.port, config.host, (err) => logger.error('server_error', describeError(err)));
   logger.info('listening', { host: config.host, port, workspace: workspace.root, max_upload_bytes: max });
 
   return {

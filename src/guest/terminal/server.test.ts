@@ -6,100 +6,25 @@ import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import type { TerminalConfig } from '../shared/config.ts';
 import { silentLogger } from '../shared/log.ts';
-import type { ServerFrame } from './protocol.ts';
 import { startTerminalServer } from './server.ts';
+import { TerminalClient } from '../../../test/helpers/terminal-client.ts';
 import type { RunningServer } from './server.ts';
 
 const TIMEOUT_MS = 8000;
-
-class Client {
-  readonly frames: ServerFrame[] = [];
-  output = '';
-  closeCode: number | null = null;
-  closeReason = '';
-  readonly opened: Promise<void>;
-  readonly closed: Promise<number>;
-  private waiters: Array<() => void> = [];
-
-  constructor(readonly ws: WebSocket) {
-    this.opened = new Promise((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    this.closed = new Promise((resolve) => {
-      ws.once('close', (code, reason) => {
-        this.closeCode = code;
-        this.closeReason = reason.toString();
-        this.notify();
-        resolve(code);
-      });
-    });
-    ws.on('message', (data) => {
-      const frame = JSON.parse(String(data)) as ServerFrame;
-      this.frames.push(frame);
-      if (frame.type === 'output') this.output += frame.data;
-      this.notify();
-    });
-  }
-
-  private notify(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
-  }
-
-  send(frame: unknown): void {
-    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
-  }
-
-  input(line: string): void {
-    this.send({ type: 'input', data: `${line}\r` });
-  }
-
-  async waitFor(what: string, predicate: () => boolean): Promise<void> {
-    const deadline = Date.now() + TIMEOUT_MS;
-    while (!predicate()) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; output so far: ${JSON.stringify(this.output.slice(-500))}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  waitForOutput(text: string | RegExp): Promise<void> {
-    return this.waitFor(`output ${String(text)}`, () => (typeof text === 'string' ? this.output.includes(text) : text.test(this.output)));
-  }
-
-  get session(): Extract<ServerFrame, { type: 'session' }> {
-    const first = this.frames[0];
-    assert.ok(first && first.type === 'session', 'first frame is the session frame');
-    return first;
-  }
-
-  close(): Promise<number> {
-    this.ws.close();
-    return this.closed;
-  }
-}
 
 describe('terminal server', () => {
   let workspace: string;
   let server: RunningServer;
   let base: string;
-  const clients: Client[] = [];
+  const clients: TerminalClient[] = [];
 
-  function connect(query = ''): Client {
-    const c = new Client(new WebSocket(`ws://127.0.0.1:${server.port}/terminal${query}`));
+  function connect(query = ''): TerminalClient {
+    const c = new TerminalClient(new WebSocket(`ws://127.0.0.1:${server.port}/terminal${query}`), TIMEOUT_MS);
     clients.push(c);
     return c;
   }
 
-  async function connected(query = ''): Promise<Client> {
+  async function connected(query = ''): Promise<TerminalClient> {
     const c = connect(query);
     await c.opened;
     await c.waitFor('session frame', () => c.frames.length > 0);
@@ -161,8 +86,8 @@ describe('terminal server', () => {
     assert.match(c.session.id, /^[A-Za-z0-9_-]{1,64}$/);
     assert.equal(c.session.replayed_bytes, 0);
     c.input('echo hello-$((6*7))-marker; echo "cwd=$(pwd) term=$TERM port=${PORT:-unset} env=${NODE_ENV:-unset}"');
-    await c.waitForOutput('hello-42-marker');
-    await c.waitForOutput(`cwd=${workspace} term=xterm-256color port=unset env=unset`);
+    await c.waitForText('hello-42-marker');
+    await c.waitForText(`cwd=${workspace} term=xterm-256color port=unset env=unset`);
     const list = await sessions();
     assert.ok(list.some((s) => s.id === c.session.id && s.attached && s.pid > 0));
     await c.close();
@@ -171,10 +96,10 @@ describe('terminal server', () => {
   it('applies ?cols&rows on connect and resize frames', async () => {
     const c = await connected('?cols=90&rows=20');
     c.input('stty size');
-    await c.waitForOutput('20 90');
+    await c.waitForText('20 90');
     c.send({ type: 'resize', cols: 100, rows: 30 });
     c.input('stty size');
-    await c.waitForOutput('30 100');
+    await c.waitForText('30 100');
     await c.close();
   });
 
@@ -183,8 +108,8 @@ describe('terminal server', () => {
     const first = await connected(`?session=${id}`);
     assert.equal(first.session.id, id);
     first.input('echo before-$((100+23))-reconnect; echo pid=$$');
-    await first.waitForOutput('before-123-reconnect');
-    await first.waitForOutput(/pid=\d+/);
+    await first.waitForText('before-123-reconnect');
+    await first.waitForText(/pid=\d+/);
     const pid = /pid=(\d+)/.exec(first.output)?.[1];
     await first.close();
     await until('detach', async () => (await sessions()).some((s) => s.id === id && !s.attached));
@@ -195,7 +120,7 @@ describe('terminal server', () => {
     const replay = second.frames[1];
     assert.ok(replay && replay.type === 'output' && replay.data.includes('before-123-reconnect'), 'replay is the frame right after the session frame');
     second.input('echo again pid=$$');
-    await second.waitForOutput(`again pid=${pid}`);
+    await second.waitForText(`again pid=${pid}`);
     await second.close();
   });
 
@@ -203,13 +128,13 @@ describe('terminal server', () => {
     const id = `takeover-${process.pid}`;
     const a = await connected(`?session=${id}`);
     a.input('echo first-$((2+2))');
-    await a.waitForOutput('first-4');
+    await a.waitForText('first-4');
     const b = await connected(`?session=${id}`);
     assert.equal(await a.closed, 4000);
     assert.equal(a.closeReason, 'session taken over');
     assert.ok(b.output.includes('first-4'));
     b.input('echo second-$((3+3))');
-    await b.waitForOutput('second-6');
+    await b.waitForText('second-6');
     await b.close();
   });
 
@@ -218,9 +143,9 @@ describe('terminal server', () => {
     const b = await connected();
     assert.notEqual(a.session.id, b.session.id);
     a.input('export CT_ONLY_A=yes-a; echo pid=$$ set-$((1+1))');
-    await a.waitForOutput('set-2');
+    await a.waitForText('set-2');
     b.input('echo "b sees [${CT_ONLY_A:-nothing}]" pid=$$');
-    await b.waitForOutput('b sees [nothing]');
+    await b.waitForText('b sees [nothing]');
     const pidA = /pid=(\d+) set/.exec(a.output)?.[1];
     const pidB = /\] pid=(\d+)/.exec(b.output)?.[1];
     assert.ok(pidA && pidB && pidA !== pidB);
@@ -239,7 +164,7 @@ describe('terminal server', () => {
     c.ws.send(Buffer.from([1, 2, 3]), { binary: true });
     await c.waitFor('7 error frames', () => c.frames.filter((f) => f.type === 'error').length === 7);
     c.input('echo still-$((40+2))-alive');
-    await c.waitForOutput('still-42-alive');
+    await c.waitForText('still-42-alive');
     await c.close();
   });
 
@@ -262,7 +187,7 @@ describe('terminal server', () => {
   it('kills a detached shell after TERMINAL_DETACHED_TTL_S', async () => {
     const short = await startTerminalServer({ config: config({ detachedTtlS: 1 }), logger: silentLogger, env: env() });
     try {
-      const c = new Client(new WebSocket(`ws://127.0.0.1:${short.port}/terminal?session=ttl`));
+      const c = new TerminalClient(new WebSocket(`ws://127.0.0.1:${short.port}/terminal?session=ttl`), TIMEOUT_MS);
       clients.push(c);
       await c.opened;
       await c.waitFor('session frame', () => c.frames.length > 0);

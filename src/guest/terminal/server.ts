@@ -1,11 +1,10 @@
 // Terminal service: HTTP (health, session list) + WebSocket /terminal bridging to PTY shells.
 // Protocol: see protocol.ts. Session policy: see sessions.ts.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import type { TerminalConfig } from '../shared/config.ts';
-import { sendJson, splitTarget } from '../shared/http.ts';
+import { listen, sendJson, splitTarget } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
 import { describeError } from '../shared/log.ts';
 import { SESSION_ID_RE, parseClientFrame, parseDimensionParam } from './protocol.ts';
@@ -171,15 +170,7 @@ export async function startTerminalServer(opts: TerminalServerOptions): Promise<
   }, opts.pingIntervalMs ?? PING_INTERVAL_MS);
   pinger.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  server.on('error', (err) => logger.error('server_error', describeError(err)));
-  const port = (server.address() as AddressInfo).port;
+  const port = await listen(server, config.port, config.host, (err) => logger.error('server_error', describeError(err)));
   logger.info('listening', { host: config.host, port, workspace: config.workspaceDir, shell: config.shell });
 
   return {
