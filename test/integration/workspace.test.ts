@@ -128,7 +128,7 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
     await root.body.dump();
   });
 
-  test('files: a 200 MB upload and download stream through the agent with its memory bounded', async () => {
+  test('files: a 200 MB upload and download stream through the agent with its memory bounded', async (t) => {
     const size = 200 * 1024 * 1024;
     const chunk = randomBytes(1024 * 1024);
     const upHash = createHash('sha256');
@@ -161,6 +161,7 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
     const downPeak = stopDown();
     assert.equal(received, size);
     assert.equal(downHash.digest('hex'), upHash.digest('hex'));
+    t.diagnostic(`agent RSS: ${baseline} MiB before, peak ${upPeak} MiB during the upload, ${downPeak} MiB during the download`);
     // Streaming, not buffering: the agent grows by far less than the 200 MB that went through it.
     assert.ok(upPeak - baseline < 80, `upload: agent RSS ${baseline} -> ${upPeak} MiB`);
     assert.ok(downPeak - baseline < 80, `download: agent RSS ${baseline} -> ${downPeak} MiB`);
