@@ -5,12 +5,12 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { actorOf, type Authenticator, type Identity } from './auth.ts';
 import type { AuditLog } from './audit.ts';
-import { ApiError, errorHandler, sendError } from './errors.ts';
+import { ApiError, errorHandler, sendError, writeRawError } from './errors.ts';
 import { statusRoutes, type StatusRoutesOptions } from './routes/status.ts';
 import { vmRoutes, type VmRoutesOptions, seatFromParam } from './routes/vms.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
-import { rejectUpgrade, TerminalProxy } from '../proxy/terminal.ts';
+import { TerminalProxy } from '../proxy/terminal.ts';
 import { VmError } from '../vms/errors.ts';
 import type { GuestHealth } from '../proxy/guest.ts';
 import { WORKSHOP_ID_PATTERN } from './schemas.ts';
@@ -66,14 +66,8 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     frameworkErrors: errorHandler,
     // Requests that are not valid HTTP (or whose headers are too large) still get { error, code }.
     clientErrorHandler: (error, socket) => {
-      const tooLarge = (error as { code?: string }).code === 'HPE_HEADER_OVERFLOW';
-      const [status, reason, code] = tooLarge ? [431, 'Request Header Fields Too Large', 'headers_too_large'] : [400, 'Bad Request', 'invalid_request'];
-      const body = JSON.stringify({ error: tooLarge ? 'request headers are too large' : 'malformed HTTP request', code });
-      if (socket.writable) {
-        socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-      } else {
-        socket.destroy();
-      }
+      if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW') writeRawError(socket, 431, 'headers_too_large', 'request headers are too large');
+      else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request');
     },
   });
   app.setErrorHandler(errorHandler);
@@ -129,14 +123,14 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     try {
       url = new URL(rawUrl, 'http://agent');
     } catch {
-      return rejectUpgrade(socket, 400, 'invalid_request', 'the request target is not a valid URL');
+      return writeRawError(socket, 400, 'invalid_request', 'the request target is not a valid URL');
     }
     const match = TERMINAL_PATH.exec(url.pathname);
-    if (!match) return rejectUpgrade(socket, 404, 'not_found', 'WebSocket is served at /proxy/{workshopID}/{seatID}/terminal');
+    if (!match) return writeRawError(socket, 404, 'not_found', 'WebSocket is served at /proxy/{workshopID}/{seatID}/terminal');
     void (async () => {
       const identity = await o.auth.identify(request.headers.authorization, url.searchParams.get('token') ?? undefined);
-      if (!identity) return rejectUpgrade(socket, 401, 'unauthorized', 'missing or invalid bearer token');
-      if (!o.auth.allows(identity, url.pathname)) return rejectUpgrade(socket, 403, 'forbidden', 'this token opens only its own seat');
+      if (!identity) return writeRawError(socket, 401, 'unauthorized', 'missing or invalid bearer token');
+      if (!o.auth.allows(identity, url.pathname)) return writeRawError(socket, 403, 'forbidden', 'this token opens only its own seat');
       let workshopId: string;
       try {
         workshopId = decodeURIComponent(match[1] ?? '');
@@ -144,7 +138,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
         workshopId = '';
       }
       if (!WORKSHOP_ID.test(workshopId)) {
-        return rejectUpgrade(socket, 400, 'invalid_field', 'workshopID must be 1-63 of a-z, 0-9 and "-"');
+        return writeRawError(socket, 400, 'invalid_field', 'workshopID must be 1-63 of a-z, 0-9 and "-"');
       }
       let seatText: string;
       try {
@@ -158,10 +152,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       o.log.info({ vm: `${workshopId}.${seat}`, actor: actorOf(identity) }, 'terminal connection');
       terminals.handle(request, socket, head, vm.ip, url.searchParams);
     })().catch((error: unknown) => {
-      if (error instanceof ApiError) return rejectUpgrade(socket, error.statusCode, error.code, error.message);
-      if (error instanceof VmError) return rejectUpgrade(socket, 404, error.code, error.message);
+      if (error instanceof ApiError) return writeRawError(socket, error.statusCode, error.code, error.message);
+      if (error instanceof VmError) return writeRawError(socket, 404, error.code, error.message);
       o.log.error({ err: error }, 'terminal upgrade failed');
-      return rejectUpgrade(socket, 500, 'internal', 'internal error');
+      return writeRawError(socket, 500, 'internal', 'internal error');
     });
   });
   // Upgraded sockets still count as the HTTP server's connections: end them before it closes.

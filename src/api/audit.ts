@@ -23,6 +23,8 @@ export class AuditLog {
     if (path !== undefined) {
       mkdirSync(dirname(path), { recursive: true });
       this.file = createWriteStream(path, { flags: 'a', mode: 0o600 });
+      // A full disk must not bring the agent down; the log line above still carries the entry.
+      this.file.on('error', (error) => this.log.error({ err: error, path }, 'audit file write failed'));
     }
   }
 

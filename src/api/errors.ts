@@ -16,10 +16,10 @@ export class ApiError extends Error {
 const VM_ERROR_STATUS: Record<VmErrorCode, number> = {
   vm_not_found: 404,
   vm_exists: 409,
-  vm_busy: 409,
   at_capacity: 503,
   insufficient_memory: 503,
   create_failed: 500,
+  delete_failed: 500,
   invalid_field: 400,
 };
 
@@ -94,4 +94,21 @@ export function errorHandler(error: unknown, request: FastifyRequest, reply: Fas
   const apiError = toApiError(error);
   if (apiError.statusCode >= 500) request.log.error({ err: error }, 'request failed');
   return sendError(reply, apiError);
+}
+
+const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error' };
+
+/**
+ * The same `{ error, code }` answer written straight to a socket, where no Fastify reply exists:
+ * refused WebSocket upgrades and requests that are not valid HTTP.
+ */
+export function writeRawError(socket: import('node:stream').Duplex, status: number, code: string, message: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: message, code });
+  socket.end(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

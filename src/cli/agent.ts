@@ -97,23 +97,26 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   return {
     url,
     async stop() {
-      timers.forEach((stop) => stop());
+      // A watchdog pass may be booting a VM again: let it record what it started before closing.
+      await Promise.all(timers.map((stop) => stop()));
       await app.close();
       store.close();
     },
   };
 }
 
-/** Runs `task` every `ms`, never two at once. */
-function repeat(ms: number, task: () => Promise<void>, onError: (error: unknown) => void): () => void {
-  let running = false;
+/** Runs `task` every `ms`, never two at once. The returned stop waits for a run in progress. */
+function repeat(ms: number, task: () => Promise<void>, onError: (error: unknown) => void): () => Promise<void> {
+  let current: Promise<void> | undefined;
   const timer = setInterval(() => {
-    if (running) return;
-    running = true;
-    task()
+    if (current) return;
+    current = task()
       .catch(onError)
-      .finally(() => (running = false));
+      .finally(() => (current = undefined));
   }, ms);
   timer.unref();
-  return () => clearInterval(timer);
+  return async () => {
+    clearInterval(timer);
+    await current;
+  };
 }

@@ -79,7 +79,7 @@ function egressRules(input: FirewallInput): string[] {
       : `${out} ip daddr ${r.cidr} meta l4proto { tcp, udp } th dport ${r.ports.from === r.ports.to ? r.ports.from : `${r.ports.from}-${r.ports.to}`} accept`,
   );
   if (input.dns) rules.push(`${out} ip daddr ${input.dns} meta l4proto { tcp, udp } th dport 53 accept`);
-  return [`${out} ip daddr 169.254.0.0/16 drop`, ...rules, `${from} drop`];
+  return [...rules, `${from} drop`];
 }
 
 /** The whole ruleset, as one `nft -f` transaction. */

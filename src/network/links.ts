@@ -63,10 +63,6 @@ export async function deleteTap(name: string): Promise<void> {
   if (await showLink(name)) await run('ip', ['link', 'del', 'dev', name]);
 }
 
-export async function linkExists(name: string): Promise<boolean> {
-  return (await showLink(name)) !== undefined;
-}
-
 /** Names of all TAP devices whose name matches `pattern`. */
 export async function listTaps(pattern: RegExp): Promise<string[]> {
   const { stdout } = await run('ip', ['-j', '-d', 'link', 'show', 'type', 'tun']);

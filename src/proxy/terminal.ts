@@ -17,6 +17,9 @@ function sendableCode(code: number): number {
   return code;
 }
 
+/** Sockets paused for back-pressure: their pongs cannot be read, so they count as alive. */
+const pausedForBackPressure = new WeakSet<WebSocket>();
+
 /**
  * Forwards frames from `from` to `to`, pausing `from` while `to` has too much unsent data.
  * ws's send callback fires once a frame is handed to the kernel, which tracks what is still queued.
@@ -32,11 +35,13 @@ function pipeFrames(from: WebSocket, to: WebSocket): void {
       queued -= size;
       if (paused && queued < LOW_WATER) {
         paused = false;
+        pausedForBackPressure.delete(from);
         from.resume();
       }
     });
     if (!paused && queued > HIGH_WATER) {
       paused = true;
+      pausedForBackPressure.add(from);
       from.pause();
     }
   });
@@ -46,6 +51,7 @@ function keepAlive(socket: WebSocket): () => void {
   let alive = true;
   socket.on('pong', () => (alive = true));
   const timer = setInterval(() => {
+    if (pausedForBackPressure.has(socket)) alive = true;
     if (!alive) {
       socket.terminate();
       return;
@@ -106,11 +112,3 @@ export class TerminalProxy {
   }
 }
 
-/** Answers a refused upgrade with a plain HTTP response carrying the API's JSON error shape. */
-export function rejectUpgrade(socket: Duplex, status: number, code: string, message: string): void {
-  const body = JSON.stringify({ error: message, code });
-  const reason = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found' }[status] ?? 'Error';
-  socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
-}

@@ -8,12 +8,34 @@ interface LoggedRequest {
   ip?: string;
 }
 
+/** The URL with the value of every query parameter whose decoded name is `token` masked. */
+export function redactUrl(url: string): string {
+  const at = url.indexOf('?');
+  if (at < 0) return url;
+  const query = url
+    .slice(at + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      const name = eq < 0 ? pair : pair.slice(0, eq);
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(name.replace(/\+/g, ' '));
+      } catch {
+        decoded = name;
+      }
+      return decoded.trim().toLowerCase() === 'token' ? `${name}=[redacted]` : pair;
+    })
+    .join('&');
+  return `${url.slice(0, at)}?${query}`;
+}
+
 export function createLogger(level: string): Logger {
   return pino({
     level,
     base: { service: 'clarateach-agent' },
     serializers: {
-      req: (req: LoggedRequest) => ({ method: req.method, url: req.url?.replace(/([?&]token=)[^&]*/gi, '$1[redacted]'), remote: req.ip }),
+      req: (req: LoggedRequest) => ({ method: req.method, url: req.url === undefined ? undefined : redactUrl(req.url), remote: req.ip }),
       err: pino.stdSerializers.err,
     },
     redact: { paths: ['authorization', 'headers.authorization', 'token'], censor: '[redacted]' },

@@ -173,3 +173,26 @@ test('capacity is enforced with at_capacity', async () => {
     await assert.rejects(m.create({ workshopId: 'ws', seatId: 6, vcpus: 1, memoryMb: 256 }), (e: unknown) => e instanceof VmError && e.code === 'at_capacity');
   });
 });
+
+test('a teardown that fails keeps the record, says why, and a second DELETE finishes the job', async () => {
+  await withFixture(async ({ manager, network, driver }) => {
+    const m = manager();
+    await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    network.failNextDetach = 'Device or resource busy';
+    await assert.rejects(m.delete('ws', 1), (e: unknown) => e instanceof VmError && e.code === 'delete_failed' && /remove tap: Device or resource busy/.test(e.message));
+    assert.equal(m.get('ws', 1).status, 'deleting');
+    await m.delete('ws', 1);
+    assert.equal(m.count(), 0);
+    assert.equal(network.taps.size, 0);
+
+    // The same for a create whose cleanup fails: the record stays, failed, with both reasons.
+    driver.failNext = 'qemu: no kernel';
+    network.failNextDetach = 'Device or resource busy';
+    await assert.rejects(m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256 }), /no kernel/);
+    const left = m.get('ws', 2);
+    assert.equal(left.status, 'failed');
+    assert.match(left.lastError ?? '', /no kernel; cleanup: remove tap: Device or resource busy/);
+    await m.delete('ws', 2);
+    assert.equal(network.taps.size, 0);
+  });
+});

@@ -9,7 +9,6 @@ import type { Cidr } from '../network/cidr.ts';
 import type { NetworkPort, VmEndpoint } from '../network/index.ts';
 import { allocateIp, intToIp, macForIp, tapNameForIp } from '../network/cidr.ts';
 import { ensureLayerDisk } from '../disks/layer.ts';
-import { exists } from '../shared/files.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import { runPlan, runTeardown, StepError, type Step } from './plan.ts';
 import { VmError } from './errors.ts';
@@ -144,9 +143,16 @@ export class VmManager {
         return this.get(vm.workshopId, vm.seatId);
       } catch (error) {
         log.error({ err: error }, 'create failed; removing what it made');
-        await this.teardown(vm).catch((e: unknown) => log.error({ err: e }, 'cleanup after failed create'));
-        this.o.store.remove(vm.workshopId, vm.seatId);
         const reason = error instanceof StepError ? error.message : String(error);
+        try {
+          await this.teardown(vm);
+          this.o.store.remove(vm.workshopId, vm.seatId);
+        } catch (cleanup) {
+          // Something could not be removed: the record stays (failed) so that DELETE or the next
+          // start finishes the job, instead of leaving debris nobody knows about.
+          log.error({ err: cleanup }, 'cleanup after failed create');
+          this.o.store.markFailed(vm.workshopId, vm.seatId, `${reason}; cleanup: ${(cleanup as Error).message}`);
+        }
         throw new VmError('create_failed', reason);
       }
     });
@@ -159,7 +165,12 @@ export class VmManager {
       const vm = this.o.store.get(workshopId, seatId);
       if (!vm) throw new VmError('vm_not_found', `no VM for workshop "${workshopId}" seat ${seatId}`);
       this.o.store.markDeleting(workshopId, seatId);
-      await this.teardown(vm);
+      try {
+        await this.teardown(vm);
+      } catch (error) {
+        // The record stays `deleting`: a DELETE again, or the next start, finishes the job.
+        throw new VmError('delete_failed', error instanceof Error ? error.message : String(error));
+      }
       this.o.store.remove(workshopId, seatId);
       this.o.log.info({ vm: vmId(workshopId, seatId) }, 'vm deleted');
     });
@@ -195,6 +206,9 @@ export class VmManager {
    * deletes, and removes TAPs, directories and processes that no VM owns.
    */
   async reconcile(): Promise<void> {
+    // First the VMM processes no record names (e.g. one started just before a crash): a VM booted
+    // again below must not meet an older VMM still holding its TAP and disk.
+    await this.killUnrecordedVmms();
     for (const vm of this.o.store.list()) {
       const id = vmId(vm.workshopId, vm.seatId);
       await this.lock.with(id, async () => {
@@ -218,7 +232,8 @@ export class VmManager {
       const id = vmId(vm.workshopId, vm.seatId);
       if (vm.status !== 'running' || this.lock.isHeld(id)) continue;
       if (vm.pid !== null && vm.pidStartTime !== null && isProcessAlive({ pid: vm.pid, startTime: vm.pidStartTime })) {
-        await this.trimConsole(this.launchSpec(vm).consoleLogPath);
+        // The VM may be deleted meanwhile (trimming runs outside its lock): never fatal for the pass.
+        await this.trimConsole(this.launchSpec(vm).consoleLogPath).catch(() => undefined);
         continue;
       }
       await this.lock.with(id, async () => {
@@ -289,7 +304,8 @@ export class VmManager {
 
   private async checkImages(spec: VmLaunchSpec): Promise<void> {
     for (const path of [spec.kernelPath, spec.initrdPath, spec.baseDiskPath]) {
-      if (!(await exists(path))) throw new Error(`${path} is missing: run \`clarateach image build\``);
+      // stat, not lstat: a dangling symlink is as missing as no file.
+      if (!(await stat(path).then(() => true, () => false))) throw new Error(`${path} is missing: run \`clarateach image build\``);
     }
   }
 
@@ -312,19 +328,23 @@ export class VmManager {
     ]);
   }
 
-  private async removeOrphans(): Promise<void> {
+  private async killUnrecordedVmms(): Promise<void> {
     const known = this.o.store.list();
-    const ownedTaps = new Set(known.map((vm) => vm.tapName));
-    for (const tap of await this.o.network.listTaps(TAP_PATTERN)) {
-      if (ownedTaps.has(tap)) continue;
-      this.o.log.warn({ tap }, 'removing TAP that no VM owns');
-      await this.o.network.deleteTap(tap);
-    }
-    const ownedDirs = new Set(known.map((vm) => vm.tapName));
     for (const { proc } of await findProcessesUnder(this.vmsDir)) {
       if (known.some((vm) => vm.pid === proc.pid && vm.pidStartTime === proc.startTime)) continue;
       this.o.log.warn({ pid: proc.pid }, 'killing VMM process that no VM owns');
       await killProcess(proc);
+    }
+  }
+
+  private async removeOrphans(): Promise<void> {
+    await this.killUnrecordedVmms();
+    // A VM's TAP and directory are both named after its address: one set says what is owned.
+    const owned = new Set(this.o.store.list().map((vm) => vm.tapName));
+    for (const tap of await this.o.network.listTaps(TAP_PATTERN)) {
+      if (owned.has(tap)) continue;
+      this.o.log.warn({ tap }, 'removing TAP that no VM owns');
+      await this.o.network.deleteTap(tap);
     }
     let entries: string[] = [];
     try {
@@ -333,7 +353,7 @@ export class VmManager {
       return;
     }
     for (const entry of entries) {
-      if (ownedDirs.has(entry)) continue;
+      if (owned.has(entry)) continue;
       this.o.log.warn({ dir: entry }, 'removing VM directory that no VM owns');
       await rm(join(this.vmsDir, entry), { recursive: true, force: true });
     }

@@ -16,7 +16,14 @@ export class MemoryNetwork implements NetworkPort {
   async attach(vm: VmEndpoint): Promise<void> {
     this.taps.add(vm.tap);
   }
+  /** The next detach fails with this reason (a TAP the kernel will not let go, say). */
+  failNextDetach: string | undefined;
   async detach(vm: VmEndpoint): Promise<void> {
+    if (this.failNextDetach) {
+      const reason = this.failNextDetach;
+      this.failNextDetach = undefined;
+      throw new Error(reason);
+    }
     this.taps.delete(vm.tap);
   }
   async deleteTap(name: string): Promise<void> {

@@ -29,7 +29,6 @@ export async function tokenRoutes(app: FastifyInstance, o: TokenRoutesOptions): 
       },
     },
     async (request, reply) => {
-      if (request.identity?.kind === 'learner') throw new ApiError(403, 'forbidden', 'learner tokens cannot issue tokens');
       if (!o.auth.learnerTokensEnabled) {
         throw new ApiError(503, 'tokens_not_configured', 'set WORKSPACE_TOKEN_SECRET to issue learner tokens');
       }
