@@ -174,7 +174,8 @@ test('an expired learner token is refused', async () => {
       const auth = new Authenticator('agent-secret-1', secret, 'test-worker');
       const agent = { authorization: 'Bearer agent-secret-1', ...json };
       await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: 1 } });
-      const { token } = await auth.issue('ws', 1, -10);
+      const vm = (await app.inject({ url: '/vms/ws/1', headers: agent })).json() as { created_at: string };
+      const { token } = await auth.issue('ws', 1, Date.parse(vm.created_at), -10);
       assert.equal((await app.inject({ url: '/proxy/ws/1/health', headers: { authorization: `Bearer ${token}` } })).statusCode, 401);
     },
     secret,
@@ -244,4 +245,23 @@ test('malformed HTTP, oversized headers and /health/ answer in the API shape', a
     assert.match(huge, /^HTTP\/1\.1 431/);
     assert.match(huge, /"code":"headers_too_large"/);
   });
+});
+
+test('a learner token stops working when its seat is given a new VM', async () => {
+  const secret = 'n'.repeat(40);
+  await withApi(
+    'agent-secret-1',
+    async (app) => {
+      const agent = { authorization: 'Bearer agent-secret-1', ...json };
+      await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: 1 } });
+      const { token } = (await app.inject({ method: 'POST', url: '/vms/ws/1/token', headers: agent, payload: {} })).json();
+      const learner = { authorization: `Bearer ${token}` };
+      assert.equal((await app.inject({ url: '/proxy/ws/1/health', headers: learner })).statusCode, 200);
+      assert.equal((await app.inject({ method: 'DELETE', url: '/vms/ws/1', headers: agent })).statusCode, 204);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: 1 } });
+      assert.equal((await app.inject({ url: '/proxy/ws/1/health', headers: learner })).statusCode, 403, 'the new VM is another learner’s');
+    },
+    secret,
+  );
 });

@@ -32,6 +32,7 @@ export interface ApiOptions {
 }
 
 const UNAUTHENTICATED = new Set(['/health']);
+
 const TERMINAL_PATH = /^\/proxy\/([^/?]+)\/([^/?]+)\/terminal$/;
 const WORKSHOP_ID = new RegExp(WORKSHOP_ID_PATTERN);
 
@@ -73,6 +74,8 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)));
   app.decorateRequest('identity', null);
+  const vmCreatedAt = (workshopId: string, seatId: number): number | undefined =>
+    o.vms.manager.list(workshopId).find((vm) => vm.seatId === seatId)?.createdAt;
   // Many clients send `Content-Type: application/json` with an empty DELETE or POST: no body, not an error.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
@@ -90,7 +93,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     const identity = await o.auth.identify(request.headers.authorization, path.startsWith('/proxy/') ? queryToken(request.url) : undefined);
     if (!identity) return sendError(reply, new ApiError(401, 'unauthorized', 'missing or invalid bearer token'));
     request.identity = identity;
-    if (!o.auth.allows(identity, path)) {
+    if (!o.auth.allows(identity, path, vmCreatedAt)) {
       return sendError(reply, new ApiError(403, 'forbidden', 'this token opens only its own seat'));
     }
   });
@@ -130,7 +133,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     void (async () => {
       const identity = await o.auth.identify(request.headers.authorization, url.searchParams.get('token') ?? undefined);
       if (!identity) return writeRawError(socket, 401, 'unauthorized', 'missing or invalid bearer token');
-      if (!o.auth.allows(identity, url.pathname)) return writeRawError(socket, 403, 'forbidden', 'this token opens only its own seat');
+      if (!o.auth.allows(identity, url.pathname, vmCreatedAt)) return writeRawError(socket, 403, 'forbidden', 'this token opens only its own seat');
       let workshopId: string;
       try {
         workshopId = decodeURIComponent(match[1] ?? '');

@@ -7,7 +7,14 @@ import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 export type Identity =
   | { readonly kind: 'agent' }
   | { readonly kind: 'loopback' }
-  | { readonly kind: 'learner'; readonly workshopId: string; readonly seatId: number; readonly tokenId: string };
+  | {
+      readonly kind: 'learner';
+      readonly workshopId: string;
+      readonly seatId: number;
+      readonly tokenId: string;
+      /** Creation time (ms) of the VM the token was issued for: a VM made again at the seat is another learner's. */
+      readonly vmCreatedAt: number;
+    };
 
 /** A short label for logs and the audit trail; never contains a secret. */
 export function actorOf(identity: Identity | null): string {
@@ -68,17 +75,24 @@ export class Authenticator {
       const { payload } = await jwtVerify(candidate, this.key, { audience: AUDIENCE, issuer: this.issuer, algorithms: ['HS256'] });
       const workshopId = payload['ws'];
       const seatId = payload['seat'];
-      if (typeof workshopId !== 'string' || typeof seatId !== 'number' || typeof payload.jti !== 'string') return undefined;
-      return { kind: 'learner', workshopId, seatId, tokenId: payload.jti };
+      const vmCreatedAt = payload['vm'];
+      if (typeof workshopId !== 'string' || typeof seatId !== 'number' || typeof vmCreatedAt !== 'number' || typeof payload.jti !== 'string') {
+        return undefined;
+      }
+      return { kind: 'learner', workshopId, seatId, tokenId: payload.jti, vmCreatedAt };
     } catch (error) {
       if (error instanceof joseErrors.JOSEError || error instanceof TypeError) return undefined;
       throw error;
     }
   }
 
-  /** Whether `identity` may call `path` (the raw request path). */
-  allows(identity: Identity, path: string): boolean {
+  /**
+   * Whether `identity` may call `path` (the raw request path). `vmCreatedAt` says when the VM now
+   * at the token's seat was made (undefined: none is).
+   */
+  allows(identity: Identity, path: string, vmCreatedAt: (workshopId: string, seatId: number) => number | undefined): boolean {
     if (identity.kind !== 'learner') return true;
+    if (vmCreatedAt(identity.workshopId, identity.seatId) !== identity.vmCreatedAt) return false;
     const match = PROXY_PATH.exec(path);
     if (!match) return false;
     try {
@@ -88,11 +102,11 @@ export class Authenticator {
     }
   }
 
-  async issue(workshopId: string, seatId: number, ttlSeconds: number): Promise<IssuedToken> {
+  async issue(workshopId: string, seatId: number, vmCreatedAt: number, ttlSeconds: number): Promise<IssuedToken> {
     if (this.key === undefined) throw new Error('learner tokens are not configured (WORKSPACE_TOKEN_SECRET)');
     const tokenId = randomUUID();
     const expiresAt = new Date(Math.floor(Date.now() / 1000 + ttlSeconds) * 1000);
-    const token = await new SignJWT({ ws: workshopId, seat: seatId })
+    const token = await new SignJWT({ ws: workshopId, seat: seatId, vm: vmCreatedAt })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setSubject(`${workshopId}/${seatId}`)
       .setAudience(AUDIENCE)

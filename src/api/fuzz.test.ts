@@ -13,7 +13,7 @@ import { SignJWT } from 'jose';
 import { Authenticator } from './auth.ts';
 import { WORKSHOP_ID_PATTERN } from './schemas.ts';
 import type { VmRecord } from '../vms/model.ts';
-import { buildFuzzApi, FIRST_VM_IP, rawHttp, rawRequest, startStandInFileServer, WORKER_ID, type FuzzApi, type StandInFileServer } from '../../test/helpers/fuzz.ts';
+import { buildFuzzApi, FIRST_VM_IP, FUZZ_VM_TIME, rawHttp, rawRequest, startStandInFileServer, WORKER_ID, type FuzzApi, type StandInFileServer } from '../../test/helpers/fuzz.ts';
 
 const SEED = Number(process.env['FUZZ_SEED'] ?? 20261130);
 const AGENT_TOKEN = 'agent-token-fuzz-1';
@@ -223,17 +223,17 @@ async function bogusTokens(): Promise<{ all: string[]; genuine: string }> {
   const sign = (payload: Record<string, unknown>, alg = 'HS256', key = right) =>
     new SignJWT(payload).setProtectedHeader({ alg, typ: 'JWT' }).setAudience('clarateach-proxy').setIssuer(WORKER_ID).setJti('fuzz').setIssuedAt().setExpirationTime('10m').sign(key);
   const mine = new Authenticator(undefined, SECRET, WORKER_ID);
-  const valid = (await mine.issue(SEED_WS, 1, 600)).token;
+  const valid = (await mine.issue(SEED_WS, 1, FUZZ_VM_TIME, 600)).token;
   const [header, payload] = valid.split('.');
-  const otherSeat = (await mine.issue(SEED_WS, 2, 600)).token;
+  const otherSeat = (await mine.issue(SEED_WS, 2, FUZZ_VM_TIME, 600)).token;
   const all = [
     `${base64url('{"alg":"none","typ":"JWT"}')}.${payload}.`,
     `${base64url('{"alg":"none"}')}.${base64url(JSON.stringify({ ...claims, aud: 'clarateach-proxy', iss: WORKER_ID, jti: 'x', exp: 9e9 }))}.`,
-    (await new Authenticator(undefined, 'x'.repeat(40), WORKER_ID).issue(SEED_WS, 1, 600)).token, // wrong secret
-    (await mine.issue(SEED_WS, 1, -10)).token, // expired
+    (await new Authenticator(undefined, 'x'.repeat(40), WORKER_ID).issue(SEED_WS, 1, FUZZ_VM_TIME, 600)).token, // wrong secret
+    (await mine.issue(SEED_WS, 1, FUZZ_VM_TIME, -10)).token, // expired
     otherSeat, // another seat
-    (await mine.issue('other', 1, 600)).token, // another workshop
-    (await new Authenticator(undefined, SECRET, 'another-worker').issue(SEED_WS, 1, 600)).token, // another issuer
+    (await mine.issue('other', 1, FUZZ_VM_TIME, 600)).token, // another workshop
+    (await new Authenticator(undefined, SECRET, 'another-worker').issue(SEED_WS, 1, FUZZ_VM_TIME, 600)).token, // another issuer
     await new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setAudience('elsewhere').setIssuer(WORKER_ID).setJti('x').setExpirationTime('10m').sign(right),
     await sign(claims, 'HS512', new TextEncoder().encode(SECRET.repeat(2))),
     await sign({ ws: SEED_WS, seat: '1' }),

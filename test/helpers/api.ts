@@ -23,6 +23,8 @@ export interface TestApiOptions {
   readonly workerId?: string;
   /** What the guest health probe says for every VM (default: nothing answers). */
   readonly guestAnswers?: boolean;
+  /** The lifecycle's clock (default Date.now). */
+  readonly now?: () => number;
 }
 
 export interface TestApi {
@@ -56,6 +58,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
     capacity: o.capacity,
     vmDiskMb: 256,
     gracefulStopMs: 100,
+    ...(o.now ? { now: o.now } : {}),
   });
   const answers = o.guestAnswers ?? false;
   const probe = async () => ({ terminal: answers, files: answers });

@@ -17,12 +17,14 @@ export const FUZZ_CIDR = `${SUBNET}.1/24`;
 /** The address the first VM created on an empty API gets (seat 1 of any workshop). */
 export const FIRST_VM_IP = `${SUBNET}.11`;
 export const WORKER_ID = 'fuzz-worker';
+/** Every VM of a fuzz API is made "at" this time, so learner tokens for it can be made up front. */
+export const FUZZ_VM_TIME = Date.UTC(2026, 0, 1);
 
 export type FuzzApi = TestApi;
 
 export function buildFuzzApi(o: { agentToken: string | undefined; secret: string | undefined; capacity: number }): Promise<FuzzApi> {
   // Guests "answer" at once: a create with "wait": "ready" never waits, and no probe travels.
-  return buildTestApi({ ...o, cidr: FUZZ_CIDR, workerId: WORKER_ID, guestAnswers: true });
+  return buildTestApi({ ...o, cidr: FUZZ_CIDR, workerId: WORKER_ID, guestAnswers: true, now: () => FUZZ_VM_TIME });
 }
 
 export interface StandInFileServer {

@@ -35,7 +35,7 @@ export async function tokenRoutes(app: FastifyInstance, o: TokenRoutesOptions): 
       const seat = seatFromParam(request.params.seatID, o.maxSeat);
       const vm = o.manager.get(request.params.workshopID, seat);
       const ttl = request.body?.ttl_s ?? o.defaultTtlS;
-      const issued = await o.auth.issue(vm.workshopId, vm.seatId, ttl);
+      const issued = await o.auth.issue(vm.workshopId, vm.seatId, vm.createdAt, ttl);
       return reply.code(201).send({
         token: issued.token,
         token_id: issued.tokenId,
