@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { json, requireTestNetns, startAgent, tapsInNamespace, testImagesDir, waitForPing, type AgentProcess } from '../helpers/agent-process.ts';
 import { isProcessAlive } from '../../src/hypervisors/process.ts';
+import { qemuOverheadMb } from '../../src/hypervisors/qemu/args.ts';
 
 requireTestNetns();
 const BOOT_MS = 120_000;
@@ -62,7 +63,9 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
       const cpu = /:cpu(?:,cpuacct)?:(\/clarateach\/[^\n]+)/.exec(groups)?.[1];
       assert.equal(memory, `/clarateach/class-a.${vm.seat_id}`, groups);
       assert.equal(cpu, memory);
-      assert.equal(Number(readFileSync(`/sys/fs/cgroup/memory${memory}/memory.limit_in_bytes`, 'utf8')), (384 + 256) * 1024 * 1024);
+      const info = (await (await agent.api('/info')).json()) as { acceleration: 'kvm' | 'tcg' };
+      const limit = Number(readFileSync(`/sys/fs/cgroup/memory${memory}/memory.limit_in_bytes`, 'utf8'));
+      assert.equal(limit, (384 + qemuOverheadMb(info.acceleration)) * 1024 * 1024);
       assert.equal(Number(readFileSync(`/sys/fs/cgroup/cpu${cpu}/cpu.cfs_quota_us`, 'utf8')), 100_000);
     }
 

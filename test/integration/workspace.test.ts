@@ -142,6 +142,7 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
         }
       })(),
     );
+    const vmBefore = (await (await agent.api(`/vms/${WS}/${SEAT}`)).json()) as { pid: number; restarts: number };
     const pid = agent.child.pid ?? -1;
     const baseline = Math.round(rssKb(pid) / 1024);
     const stopUp = watchRss(pid);
@@ -161,6 +162,8 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
     const downPeak = stopDown();
     assert.equal(received, size);
     assert.equal(downHash.digest('hex'), upHash.digest('hex'));
+    const vmAfter = (await (await agent.api(`/vms/${WS}/${SEAT}`)).json()) as { pid: number; restarts: number };
+    assert.deepEqual(vmAfter, { ...vmAfter, pid: vmBefore.pid, restarts: vmBefore.restarts }, 'the VM ran through it (no VMM crash, no OOM kill)');
     t.diagnostic(`agent RSS: ${baseline} MiB before, peak ${upPeak} MiB during the upload, ${downPeak} MiB during the download`);
     // Streaming, not buffering: the agent grows by far less than the 200 MB that went through it.
     assert.ok(upPeak - baseline < 80, `upload: agent RSS ${baseline} -> ${upPeak} MiB`);

@@ -38,7 +38,7 @@ test('kernel command line: what the lifecycle set is kept', () => {
 test('QEMU arguments: microvm with the spec resources, drives, NIC, QMP and pid file', () => {
   const args = buildQemuArgs({ spec, accel: 'tcg', tscKhz: 2596130 });
   assert.deepEqual(valueAfter(args, '-machine'), ['microvm,acpi=on']);
-  assert.deepEqual(valueAfter(args, '-accel'), ['tcg']);
+  assert.deepEqual(valueAfter(args, '-accel'), ['tcg,tb-size=128']);
   assert.deepEqual(valueAfter(args, '-cpu'), ['max']);
   assert.deepEqual(valueAfter(args, '-smp'), ['2']);
   assert.deepEqual(valueAfter(args, '-m'), ['768M']);

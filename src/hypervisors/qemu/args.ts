@@ -11,6 +11,17 @@ export const PID_FILE_NAME = 'qemu.pid';
 /** Unix socket paths longer than this do not fit in sockaddr_un. */
 export const MAX_SOCKET_PATH = 107;
 
+/**
+ * TCG's translation cache, in MiB. Unbounded it grows toward 1 GiB per VM, which no per-VM memory
+ * limit can allow for; 128 MiB keeps a busy guest's code cached.
+ */
+export const TCG_TB_SIZE_MB = 128;
+
+/** Memory QEMU needs beyond the guest's RAM: its own heap and devices, plus the TCG cache. */
+export function qemuOverheadMb(accel: Acceleration): number {
+  return accel === 'tcg' ? 256 + TCG_TB_SIZE_MB : 192;
+}
+
 export function qmpSocketPath(runDir: string): string {
   return join(runDir, QMP_SOCKET_NAME);
 }
@@ -66,7 +77,7 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
   const args = [
     '-name', `guest=${e(spec.id)}`,
     '-machine', 'microvm,acpi=on',
-    '-accel', accel,
+    '-accel', accel === 'tcg' ? `tcg,tb-size=${TCG_TB_SIZE_MB}` : 'kvm',
     '-cpu', accel === 'kvm' ? 'host' : 'max',
     '-smp', String(spec.vcpus),
     '-m', `${spec.memoryMb}M`,

@@ -11,7 +11,7 @@ import { run } from '../../shared/exec.ts';
 import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../driver.ts';
 import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../process.ts';
 import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
-import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qmpSocketPath, type Acceleration } from './args.ts';
+import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qemuOverheadMb, qmpSocketPath, type Acceleration } from './args.ts';
 import { QmpClient } from './qmp.ts';
 import { ensureVmUser, vmUserName } from '../vm-users.ts';
 import { placeInCgroup, removeVmCgroup, type PlacementInput } from '../cgroups/index.ts';
@@ -48,7 +48,7 @@ export interface QemuDriverOptions {
    * no limits. QEMU starts paused and is resumed only once it sits in its cgroup.
    */
   readonly cgroup?: PlacementInput | false;
-  /** Memory QEMU itself may use beyond the guest's (default 256 MiB). */
+  /** Memory QEMU itself may use beyond the guest's (default: qemuOverheadMb of the accelerator). */
   readonly cgroupOverheadMb?: number;
 }
 
@@ -159,7 +159,7 @@ export class QemuDriver implements HypervisorDriver {
     this.launchPrefix = opts.launchPrefix ?? [];
     this.perVmUser = opts.perVmUser ?? process.getuid?.() === 0;
     this.cgroup = opts.cgroup ?? {};
-    this.cgroupOverheadMb = opts.cgroupOverheadMb ?? 256;
+    this.cgroupOverheadMb = opts.cgroupOverheadMb ?? qemuOverheadMb(verdict.accel);
   }
 
   /** The user this VM's QEMU runs as (its TAP is given to it), when VMs run as users of their own. */
