@@ -74,3 +74,19 @@ test('halt, services, epoch and hostname arguments', () => {
     echo "$HALT|$SERVICES_ARG|$EPOCH_ARG|$HOSTNAME_ARG"`);
   assert.equal(out, 'reboot|0|1700000000|box\n');
 });
+
+test('service settings from services.env: TERMINAL_* and FILES_* lines only, others reported', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-init-'));
+  try {
+    const env = join(dir, 'services.env');
+    writeFileSync(env, ['# comment', 'TERMINAL_DETACHED_TTL_S=7200', 'FILES_MAX_UPLOAD_BYTES=1073741824', 'PATH=/evil', 'LD_PRELOAD=/x.so', '', 'TERMINAL_SHELL_X=a b'].join('\n'));
+    const out = bash(`SERVICES_ENV=${JSON.stringify(env)}; log() { echo "LOG $*"; }; read_service_settings; printf '[%s]\\n' "\${SERVICE_SETTINGS[@]}"`);
+    assert.match(out, /^\[TERMINAL_DETACHED_TTL_S=7200\]$/m);
+    assert.match(out, /^\[FILES_MAX_UPLOAD_BYTES=1073741824\]$/m);
+    assert.match(out, /^\[TERMINAL_SHELL_X=a b\]$/m);
+    assert.doesNotMatch(out, /^\[(PATH|LD_PRELOAD)/m);
+    assert.match(out, /LOG ignoring line of .*: PATH=\/evil/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
