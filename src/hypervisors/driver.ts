@@ -55,6 +55,8 @@ export interface HypervisorDriver {
    * given to that user alone, so no other VM's VMM can attach to them.
    */
   vmmOwner?(spec: VmLaunchSpec): Promise<VmmOwner | undefined>;
+  /** Removes what the driver keeps per VM (cgroups) for every VM id not in `keep`. */
+  removeOrphans?(keep: ReadonlySet<string>): Promise<void>;
 }
 
 export interface VmmOwner {

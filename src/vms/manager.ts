@@ -339,6 +339,7 @@ export class VmManager {
 
   private async removeOrphans(): Promise<void> {
     await this.killUnrecordedVmms();
+    await this.o.driver.removeOrphans?.(new Set(this.o.store.list().map((vm) => vmId(vm.workshopId, vm.seatId))));
     // A VM's TAP and directory are both named after its address: one set says what is owned.
     const owned = new Set(this.o.store.list().map((vm) => vm.tapName));
     for (const tap of await this.o.network.listTaps(TAP_PATTERN)) {

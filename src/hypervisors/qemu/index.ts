@@ -14,7 +14,7 @@ import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
 import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qemuOverheadMb, qmpSocketPath, type Acceleration } from './args.ts';
 import { QmpClient } from './qmp.ts';
 import { ensureVmUser, vmUserName } from '../vm-users.ts';
-import { placeInCgroup, removeVmCgroup, type PlacementInput } from '../cgroups/index.ts';
+import { listVmCgroups, placeInCgroup, removeVmCgroup, type PlacementInput } from '../cgroups/index.ts';
 
 export { buildQemuArgs, kernelCommandLine } from './args.ts';
 export type { AccelVerdict } from './accel.ts';
@@ -160,6 +160,18 @@ export class QemuDriver implements HypervisorDriver {
     this.perVmUser = opts.perVmUser ?? process.getuid?.() === 0;
     this.cgroup = opts.cgroup ?? {};
     this.cgroupOverheadMb = opts.cgroupOverheadMb ?? qemuOverheadMb(verdict.accel);
+  }
+
+  async removeOrphans(keep: ReadonlySet<string>): Promise<void> {
+    if (this.cgroup === false) return;
+    for (const name of await listVmCgroups(this.cgroup)) {
+      if (keep.has(name)) continue;
+      // A cgroup that still holds a process is refused by the kernel: it is left, and said so.
+      await removeVmCgroup(name, this.cgroup).then(
+        () => this.log(`qemu: removed cgroup ${name}, which no VM owns`),
+        (error: unknown) => this.log(`qemu: cgroup ${name} no VM owns was not removed (${(error as Error).message})`),
+      );
+    }
   }
 
   /** The user this VM's QEMU runs as (its TAP is given to it), when VMs run as users of their own. */
