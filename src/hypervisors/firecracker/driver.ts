@@ -407,9 +407,13 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
       const proc = vmm;
       log(`${label}: started pid ${proc.pid} (${command.file} ${command.args.join(' ')})`);
 
-      const gone = (): string | undefined => {
-        if (!pidFile && exit) return `${launcherName} ${describeExit(exit)}`;
-        return isProcessAlive(proc) ? undefined : `firecracker (pid ${proc.pid}) exited`;
+      // The launcher's exit event can trail /proc by a moment: once the process is gone, wait
+      // briefly for it so the reason names the exit code rather than a bare "exited".
+      const gone = async (): Promise<string | undefined> => {
+        if (pidFile) return isProcessAlive(proc) ? undefined : `firecracker (pid ${proc.pid}) exited`;
+        if (!exit && isProcessAlive(proc)) return undefined;
+        const ended = exit ?? (await Promise.race([exited, sleep(2_000).then(() => undefined)]));
+        return ended ? `${launcherName} ${describeExit(ended)}` : `${launcherName} (pid ${proc.pid}) exited`;
       };
 
       if (!p.jail && p.cgroup) {
@@ -426,7 +430,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
 
       // Wait for the API socket (connect only: no request, the VMM is not configured yet).
       for (;;) {
-        const why = gone();
+        const why = await gone();
         if (why) return await fail(`${why} before its API socket came up`);
         if (await socketAnswers(socketPath, 500)) break;
         if (Date.now() >= deadline) return await fail(`no API socket at ${socketPath} after ${socketTimeoutMs} ms`);
@@ -443,12 +447,12 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
         try {
           await sendBootCall(client, call, { timeoutMs: isStart ? requestTimeoutMs * 3 : requestTimeoutMs });
         } catch (error) {
-          const why = gone();
+          const why = await gone();
           const faultMessage = error instanceof FirecrackerApiError ? error.faultMessage : undefined;
           return await fail(`${message(error)}${why ? ` (${why})` : ''}`, faultMessage);
         }
       }
-      if (!isProcessAlive(proc)) return await fail(`firecracker ${gone() ?? 'exited'} right after InstanceStart`);
+      if (!isProcessAlive(proc)) return await fail(`${(await gone()) ?? 'firecracker exited'} right after InstanceStart`);
       log(`${label}: guest started`);
       return proc;
     } catch (error) {
