@@ -36,6 +36,21 @@ export function firecrackerInstanceId(vmId: string, maxLength = 64): string {
 }
 
 /**
+ * The `--id` of a jailed VM: the API socket ends up at
+ * `<chroot_base>/<exec name>/<id>/root/firecracker.sock`, so the id is kept short enough for that
+ * to fit in a unix socket address.
+ */
+export function jailedInstanceId(vmId: string, chrootBaseDir: string, execName: string): string {
+  if (!isAbsolute(chrootBaseDir)) throw new Error(`chrootBaseDir must be absolute, got "${chrootBaseDir}"`);
+  const fixedBytes = Buffer.byteLength(join(chrootBaseDir, execName, 'x', 'root', API_SOCKET_NAME)) - 1;
+  const idBudget = Math.min(64, MAX_SOCKET_PATH_BYTES - fixedBytes);
+  if (idBudget < 9) {
+    throw new Error(`chrootBaseDir "${chrootBaseDir}" is too long: the jail's API socket path would not fit in ${MAX_SOCKET_PATH_BYTES} bytes`);
+  }
+  return firecrackerInstanceId(vmId, idBudget);
+}
+
+/**
  * How to run Firecracker through its jailer (docs/jailer.md).
  * `--daemonize` is deliberately absent: it sends the guest console (stdout) to /dev/null, and the
  * jailer refuses it when it is a process-group leader, which a detached spawn always is.
@@ -128,15 +143,7 @@ function jailerCommand(input: VmmCommandInput, jailer: JailerOptions): VmmComman
   }
   if (!isAbsolute(jailer.jailerBin)) throw new Error(`jailerBin must be absolute, got "${jailer.jailerBin}"`);
   const chrootBase = jailer.chrootBaseDir ?? DEFAULT_CHROOT_BASE_DIR;
-  if (!isAbsolute(chrootBase)) throw new Error(`chrootBaseDir must be absolute, got "${chrootBase}"`);
-  // The API socket ends up at <chroot_base>/<exec name>/<id>/root/firecracker.sock: keep the id
-  // short enough for that to fit in a unix socket address.
-  const fixedBytes = Buffer.byteLength(join(chrootBase, execName, 'x', 'root', API_SOCKET_NAME)) - 1;
-  const idBudget = Math.min(64, MAX_SOCKET_PATH_BYTES - fixedBytes);
-  if (idBudget < 9) {
-    throw new Error(`chrootBaseDir "${chrootBase}" is too long: the jail's API socket path would not fit in ${MAX_SOCKET_PATH_BYTES} bytes`);
-  }
-  const instanceId = firecrackerInstanceId(input.vmId, idBudget);
+  const instanceId = jailedInstanceId(input.vmId, chrootBase, execName);
 
   const args: string[] = [
     '--id', instanceId,

@@ -111,6 +111,23 @@ describe('Firecracker driver', () => {
     assert.deepEqual(await listVmCgroups(cgroup), []);
   });
 
+  test('reconcile: the VMM and cgroup of a VM that is no longer kept are removed, a kept one untouched', { skip: cgroupSkip }, async () => {
+    assert.ok(cgroup);
+    const driver = createFirecrackerDriver({ firecrackerBin: fx.fakeFirecracker(), apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, cgroup, cgroupOverheadMb: 32 });
+    assert.ok(driver.removeOrphans);
+    const proc = await driver.start(fx.spec);
+    try {
+      await driver.removeOrphans(new Set(['my-test.1']));
+      assert.equal(driver.isAlive(proc), true);
+      assert.deepEqual(await listVmCgroups(cgroup), [firecrackerInstanceId('my-test.1')]);
+      await driver.removeOrphans(new Set(['another.2']));
+      assert.equal(processStartTime(proc.pid), undefined, 'the VMM in the unowned cgroup was killed');
+      assert.deepEqual(await listVmCgroups(cgroup), []);
+    } finally {
+      await driver.stop(fx.spec, proc, 0);
+    }
+  });
+
   test('cgroup: false runs the VMM without a cgroup', async () => {
     const driver = createFirecrackerDriver({ firecrackerBin: fx.fakeFirecracker(), apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, cgroup: false });
     const proc = await driver.start(fx.spec);

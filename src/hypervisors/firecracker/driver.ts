@@ -6,11 +6,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   createVmCgroup,
   ensureParentCgroup,
   isSettingSupported,
+  listVmCgroups,
   openVmCgroup,
   resolvePlacement,
   vmCgroupSettings,
@@ -23,11 +25,20 @@ import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from 
 import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../process.ts';
 import { FirecrackerApiClient, FirecrackerApiError, socketAnswers } from './api-client.ts';
 import { bootCalls, sendBootCall } from './boot-requests.ts';
-import { buildVmmCommand, DEFAULT_CHROOT_BASE_DIR, MAX_SOCKET_PATH_BYTES, type JailerOptions, type VmmCommand } from './command.ts';
+import {
+  buildVmmCommand,
+  DEFAULT_CHROOT_BASE_DIR,
+  firecrackerInstanceId,
+  jailedInstanceId,
+  MAX_SOCKET_PATH_BYTES,
+  type JailerOptions,
+  type VmmCommand,
+} from './command.ts';
 import {
   DEFAULT_JAIL_UID_BASE,
   jailedSpec,
   jailIdsForVm,
+  listJailIds,
   processesOfUid,
   removeJailsOf,
   resolveExecutable,
@@ -248,9 +259,9 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
   }
 
   /** Ends every process in the VM's cgroup: only this VM's VMM (or its jailer) can be in it. */
-  async function killCgroupMembers(p: VmPlan, label: string): Promise<void> {
-    if (!p.cgroup) return;
-    for (const pid of await p.cgroup.pids()) {
+  async function killCgroupMembers(cgroup: VmCgroup | undefined, label: string): Promise<void> {
+    if (!cgroup) return;
+    for (const pid of await cgroup.pids()) {
       const proc = pid === process.pid ? undefined : describeProcess(pid);
       if (!proc) continue;
       log(`${label}: killing pid ${pid}, left in the VM's cgroup`);
@@ -260,22 +271,30 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
 
   /** Removes what surrounds a VMM that is gone: its jail and its cgroup. Returns what failed. */
   async function cleanup(p: VmPlan, label: string): Promise<string[]> {
+    return removeSurroundings({ instanceId: p.command.instanceId, cgroup: p.cgroup, chrootBaseDir: p.jail?.chrootBaseDir }, label);
+  }
+
+  /** Kills what is left in the cgroup of instance `instanceId`, removes its jails and its cgroup. */
+  async function removeSurroundings(
+    what: { readonly instanceId: string; readonly cgroup: VmCgroup | undefined; readonly chrootBaseDir: string | undefined },
+    label: string,
+  ): Promise<string[]> {
     const problems: string[] = [];
     try {
-      await killCgroupMembers(p, label);
+      await killCgroupMembers(what.cgroup, label);
     } catch (error) {
       problems.push(`cgroup processes: ${message(error)}`);
     }
-    if (p.jail) {
+    if (what.chrootBaseDir !== undefined) {
       try {
-        await removeJailsOf(p.jail.chrootBaseDir, p.command.instanceId);
+        await removeJailsOf(what.chrootBaseDir, what.instanceId);
       } catch (error) {
         problems.push(`jail: ${message(error)}`);
       }
     }
-    if (p.cgroup) {
+    if (what.cgroup) {
       try {
-        await p.cgroup.remove();
+        await what.cgroup.remove();
       } catch (error) {
         problems.push(`cgroup: ${message(error)}`);
       }
@@ -308,7 +327,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     try {
       // Anything still in this VM's cgroup is left from an earlier run of it (a VMM that no longer
       // answers, a jailer that crashed).
-      await killCgroupMembers(p, label);
+      await killCgroupMembers(p.cgroup, label);
       if (p.jail) {
         const { ids } = p.jail;
         const users = await processesOfUid(ids.uid);
@@ -505,11 +524,50 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     }
   }
 
+  /**
+   * Reconcile: every cgroup and jail whose instance no kept VM has is an orphan. A jailed VMM
+   * whose pid never got recorded (the agent died mid-start) cannot be found by its command line,
+   * whose paths are jail-relative; it is found in its cgroup, which holds nothing else.
+   */
+  async function removeOrphans(keep: ReadonlySet<string>): Promise<void> {
+    const chrootBaseDir = opts.jailerBin ? (jail.chrootBaseDir ?? DEFAULT_CHROOT_BASE_DIR) : undefined;
+    let kept: Set<string>;
+    try {
+      const execName = opts.jailerBin ? basename(await resolveExecutable(opts.firecrackerBin, true)) : undefined;
+      kept = new Set(
+        [...keep].map((id) => (chrootBaseDir !== undefined && execName !== undefined ? jailedInstanceId(id, chrootBaseDir, execName) : firecrackerInstanceId(id))),
+      );
+    } catch (error) {
+      // Without the binary the kept VMs' ids are unknown: removing anything could hit a live VM.
+      log(`firecracker: orphan cleanup skipped: ${message(error)}`);
+      return;
+    }
+    let cg: ResolvedPlacement | undefined;
+    try {
+      cg = await placement(false);
+    } catch (error) {
+      log(`firecracker: orphan cgroups not looked for: ${message(error)}`);
+    }
+    const found = new Set([...(cg ? await listVmCgroups(cg) : []), ...(chrootBaseDir !== undefined ? await listJailIds(chrootBaseDir) : [])]);
+    for (const instanceId of [...found].sort()) {
+      if (kept.has(instanceId)) continue;
+      const label = `firecracker ${instanceId}`;
+      const cgroup = cg ? await openVmCgroup(instanceId, cg) : undefined;
+      const problems = await removeSurroundings({ instanceId, cgroup, chrootBaseDir }, label);
+      log(
+        problems.length === 0
+          ? `${label}: removed the cgroup, jail and processes that no VM owns`
+          : `${label}: leftovers no VM owns were not all removed: ${problems.join('; ')}`,
+      );
+    }
+  }
+
   return {
     info,
     start,
     isAlive: (proc) => isProcessAlive(proc),
     stop,
+    removeOrphans,
     // Jailed VMMs run as the VM's own uid/gid: its TAP is given to them.
     vmmOwner: async (spec) => (opts.jailerBin ? jailIdsForVm(spec.mac, opts.jail?.uidBase ?? DEFAULT_JAIL_UID_BASE) : undefined),
   };

@@ -226,6 +226,28 @@ export async function removeJailsOf(chrootBaseDir: string, id: string): Promise<
   return removed;
 }
 
+/**
+ * Ids of every jail under the chroot base (`<chroot_base>/<exec name>/<id>`), for orphan cleanup.
+ * Only exec names the jailer accepts (containing "firecracker") and ids Firecracker accepts count:
+ * anything else there is not ours.
+ */
+export async function listJailIds(chrootBaseDir: string): Promise<string[]> {
+  const dirsIn = async (dir: string): Promise<string[]> => {
+    try {
+      return (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch (error) {
+      if (code(error) === 'ENOENT') return [];
+      throw error;
+    }
+  };
+  const ids = new Set<string>();
+  for (const execName of await dirsIn(chrootBaseDir)) {
+    if (execName.startsWith('.') || !execName.includes('firecracker')) continue;
+    for (const id of await dirsIn(join(chrootBaseDir, execName))) if (/^[A-Za-z0-9-]{1,64}$/.test(id)) ids.add(id);
+  }
+  return [...ids].sort();
+}
+
 /** Live (non-zombie) processes whose real, effective, saved or filesystem uid is `uid`. */
 export async function processesOfUid(uid: number): Promise<number[]> {
   const pids: number[] = [];
