@@ -244,6 +244,18 @@ test('malformed HTTP, oversized headers and /health/ answer in the API shape', a
     const huge = await raw(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     assert.match(huge, /^HTTP\/1\.1 431/);
     assert.match(huge, /"code":"headers_too_large"/);
+
+    // `curl --http2` on http:// asks for h2c: the request is served as HTTP/1.1 all the same.
+    const h2c = 'Host: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n';
+    const health = await raw(`GET /health HTTP/1.1\r\n${h2c}\r\n`);
+    assert.match(health, /^HTTP\/1\.1 200/);
+    assert.match(health, /"status":"healthy"/);
+    const guarded = await raw(`GET /vms HTTP/1.1\r\n${h2c}\r\n`);
+    assert.match(guarded, /^HTTP\/1\.1 401/, 'auth still applies');
+    const listed = await raw(`GET /vms HTTP/1.1\r\n${h2c}Authorization: Bearer agent-secret-1\r\n\r\n`);
+    assert.match(listed, /^HTTP\/1\.1 200[^]*\{"vms":\[\]\}/);
+    const withBody = await raw(`POST /vms HTTP/1.1\r\n${h2c}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`);
+    assert.match(withBody, /^HTTP\/1\.1 400[^]*"code":"invalid_request"/);
   });
 });
 

@@ -1,6 +1,9 @@
 // The agent's HTTP server: one Fastify app, auth in one hook, errors in one handler, one plugin
 // per route group, an audit line per control action. WebSocket upgrades (the terminal proxy) are
 // authenticated and routed here too.
+import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { actorOf, type Authenticator, type Identity } from './auth.ts';
@@ -35,6 +38,32 @@ const UNAUTHENTICATED = new Set(['/health']);
 
 const TERMINAL_PATH = /^\/proxy\/([^/?]+)\/([^/?]+)\/terminal$/;
 const WORKSHOP_ID = new RegExp(WORKSHOP_ID_PATTERN);
+
+function wantsWebSocket(request: IncomingMessage): boolean {
+  return (request.headers.upgrade ?? '').split(',').some((protocol) => protocol.trim().toLowerCase() === 'websocket');
+}
+
+/**
+ * Node hands every request with an `Upgrade` header to 'upgrade' listeners, also `Upgrade: h2c`
+ * (what `curl --http2` sends). A server may ignore an upgrade it does not offer (RFC 9110 7.8):
+ * such a request is served as plain HTTP/1.1 instead. Node's parser has already let go of the
+ * connection, so the answer closes it, and a body could not be read: one is refused.
+ */
+function serveIgnoringUpgrade(server: Server, request: IncomingMessage, socket: Duplex): void {
+  const length = request.headers['content-length'];
+  if (request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
+    return writeRawError(socket, 400, 'invalid_request', `a request with a body cannot ask to upgrade to "${request.headers.upgrade ?? ''}"`);
+  }
+  if (!(socket instanceof Socket)) return writeRawError(socket, 400, 'invalid_request', 'unsupported upgrade');
+  const response = new ServerResponse(request);
+  response.shouldKeepAlive = false;
+  response.assignSocket(socket);
+  response.on('finish', () => {
+    response.detachSocket(socket);
+    socket.end();
+  });
+  server.emit('request', request, response);
+}
 
 function pathOf(url: string): string {
   return url.split('?')[0] ?? '';
@@ -121,6 +150,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     // Node removes its own error listener before 'upgrade': a client resetting the connection
     // must not become an uncaught exception.
     socket.on('error', () => socket.destroy());
+    if (!wantsWebSocket(request)) return serveIgnoringUpgrade(app.server, request, socket);
     const rawUrl = request.url ?? '/';
     let url: URL;
     try {
