@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { json, requireTestNetns, startAgent, tapsInNamespace, testImagesDir, waitForPing, type AgentProcess } from '../helpers/agent-process.ts';
-import { isProcessAlive } from '../../src/hypervisors/process.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { processStartTime } from '../../src/hypervisors/process.ts';
 import { qemuOverheadMb } from '../../src/hypervisors/qemu/args.ts';
 
 requireTestNetns();
@@ -78,7 +79,7 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
 
     for (const vm of vms) assert.equal((await agent.api(`/vms/class-a/${vm.seat_id}`, { method: 'DELETE' })).status, 204);
     assert.deepEqual(tapsInNamespace().filter((t) => vms.some((v) => v.tap === t)), []);
-    for (const vm of vms) assert.equal(isProcessAlive({ pid: vm.pid, startTime: -1 }) && existsSync(`/proc/${vm.pid}`), false);
+    for (const vm of vms) assert.equal(processStartTime(vm.pid), undefined, `VMM ${vm.pid} is gone`);
     assert.deepEqual(readdirSync(join(agent.stateDir, 'vms')), []);
     for (const vm of vms) assert.equal(existsSync(`/sys/fs/cgroup/memory/clarateach/class-a.${vm.seat_id}`), false, 'cgroup removed');
     assert.equal(await waitForPing('192.168.100.11', 2000), false);
@@ -106,6 +107,11 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
     const victimLayer = join(agent.stateDir, 'vms', victim.tap, 'layer.ext4');
     const layerInode = statSync(victimLayer).ino;
     process.kill(victim.pid, 'SIGKILL');
+    // SIGKILL is asynchronous: the agent must find the VMM dead, not still tearing down its memory.
+    for (let waited = 0; processStartTime(victim.pid) !== undefined; waited += 50) {
+      assert.ok(waited < 10_000, `VMM ${victim.pid} died`);
+      await sleep(50);
+    }
 
     // Debris of a VM nobody knows any more: its (empty) cgroup goes at start.
     mkdirSync('/sys/fs/cgroup/memory/clarateach/gone.7', { recursive: true });

@@ -108,7 +108,11 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
       // Port 3002 is the target's file server: listening, so only the firewall can stop this.
       assert.match(await a1.term.run(`timeout 4 bash -c 'echo > /dev/tcp/${target.ip}/3002' 2>/dev/null; echo tcp=$?`), /tcp=(1|124)/, `tcp ${target.ip}`);
       await target.term.run(`rm -f /tmp/udp.out; (timeout 6 python3 -c "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',5555));print('GOT',s.recvfrom(64))" > /tmp/udp.out 2>&1 &)`);
-      await sleep(1500);
+      // Only a bound listener makes "nothing received" mean something (5555 = 0x15B3).
+      for (let tries = 0; !/bound/.test(await target.term.run("grep -q ':15B3 ' /proc/net/udp && echo bound || echo waiting")); tries++) {
+        assert.ok(tries < 40, `the UDP listener on ${target.ip} is bound`);
+        await sleep(250);
+      }
       await a1.term.run(`for i in 1 2 3 4 5; do echo hello > /dev/udp/${target.ip}/5555; sleep 0.2; done`);
       await sleep(5000);
       assert.doesNotMatch(await target.term.run('cat /tmp/udp.out'), /GOT/, `udp to ${target.ip}`);

@@ -185,7 +185,7 @@ describe('terminal server', () => {
   });
 
   it('kills a detached shell after TERMINAL_DETACHED_TTL_S', async () => {
-    const short = await startTerminalServer({ config: config({ detachedTtlS: 1 }), logger: silentLogger, env: env() });
+    const short = await startTerminalServer({ config: config({ detachedTtlS: 3 }), logger: silentLogger, env: env() });
     try {
       const c = new TerminalClient(new WebSocket(`ws://127.0.0.1:${short.port}/terminal?session=ttl`), TIMEOUT_MS);
       clients.push(c);
@@ -196,7 +196,7 @@ describe('terminal server', () => {
         const body = (await (await fetch(`http://127.0.0.1:${short.port}/health`)).json()) as { sessions: number };
         return body.sessions;
       };
-      assert.equal(await listed(), 1);
+      assert.equal(await listed(), 1, 'detached, the shell lives on for its TTL');
       await until('expiry', async () => (await listed()) === 0);
     } finally {
       await short.close();

@@ -162,7 +162,8 @@ export function socketAnswers(path: string, timeoutMs = 1_000): Promise<boolean>
       socket.destroy();
       resolve(answer);
     };
-    const timer = setTimeout(() => done(false), timeoutMs);
+    // Timers run before I/O in a loop turn: after a stall, let a connect that completed meanwhile win.
+    const timer = setTimeout(() => setImmediate(() => done(false)), timeoutMs);
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });

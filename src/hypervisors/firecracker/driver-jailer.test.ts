@@ -267,8 +267,12 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   test('refuses a uid that a live process already runs as', async () => {
     const sleeper = spawn('setpriv', [`--reuid=${VM_UID}`, `--regid=${VM_UID}`, '--clear-groups', '--', 'sleep', '30'], { stdio: 'ignore' });
     try {
-      await sleep(200);
       assert.ok(sleeper.pid !== undefined);
+      // setpriv runs as root until it has switched users.
+      for (let waited = 0; !statusIds(sleeper.pid).uid.startsWith(String(VM_UID)); waited += 20) {
+        assert.ok(waited < 10_000, 'setpriv switched to the VM uid');
+        await sleep(20);
+      }
       const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer() });
       await assert.rejects(d.start(fx.spec), new RegExp(`uid ${VM_UID} of this VM's jail is in use by pid ${sleeper.pid}`));
       assert.equal(existsSync(join(chrootBase, 'firecracker', ID)), false);

@@ -76,7 +76,7 @@ test('TCG when the trial boot hangs (bounded) or QEMU aborts', { skip }, async (
   const slow = await detectAcceleration({ qemuBin: hangs, kernelPath: kernel, stateDir: join(dir, 'state-hang'), trialTimeoutMs: 1500 });
   assert.equal(slow.accel, 'tcg');
   assert.match(slow.reason, /did not reach the kernel panic within 1500 ms/);
-  assert.ok(Date.now() - started < 5000);
+  assert.ok(Date.now() - started < 15_000, 'bounded: the fake hangs for 30 s');
 
   const aborts = await fakeQemu('aborts', 'echo "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69" >&2; kill -ABRT $$');
   const broken = await detectAcceleration({ qemuBin: aborts, kernelPath: kernel, stateDir: join(dir, 'state-abort') });
