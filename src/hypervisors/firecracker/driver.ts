@@ -552,7 +552,14 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     for (const instanceId of [...found].sort()) {
       if (kept.has(instanceId)) continue;
       const label = `firecracker ${instanceId}`;
-      const cgroup = cg ? await openVmCgroup(instanceId, cg) : undefined;
+      let cgroup: VmCgroup | undefined;
+      try {
+        cgroup = cg ? await openVmCgroup(instanceId, cg) : undefined;
+      } catch (error) {
+        // A directory under the parent cgroup that no VM id could name is not ours to remove.
+        log(`${label}: left alone: ${message(error)}`);
+        continue;
+      }
       const problems = await removeSurroundings({ instanceId, cgroup, chrootBaseDir }, label);
       log(
         problems.length === 0
