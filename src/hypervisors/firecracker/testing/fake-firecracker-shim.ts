@@ -19,7 +19,8 @@ export interface FakeFirecrackerOptions {
   readonly specPath?: string;
 }
 
-function shellQuote(value: string): string {
+/** One shell word, whatever `value` holds. */
+export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 

@@ -2,17 +2,13 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readJsonLines } from './fake-firecracker-shim.ts';
+import { readJsonLines, shellQuote } from './fake-firecracker-shim.ts';
 
 export interface FakeJailerOptions {
   /** Where the stand-in appends its argv and steps (JSON lines). */
   readonly log: string;
   /** A /proc/mounts to find cgroup hierarchies in (a fake tree); default the real one. */
   readonly procMounts?: string;
-}
-
-function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Writes `<dir>/jailer` and returns its path. */
