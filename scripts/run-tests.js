@@ -36,18 +36,28 @@ const reports = mkdtempSync(join(tmpdir(), 'clarateach-tests-'));
 let reportCount = 0;
 function nodeTest() {
   const report = join(reports, `${reportCount++}.tap`);
-  return ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${report}`];
+  return [
+    '--import',
+    'tsx',
+    '--test',
+    '--test-concurrency=1',
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${report}`,
+  ];
 }
 let ok = true;
 if (!unitOnly) {
   ok = step('guest image', process.execPath, [join(root, 'bin/clarateach.js'), 'image', 'build', '--images-dir', imagesDir]) && ok;
 }
-const unit = find(join(root, 'src'), '.test.ts').map((p) => relative(root, p));
+const unit = [...find(join(root, 'src'), '.test.ts'), ...find(join(root, 'test/support'), '.test.ts')].map((p) => relative(root, p));
 ok = step(`unit tests (${unit.length} files)`, process.execPath, [...nodeTest(), ...unit]) && ok;
 if (!unitOnly) {
   for (const file of find(join(root, 'test/integration'), '.test.ts')) {
     const rel = relative(root, file);
-    ok = step(`integration: ${rel} (own network namespace)`, join(root, 'scripts/in-netns.sh'), [process.execPath, ...nodeTest(), rel]) && ok;
+    ok =
+      step(`integration: ${rel} (own network namespace)`, join(root, 'scripts/in-netns.sh'), [process.execPath, ...nodeTest(), rel]) && ok;
   }
 }
 let passed = 0;

@@ -4,9 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
 import { Authenticator } from './auth.ts';
-import { buildTestApi } from '../../test/helpers/api.ts';
+import { buildTestApi } from '../../test/support/api.ts';
 
-async function withApi(token: string | undefined, fn: (app: FastifyInstance, auditPath: string) => Promise<void>, secret?: string): Promise<void> {
+async function withApi(
+  token: string | undefined,
+  fn: (app: FastifyInstance, auditPath: string) => Promise<void>,
+  secret?: string,
+): Promise<void> {
   const api = await buildTestApi({ agentToken: token, secret, capacity: 3 });
   try {
     await fn(api.app, api.auditPath);
@@ -41,7 +45,10 @@ test('health has exactly the guide fields; a VM has its seat address and running
 
     assert.equal((await app.inject({ url: '/health' })).json().vm_count, 1);
     const list = (await app.inject({ url: '/vms?workshop_id=my-test' })).json();
-    assert.deepEqual(list.vms.map((v: { seat_id: number }) => v.seat_id), [1]);
+    assert.deepEqual(
+      list.vms.map((v: { seat_id: number }) => v.seat_id),
+      [1],
+    );
     assert.deepEqual((await app.inject({ url: '/vms?workshop_id=other' })).json(), { vms: [] });
     assert.equal((await app.inject({ url: '/vms/my-test/1' })).json().ip, '192.168.100.11');
 
@@ -59,7 +66,10 @@ test('health has exactly the guide fields; a VM has its seat address and running
     assert.equal(info.hypervisor, 'qemu');
     assert.equal(info.bridge_ip, '192.168.100.1');
 
-    assert.equal((await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'my-test', seat_id: 1 } })).json().code, 'vm_exists');
+    assert.equal(
+      (await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'my-test', seat_id: 1 } })).json().code,
+      'vm_exists',
+    );
     assert.equal((await app.inject({ method: 'DELETE', url: '/vms/my-test/1' })).statusCode, 204);
     const gone = await app.inject({ url: '/vms/my-test/1' });
     assert.equal(gone.statusCode, 404);
@@ -89,7 +99,12 @@ test('bad input gets 400 with a code naming the problem, and changes nothing', a
       [{ workshop_id: 'ws', seat_id: 1, pad: 'x'.repeat(20_000) }, 413, 'body_too_large'],
     ];
     for (const [payload, status, code] of cases) {
-      const res = await app.inject({ method: 'POST', url: '/vms', headers: json, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+      const res = await app.inject({
+        method: 'POST',
+        url: '/vms',
+        headers: json,
+        payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+      });
       assert.equal(res.statusCode, status, `${JSON.stringify(payload).slice(0, 60)} -> ${res.body}`);
       assert.equal(res.json().code, code, JSON.stringify(payload).slice(0, 60));
       assert.equal(typeof res.json().error, 'string');
@@ -106,7 +121,10 @@ test('bad input gets 400 with a code naming the problem, and changes nothing', a
 test('at capacity a create gets 503 at_capacity', async () => {
   await withApi(undefined, async (app) => {
     for (const seat of [1, 2, 3]) {
-      assert.equal((await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: seat } })).statusCode, 201);
+      assert.equal(
+        (await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: seat } })).statusCode,
+        201,
+      );
     }
     const res = await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: 4 } });
     assert.equal(res.statusCode, 503);
@@ -138,7 +156,10 @@ test('learner tokens open their own seat proxy paths only, and expire', async ()
     async (app) => {
       const agent = { authorization: 'Bearer agent-secret-1', ...json };
       for (const seat of [1, 2]) {
-        assert.equal((await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: seat } })).statusCode, 201);
+        assert.equal(
+          (await app.inject({ method: 'POST', url: '/vms', headers: agent, payload: { workshop_id: 'ws', seat_id: seat } })).statusCode,
+          201,
+        );
       }
       const issued = await app.inject({ method: 'POST', url: '/vms/ws/1/token', headers: agent, payload: { ttl_s: 60 } });
       assert.equal(issued.statusCode, 201, issued.body);
@@ -206,7 +227,10 @@ test('every control action leaves an audit line with who, what, when and result;
       await app.close();
       const { readFileSync } = await import('node:fs');
       const text = readFileSync(auditPath, 'utf8');
-      const lines = text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const lines = text
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
       assert.deepEqual(
         lines.map((l) => [l['actor'], l['action'], l['status'], l['result']]),
         [

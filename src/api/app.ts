@@ -52,7 +52,12 @@ function wantsWebSocket(request: IncomingMessage): boolean {
 function serveIgnoringUpgrade(server: Server, request: IncomingMessage, socket: Duplex): void {
   const length = request.headers['content-length'];
   if (request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
-    return writeRawError(socket, 400, 'invalid_request', `a request with a body cannot ask to upgrade to "${request.headers.upgrade ?? ''}"`);
+    return writeRawError(
+      socket,
+      400,
+      'invalid_request',
+      `a request with a body cannot ask to upgrade to "${request.headers.upgrade ?? ''}"`,
+    );
   }
   if (!(socket instanceof Socket)) return writeRawError(socket, 400, 'invalid_request', 'unsupported upgrade');
   const response = new ServerResponse(request);
@@ -96,12 +101,15 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     frameworkErrors: errorHandler,
     // Requests that are not valid HTTP (or whose headers are too large) still get { error, code }.
     clientErrorHandler: (error, socket) => {
-      if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW') writeRawError(socket, 431, 'headers_too_large', 'request headers are too large');
+      if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW')
+        writeRawError(socket, 431, 'headers_too_large', 'request headers are too large');
       else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request');
     },
   });
   app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((request, reply) => sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)),
+  );
   app.decorateRequest('identity', null);
   const vmCreatedAt = (workshopId: string, seatId: number): number | undefined =>
     o.vms.manager.list(workshopId).find((vm) => vm.seatId === seatId)?.createdAt;
@@ -163,7 +171,8 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     void (async () => {
       const identity = await o.auth.identify(request.headers.authorization, url.searchParams.get('token') ?? undefined);
       if (!identity) return writeRawError(socket, 401, 'unauthorized', 'missing or invalid bearer token');
-      if (!o.auth.allows(identity, url.pathname, vmCreatedAt)) return writeRawError(socket, 403, 'forbidden', 'this token opens only its own seat');
+      if (!o.auth.allows(identity, url.pathname, vmCreatedAt))
+        return writeRawError(socket, 403, 'forbidden', 'this token opens only its own seat');
       let workshopId: string;
       try {
         workshopId = decodeURIComponent(match[1] ?? '');

@@ -76,7 +76,12 @@ export class Authenticator {
       const workshopId = payload['ws'];
       const seatId = payload['seat'];
       const vmCreatedAt = payload['vm'];
-      if (typeof workshopId !== 'string' || typeof seatId !== 'number' || typeof vmCreatedAt !== 'number' || typeof payload.jti !== 'string') {
+      if (
+        typeof workshopId !== 'string' ||
+        typeof seatId !== 'number' ||
+        typeof vmCreatedAt !== 'number' ||
+        typeof payload.jti !== 'string'
+      ) {
         return undefined;
       }
       return { kind: 'learner', workshopId, seatId, tokenId: payload.jti, vmCreatedAt };

@@ -96,7 +96,14 @@ export function errorHandler(error: unknown, request: FastifyRequest, reply: Fas
   return sendError(reply, apiError);
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error' };
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+};
 
 /**
  * The same `{ error, code }` answer written straight to a socket, where no Fastify reply exists:

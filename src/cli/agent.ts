@@ -88,8 +88,16 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   });
 
   const timers = [
-    repeat(WATCH_INTERVAL_MS, () => manager.watch(), (e) => log.error({ err: e }, 'watchdog pass failed')),
-    repeat(READINESS_INTERVAL_MS, () => readiness.sweep(), (e) => log.error({ err: e }, 'readiness pass failed')),
+    repeat(
+      WATCH_INTERVAL_MS,
+      () => manager.watch(),
+      (e) => log.error({ err: e }, 'watchdog pass failed'),
+    ),
+    repeat(
+      READINESS_INTERVAL_MS,
+      () => readiness.sweep(),
+      (e) => log.error({ err: e }, 'readiness pass failed'),
+    ),
   ];
   const url = await app.listen({ port: config.port, host: config.host });
   log.info({ url, worker_id: config.workerId }, 'agent listening');

@@ -34,7 +34,10 @@ export interface AgentConfig {
 }
 
 export class ConfigError extends Error {
-  constructor(readonly variable: string, message: string) {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
     super(`${variable}: ${message}`);
     this.name = 'ConfigError';
   }
@@ -50,29 +53,79 @@ interface Setting {
 export const SETTINGS = {
   port: { env: 'PORT', flag: '--port', help: 'TCP port of the REST API', fallback: () => '9090' },
   host: { env: 'HOST', flag: '--host', help: 'address to bind (non-loopback needs AGENT_TOKEN)', fallback: () => '127.0.0.1' },
-  agentToken: { env: 'AGENT_TOKEN', flag: '--agent-token', help: 'bearer token required by every endpoint but /health', fallback: () => undefined },
-  workspaceTokenSecret: { env: 'WORKSPACE_TOKEN_SECRET', flag: '--workspace-token-secret', help: 'secret signing learner tokens (32+ characters); unset: no learner tokens', fallback: () => undefined },
-  workspaceTokenTtlS: { env: 'WORKSPACE_TOKEN_TTL_S', flag: '--workspace-token-ttl-s', help: 'default lifetime of a learner token (s)', fallback: () => '3600' },
+  agentToken: {
+    env: 'AGENT_TOKEN',
+    flag: '--agent-token',
+    help: 'bearer token required by every endpoint but /health',
+    fallback: () => undefined,
+  },
+  workspaceTokenSecret: {
+    env: 'WORKSPACE_TOKEN_SECRET',
+    flag: '--workspace-token-secret',
+    help: 'secret signing learner tokens (32+ characters); unset: no learner tokens',
+    fallback: () => undefined,
+  },
+  workspaceTokenTtlS: {
+    env: 'WORKSPACE_TOKEN_TTL_S',
+    flag: '--workspace-token-ttl-s',
+    help: 'default lifetime of a learner token (s)',
+    fallback: () => '3600',
+  },
   workerId: { env: 'WORKER_ID', flag: '--worker-id', help: 'name reported by /health and /info', fallback: () => hostname() },
   capacity: { env: 'CAPACITY', flag: '--capacity', help: 'most VMs this worker runs at once', fallback: () => '50' },
-  imagesDir: { env: 'IMAGES_DIR', flag: '--images-dir', help: 'kernel, initrd and base rootfs', fallback: () => '/var/lib/clarateach/images' },
-  stateDir: { env: 'STATE_DIR', flag: '--state-dir', help: 'SQLite store, per-VM disks, sockets and logs', fallback: () => '/var/lib/clarateach/state' },
+  imagesDir: {
+    env: 'IMAGES_DIR',
+    flag: '--images-dir',
+    help: 'kernel, initrd and base rootfs',
+    fallback: () => '/var/lib/clarateach/images',
+  },
+  stateDir: {
+    env: 'STATE_DIR',
+    flag: '--state-dir',
+    help: 'SQLite store, per-VM disks, sockets and logs',
+    fallback: () => '/var/lib/clarateach/state',
+  },
   bridgeName: { env: 'BRIDGE_NAME', flag: '--bridge-name', help: 'Linux bridge the VMs are attached to', fallback: () => 'clarateach0' },
   bridgeCidr: { env: 'BRIDGE_CIDR', flag: '--bridge-cidr', help: 'bridge address and VM subnet', fallback: () => '192.168.100.1/24' },
   egress: { env: 'EGRESS', flag: '--egress', help: 'nat | none | allow-list CIDR[:PORT[-PORT]],...', fallback: () => 'nat' },
   vmDns: { env: 'VM_DNS', flag: '--vm-dns', help: 'DNS server the guests use ("none": none)', fallback: () => '1.1.1.1' },
   hypervisor: { env: 'HYPERVISOR', flag: '--hypervisor', help: 'auto | firecracker | qemu', fallback: () => 'auto' },
-  firecrackerBin: { env: 'FIRECRACKER_BIN', flag: '--firecracker-bin', help: 'path of the firecracker binary', fallback: () => 'firecracker' },
-  jailerBin: { env: 'JAILER_BIN', flag: '--jailer-bin', help: "Firecracker's jailer: each VMM chrooted, as its own uid, in its cgroup", fallback: () => undefined },
-  jailChrootBaseDir: { env: 'JAIL_CHROOT_BASE_DIR', flag: '--jail-chroot-base-dir', help: 'jails (same filesystem as IMAGES_DIR and STATE_DIR)', fallback: () => '/srv/jailer' },
+  firecrackerBin: {
+    env: 'FIRECRACKER_BIN',
+    flag: '--firecracker-bin',
+    help: 'path of the firecracker binary',
+    fallback: () => 'firecracker',
+  },
+  jailerBin: {
+    env: 'JAILER_BIN',
+    flag: '--jailer-bin',
+    help: "Firecracker's jailer: each VMM chrooted, as its own uid, in its cgroup",
+    fallback: () => undefined,
+  },
+  jailChrootBaseDir: {
+    env: 'JAIL_CHROOT_BASE_DIR',
+    flag: '--jail-chroot-base-dir',
+    help: 'jails (same filesystem as IMAGES_DIR and STATE_DIR)',
+    fallback: () => '/srv/jailer',
+  },
   qemuBin: { env: 'QEMU_BIN', flag: '--qemu-bin', help: 'path of qemu-system-x86_64', fallback: () => 'qemu-system-x86_64' },
   qemuAccel: { env: 'QEMU_ACCEL', flag: '--qemu-accel', help: 'auto (KVM if a trial boot works) | kvm | tcg', fallback: () => 'auto' },
   vmVcpus: { env: 'VM_VCPUS', flag: '--vm-vcpus', help: 'default vCPUs per VM', fallback: () => '1' },
   vmMemoryMb: { env: 'VM_MEMORY_MB', flag: '--vm-memory-mb', help: 'default memory per VM (MiB)', fallback: () => '512' },
   vmMaxVcpus: { env: 'VM_MAX_VCPUS', flag: '--vm-max-vcpus', help: 'largest vcpus a create may ask for', fallback: () => '8' },
-  vmMaxMemoryMb: { env: 'VM_MAX_MEMORY_MB', flag: '--vm-max-memory-mb', help: 'largest memory_mb a create may ask for', fallback: () => '8192' },
+  vmMaxMemoryMb: {
+    env: 'VM_MAX_MEMORY_MB',
+    flag: '--vm-max-memory-mb',
+    help: 'largest memory_mb a create may ask for',
+    fallback: () => '8192',
+  },
   vmDiskMb: { env: 'VM_DISK_MB', flag: '--vm-disk-mb', help: "size of each VM's writable layer (sparse, MiB)", fallback: () => '10240' },
-  memoryOvercommit: { env: 'MEMORY_OVERCOMMIT', flag: '--memory-overcommit', help: 'VM memory may total host memory times this', fallback: () => '1.5' },
+  memoryOvercommit: {
+    env: 'MEMORY_OVERCOMMIT',
+    flag: '--memory-overcommit',
+    help: 'VM memory may total host memory times this',
+    fallback: () => '1.5',
+  },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', help: 'pino log level', fallback: () => 'info' },
 } as const satisfies Record<keyof AgentConfig, Setting>;
 

@@ -9,7 +9,6 @@ import { exists } from '../shared/files.ts';
 /** Filesystem label the guest's initramfs looks for. */
 export const LAYER_LABEL = 'clarateach-layer';
 
-
 /** Creates the layer at `path` unless it exists; an interrupted creation leaves only a temp file. */
 export async function ensureLayerDisk(path: string, sizeMb: number): Promise<void> {
   if (await exists(path)) return;

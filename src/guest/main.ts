@@ -60,7 +60,8 @@ async function main(argv: readonly string[]): Promise<void> {
       const code = (err as NodeJS.ErrnoException | null)?.code;
       const message = err instanceof Error ? err.message : String(err);
       // e.g. EADDRINUSE names the port, EACCES a privileged one
-      const variable = code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' ? ' (check PORT/HOST)' : '';
+      const variable =
+        code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' ? ' (check PORT/HOST)' : '';
       process.stderr.write(`clarateach-guest ${service}: failed to start: ${message}${variable}\n`);
     }
     process.exit(1);

@@ -10,7 +10,10 @@ import { createFirecrackerDriver } from './firecracker/index.ts';
 import { createQemuDriver } from './qemu/index.ts';
 import { detectAcceleration } from './qemu/accel.ts';
 
-type SelectConfig = Pick<AgentConfig, 'hypervisor' | 'firecrackerBin' | 'jailerBin' | 'jailChrootBaseDir' | 'qemuBin' | 'imagesDir' | 'stateDir' | 'qemuAccel'>;
+type SelectConfig = Pick<
+  AgentConfig,
+  'hypervisor' | 'firecrackerBin' | 'jailerBin' | 'jailChrootBaseDir' | 'qemuBin' | 'imagesDir' | 'stateDir' | 'qemuAccel'
+>;
 
 /** KVM that really runs a guest: proven by QEMU's bounded trial boot (cached in STATE_DIR). */
 async function kvmWorks(config: SelectConfig, log: Logger): Promise<boolean> {
@@ -36,7 +39,13 @@ export async function selectDriver(config: SelectConfig, log: Logger): Promise<H
     if (!(await commandExists(config.qemuBin))) {
       throw new ConfigError('QEMU_BIN', `${config.qemuBin} not found (apt-get install qemu-system-x86)`);
     }
-    return createQemuDriver({ qemuBin: config.qemuBin, imagesDir: config.imagesDir, stateDir: config.stateDir, log: info, accel: config.qemuAccel });
+    return createQemuDriver({
+      qemuBin: config.qemuBin,
+      imagesDir: config.imagesDir,
+      stateDir: config.stateDir,
+      log: info,
+      accel: config.qemuAccel,
+    });
   };
   switch (config.hypervisor) {
     case 'firecracker':

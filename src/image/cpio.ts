@@ -30,8 +30,19 @@ function header(fields: {
   nameSize: number;
 }): Buffer {
   const values = [
-    fields.ino, fields.mode, 0 /* uid */, 0 /* gid */, fields.nlink, 0 /* mtime */, fields.size,
-    0 /* devmajor */, 0 /* devminor */, fields.rdevMajor, fields.rdevMinor, fields.nameSize, 0 /* check */,
+    fields.ino,
+    fields.mode,
+    0 /* uid */,
+    0 /* gid */,
+    fields.nlink,
+    0 /* mtime */,
+    fields.size,
+    0 /* devmajor */,
+    0 /* devminor */,
+    fields.rdevMajor,
+    fields.rdevMinor,
+    fields.nameSize,
+    0 /* check */,
   ];
   return Buffer.from(`070701${values.map(hex8).join('')}`, 'ascii');
 }

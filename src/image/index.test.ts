@@ -35,12 +35,18 @@ test('the shared image set is complete and bootable-looking', { skip, timeout: 3
     assert.ok(listing.split('\n').includes(entry), entry);
   }
   for (const mod of ['virtio_mmio.ko', 'virtio_blk.ko', 'virtio_net.ko', 'failover.ko', 'net_failover.ko', 'overlay.ko']) {
-    assert.ok(manifest.initrd.modules.some((m) => m.endsWith(`/${mod}`)), mod);
+    assert.ok(
+      manifest.initrd.modules.some((m) => m.endsWith(`/${mod}`)),
+      mod,
+    );
     assert.match(listing, new RegExp(`/${mod.replace('.', '\\.')}\\n`));
   }
 
   // rootfs: labelled ext4 with our files, Node and the learner.
-  assert.match(execFileSync('dumpe2fs', ['-h', images.rootfsPath], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), /Filesystem volume name:\s+clarateach-base/);
+  assert.match(
+    execFileSync('dumpe2fs', ['-h', images.rootfsPath], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }),
+    /Filesystem volume name:\s+clarateach-base/,
+  );
   assert.match(debugfs(images.rootfsPath, 'stat /usr/sbin/clarateach-init'), /Mode:\s+0755/);
   assert.match(debugfs(images.rootfsPath, 'stat /usr/local/bin/node'), /Mode:\s+0755/);
   assert.match(debugfs(images.rootfsPath, 'stat /opt/clarateach/bin/busybox'), /Mode:\s+0755/);
@@ -55,7 +61,10 @@ test('the shared image set is complete and bootable-looking', { skip, timeout: 3
   }
 
   // Nothing half-written is left behind.
-  assert.deepEqual((await readdir(images.dir)).filter((n) => n.includes('.tmp-')), []);
+  assert.deepEqual(
+    (await readdir(images.dir)).filter((n) => n.includes('.tmp-')),
+    [],
+  );
 });
 
 test('a rebuild with nothing changed reuses every stage within seconds', { skip, timeout: 30 * 60_000 }, async (t) => {
@@ -87,7 +96,10 @@ test('a changed recipe file rebuilds only the rootfs, reusing the cached Debian 
       onProgress: (m) => messages.push(m),
     });
     t.diagnostic(messages.join('\n'));
-    assert.ok(messages.some((m) => m.startsWith('[debian] up to date')), 'Debian tarball reused');
+    assert.ok(
+      messages.some((m) => m.startsWith('[debian] up to date')),
+      'Debian tarball reused',
+    );
     assert.equal(manifest.stages.debian.key, shared.manifest.stages.debian.key);
     assert.notEqual(manifest.stages.rootfs.key, shared.manifest.stages.rootfs.key);
     assert.equal(manifest.files.kernel.sha256, shared.manifest.files.kernel.sha256, 'same kernel, same bytes');

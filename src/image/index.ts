@@ -10,13 +10,32 @@ import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../shared/exec.ts';
-import { describeProcess, isProcessAlive } from '../hypervisors/process.ts';
+import { describeProcess, isProcessAlive } from '../host/process.ts';
 import { bundleGuest, type GuestBundle } from './bundle.ts';
 import { buildInitrd } from './initrd.ts';
-import { bzImagePath, downloadKernelPackage, extractVmlinux, resolveKernelPackage, unpackKernelPackage, type KernelPackage } from './kernel.ts';
+import {
+  bzImagePath,
+  downloadKernelPackage,
+  extractVmlinux,
+  resolveKernelPackage,
+  unpackKernelPackage,
+  type KernelPackage,
+} from './kernel.ts';
 import { loadRecipe, recipeFileSource, type Recipe } from './recipe.ts';
 import { customizeTree, makeExt4, measureTree, mmdebstrapArgs, packageList, planExt4, verifyTree, BASE_LABEL } from './rootfs.ts';
-import { exists, formatBytes, formatMs, hashParts, hashTree, produceAtomic, readJson, removeStaleTemps, sha256File, tempPathFor, writeFileAtomic } from './util.ts';
+import {
+  exists,
+  formatBytes,
+  formatMs,
+  hashParts,
+  hashTree,
+  produceAtomic,
+  readJson,
+  removeStaleTemps,
+  sha256File,
+  tempPathFor,
+  writeFileAtomic,
+} from './util.ts';
 
 export { BASE_LABEL } from './rootfs.ts';
 export { defaultRecipePath, loadRecipe, type Recipe } from './recipe.ts';
@@ -157,7 +176,9 @@ async function lockDir(dir: string, progress: (msg: string) => void): Promise<()
       isProcessAlive({ pid: holder.pid, startTime: holder.startTime });
     if (!alive) {
       // Written by a build that died (or is being written this instant: then it is recent).
-      const age = await stat(lockPath).then((s) => Date.now() - s.mtimeMs).catch(() => Infinity);
+      const age = await stat(lockPath)
+        .then((s) => Date.now() - s.mtimeMs)
+        .catch(() => Infinity);
       if (holder !== undefined || age > 5000) await rm(lockPath, { force: true });
     } else if (!told) {
       progress(`waiting for the build of process ${String(holder.pid)} to finish`);
@@ -351,7 +372,10 @@ async function buildLocked(
   const debianTar = join(debianDir, `${keys.debian.slice(0, 24)}.tar`);
   const rootfsUpToDate = previous !== undefined && (await fresh('rootfs', previous.files.rootfs));
   if (!opts.force && (await exists(debianTar))) {
-    stages.debian = previous?.stages.debian?.key === keys.debian ? previous.stages.debian : { key: keys.debian, builtAt: new Date().toISOString(), durationMs: 0 };
+    stages.debian =
+      previous?.stages.debian?.key === keys.debian
+        ? previous.stages.debian
+        : { key: keys.debian, builtAt: new Date().toISOString(), durationMs: 0 };
     progress(`[debian] up to date (${formatBytes((await stat(debianTar)).size)} tarball cached)`);
   } else if (rootfsUpToDate && previous?.stages.debian?.key === keys.debian) {
     // The base image is current; its tarball was cleaned away. Nothing needs it now.

@@ -247,7 +247,10 @@ export function inspectVmlinux(elf: Buffer): ElfInfo {
       const nameSize = elf.readUInt32LE(pos);
       const descSize = elf.readUInt32LE(pos + 4);
       const type = elf.readUInt32LE(pos + 8);
-      const name = elf.subarray(pos + 12, pos + 12 + nameSize).toString('latin1').replace(/\0+$/, '');
+      const name = elf
+        .subarray(pos + 12, pos + 12 + nameSize)
+        .toString('latin1')
+        .replace(/\0+$/, '');
       if (name === 'Xen' && type === 18) pvh = true;
       pos += 12 + Math.ceil(nameSize / 4) * 4 + Math.ceil(descSize / 4) * 4;
     }

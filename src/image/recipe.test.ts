@@ -36,9 +36,15 @@ test('mistakes are reported with the file and the field', () => {
   assert.equal(bad({ ...base, pakages: [] }), '/r.json: pakages: unknown field');
   assert.equal(bad({ ...base, sources: [] }), '/r.json: sources: needs at least one apt source');
   assert.equal(bad({ ...base, files: [{ src: 'x', dest: 'etc/x' }] }), '/r.json: files[0].dest: must be an absolute path without ".."');
-  assert.equal(bad({ ...base, files: [{ src: 'x', dest: '/etc/x', mode: '644x' }] }), '/r.json: files[0].mode: must be an octal string such as "0644"');
+  assert.equal(
+    bad({ ...base, files: [{ src: 'x', dest: '/etc/x', mode: '644x' }] }),
+    '/r.json: files[0].mode: must be an octal string such as "0644"',
+  );
   assert.equal(bad({ ...base, learner: { sudo: 'yes' } }), '/r.json: learner.sudo: must be true or false');
-  assert.equal(bad({ ...base, variant: 'huge' }), '/r.json: variant: must be one of minbase, essential, apt, required, important, standard');
+  assert.equal(
+    bad({ ...base, variant: 'huge' }),
+    '/r.json: variant: must be one of minbase, essential, apt, required, important, standard',
+  );
   assert.match(bad({}).toString(), /sources/);
   assert.throws(() => parseRecipe('/r.json', '{'), /\/r\.json: \(file\): not valid JSON/);
 });

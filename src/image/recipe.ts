@@ -67,8 +67,18 @@ export function parseRecipe(path: string, text: string): Recipe {
   if (!isRecord(raw)) throw new RecipeError(path, '(file)', 'must be a JSON object');
   const doc = raw;
   const known = new Set([
-    '$comment', 'suite', 'sources', 'variant', 'kernelPackage', 'packages', 'excludePaths', 'keepPaths',
-    'learner', 'files', 'initrdModules', 'rootfsMarginMb',
+    '$comment',
+    'suite',
+    'sources',
+    'variant',
+    'kernelPackage',
+    'packages',
+    'excludePaths',
+    'keepPaths',
+    'learner',
+    'files',
+    'initrdModules',
+    'rootfsMarginMb',
   ]);
   for (const key of Object.keys(doc)) {
     if (!known.has(key)) throw new RecipeError(path, key, 'unknown field');
@@ -94,10 +104,13 @@ export function parseRecipe(path: string, text: string): Recipe {
   if (!(VARIANTS as readonly string[]).includes(variant)) {
     throw new RecipeError(path, 'variant', `must be one of ${VARIANTS.join(', ')}`);
   }
-  const sources = strings('sources', (s) => (/^deb(-src)? /.test(s) && !/[\n\r]/.test(s) ? undefined : 'must be a one-line "deb URI SUITE COMPONENTS" entry'));
+  const sources = strings('sources', (s) =>
+    /^deb(-src)? /.test(s) && !/[\n\r]/.test(s) ? undefined : 'must be a one-line "deb URI SUITE COMPONENTS" entry',
+  );
   if (sources.length === 0) throw new RecipeError(path, 'sources', 'needs at least one apt source');
   const packages = strings('packages', (s) => (PACKAGE_NAME.test(s) ? undefined : 'is not a Debian package name'));
-  const globCheck = (s: string): string | undefined => (s.startsWith('/') && !/[\s'"]/.test(s) ? undefined : 'must be an absolute glob without spaces or quotes');
+  const globCheck = (s: string): string | undefined =>
+    s.startsWith('/') && !/[\s'"]/.test(s) ? undefined : 'must be an absolute glob without spaces or quotes';
 
   const learnerRaw = doc.learner ?? {};
   if (!isRecord(learnerRaw)) throw new RecipeError(path, 'learner', 'must be an object');
@@ -142,7 +155,11 @@ export function parseRecipe(path: string, text: string): Recipe {
     learner: { sudo, shell },
     files,
     initrdModules: strings('initrdModules', (s) => (MODULE_NAME.test(s) ? undefined : 'is not a kernel module name'), [
-      'virtio_mmio', 'virtio_blk', 'virtio_net', 'overlay', 'ext4',
+      'virtio_mmio',
+      'virtio_blk',
+      'virtio_net',
+      'overlay',
+      'ext4',
     ]),
     rootfsMarginMb: margin,
   };

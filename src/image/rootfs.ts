@@ -59,7 +59,10 @@ export async function resolveInRoot(root: string, guestPath: string): Promise<st
   const resolveDir = async (path: string, depth: number): Promise<string> => {
     if (depth > 40) throw new Error(`too many symlinks resolving ${guestPath} in the guest tree`);
     let current = '/';
-    for (const part of posix.normalize(path).split('/').filter((p) => p !== '')) {
+    for (const part of posix
+      .normalize(path)
+      .split('/')
+      .filter((p) => p !== '')) {
       const candidate = posix.join(current, part);
       let isLink = false;
       try {

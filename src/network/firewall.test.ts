@@ -20,7 +20,12 @@ test('EGRESS: nat, none, or an allow-list; anything else is refused with the ent
   assert.throws(() => parseEgress('10.0.0.0/8:500-400'), /bad port/);
 });
 
-const base = { bridge: 'clarateach0', cidr: parseCidr('192.168.100.1/24'), dns: '1.1.1.1', vms: [{ tap: 'ctc0a8640b', mac: '06:00:c0:a8:64:0b', ip: '192.168.100.11' }] };
+const base = {
+  bridge: 'clarateach0',
+  cidr: parseCidr('192.168.100.1/24'),
+  dns: '1.1.1.1',
+  vms: [{ tap: 'ctc0a8640b', mac: '06:00:c0:a8:64:0b', ip: '192.168.100.11' }],
+};
 
 test('nat: public internet only, masquerade on the uplink; every VM in the anti-spoofing set', () => {
   const rules = firewallRuleset({ ...base, egress: { mode: 'nat' }, uplink: 'ens4' });
@@ -31,7 +36,10 @@ test('nat: public internet only, masquerade on the uplink; every VM in the anti-
 });
 
 test('none, or no uplink: nothing leaves the bridge', () => {
-  for (const rules of [firewallRuleset({ ...base, egress: { mode: 'none' }, uplink: 'ens4' }), firewallRuleset({ ...base, egress: { mode: 'nat' }, uplink: undefined })]) {
+  for (const rules of [
+    firewallRuleset({ ...base, egress: { mode: 'none' }, uplink: 'ens4' }),
+    firewallRuleset({ ...base, egress: { mode: 'nat' }, uplink: undefined }),
+  ]) {
     assert.doesNotMatch(rules, /oifname "ens4" accept/);
     assert.match(rules, /oifname "clarateach0" drop\n\s+iifname "clarateach0" drop\n\s+\}/);
   }

@@ -12,9 +12,7 @@ import { intToIp, type Cidr } from './cidr.ts';
 export const NFT_TABLE = 'clarateach';
 
 export type EgressPolicy =
-  | { readonly mode: 'nat' }
-  | { readonly mode: 'none' }
-  | { readonly mode: 'allow'; readonly rules: readonly AllowRule[] };
+  { readonly mode: 'nat' } | { readonly mode: 'none' } | { readonly mode: 'allow'; readonly rules: readonly AllowRule[] };
 
 export interface AllowRule {
   readonly cidr: string;
@@ -30,7 +28,18 @@ export interface VmEndpoint {
 }
 
 /** Destinations that are never "the internet": private, shared, link-local, multicast, reserved. */
-const NON_PUBLIC = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.0.0.0/24', '192.168.0.0/16', '198.18.0.0/15', '224.0.0.0/3'];
+const NON_PUBLIC = [
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '224.0.0.0/3',
+];
 
 /** Parses EGRESS: `nat`, `none`, or a comma-separated allow-list of `CIDR[:PORT[-PORT]]`. */
 export function parseEgress(text: string): EgressPolicy {
@@ -104,7 +113,9 @@ table inet ${NFT_TABLE} {
     iifname "${b}" meta nfproto ipv6 drop
     oifname "${b}" ct state established,related accept
     oifname "${b}" drop
-${egressRules(input).map((r) => `    ${r}`).join('\n')}
+${egressRules(input)
+  .map((r) => `    ${r}`)
+  .join('\n')}
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
@@ -145,7 +156,9 @@ export async function applyFirewall(input: Omit<FirewallInput, 'uplink'>): Promi
   if (!uplink && input.egress.mode !== 'none') warnings.push('no default route: VMs get no internet access (NAT skipped)');
   if (uplink && input.egress.mode !== 'none') await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n');
   // The bridge needs no IPv6: without an address there, guests have nothing to reach over it.
-  await writeFile(`/proc/sys/net/ipv6/conf/${input.bridge}/disable_ipv6`, '1\n').catch(() => warnings.push('could not disable IPv6 on the bridge'));
+  await writeFile(`/proc/sys/net/ipv6/conf/${input.bridge}/disable_ipv6`, '1\n').catch(() =>
+    warnings.push('could not disable IPv6 on the bridge'),
+  );
   await run('nft', ['-f', '-'], { input: firewallRuleset({ ...input, uplink }) });
   return { uplink, warnings };
 }

@@ -38,9 +38,6 @@ export interface GuestHealth {
 }
 
 export async function probeGuest(ip: string, timeoutMs = 1000): Promise<GuestHealth> {
-  const [terminal, files] = await Promise.all([
-    serviceAnswers(ip, TERMINAL_PORT, timeoutMs),
-    serviceAnswers(ip, FILES_PORT, timeoutMs),
-  ]);
+  const [terminal, files] = await Promise.all([serviceAnswers(ip, TERMINAL_PORT, timeoutMs), serviceAnswers(ip, FILES_PORT, timeoutMs)]);
   return { terminal, files };
 }

@@ -59,7 +59,10 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
       undici: { connections: 16, pipelining: 1, connect: { timeout: 5_000 }, headersTimeout: 30_000, bodyTimeout: 0 },
     });
 
-    const handler = async (request: import('fastify').FastifyRequest<{ Params: VmParams & { '*': string } }>, reply: import('fastify').FastifyReply) => {
+    const handler = async (
+      request: import('fastify').FastifyRequest<{ Params: VmParams & { '*': string } }>,
+      reply: import('fastify').FastifyReply,
+    ) => {
       const seat = seatFromParam(request.params.seatID, o.maxSeat);
       const vm = o.manager.get(request.params.workshopID, seat);
       const rawUrl = request.raw.url ?? '';

@@ -111,4 +111,3 @@ export class TerminalProxy {
     this.server.close();
   }
 }
-

@@ -1,6 +1,7 @@
 // Domain errors of the VM lifecycle. The API maps each code to an HTTP status in one place.
 
-export type VmErrorCode = 'vm_not_found' | 'vm_exists' | 'at_capacity' | 'insufficient_memory' | 'create_failed' | 'delete_failed' | 'invalid_field';
+export type VmErrorCode =
+  'vm_not_found' | 'vm_exists' | 'at_capacity' | 'insufficient_memory' | 'create_failed' | 'delete_failed' | 'invalid_field';
 
 export class VmError extends Error {
   constructor(

@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { VmManager } from './manager.ts';
-import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/helpers/stand-ins.ts';
+import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/support/stand-ins.ts';
 import { VmStore } from './store.ts';
 import { VmError } from './errors.ts';
 import { parseCidr } from '../network/cidr.ts';
-import { findProcessesUnder, isProcessAlive, killProcess } from '../hypervisors/process.ts';
+import { findProcessesUnder, isProcessAlive, killProcess } from '../host/process.ts';
 
 interface Fixture {
   dir: string;
@@ -75,7 +75,10 @@ test('create boots a VM with its own TAP and writable layer; delete removes all 
     assert.ok(!isProcessAlive(proc));
     assert.ok(!network.taps.has(vm.tapName));
     assert.ok(!existsSync(spec.runDir));
-    assert.throws(() => m.get('ws', 1), (e: unknown) => e instanceof VmError && e.code === 'vm_not_found');
+    assert.throws(
+      () => m.get('ws', 1),
+      (e: unknown) => e instanceof VmError && e.code === 'vm_not_found',
+    );
   });
 });
 
@@ -97,7 +100,10 @@ test('a create that fails part-way leaves no TAP, directory, process or record',
 test('a missing image fails the create with a hint and leaves nothing', async () => {
   await withFixture(async ({ manager, network, imagesDir }) => {
     rmSync(join(imagesDir, 'vmlinux'));
-    await assert.rejects(manager().create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 }), /vmlinux is missing: run `clarateach image build`/);
+    await assert.rejects(
+      manager().create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 }),
+      /vmlinux is missing: run `clarateach image build`/,
+    );
     assert.equal(network.taps.size, 0);
   });
 });
@@ -127,12 +133,17 @@ test('reconcile adopts live VMMs, reboots dead ones from their kept disk, and re
     const strayDir = join(stateDir, 'vms', 'ct0a0b0c0e');
     mkdirSync(strayDir, { recursive: true });
     const stray = spawnStandIn(strayDir);
-    const interrupted = store.reserve({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, hypervisor: 'qemu' }, { capacity: 10, memoryBudgetMb: 1e9 }, {
-      allocate: () => 3232261220,
-      ipText: () => '192.168.100.100',
-      mac: () => '06:00:c0:a8:64:64',
-      tapName: () => 'ctc0a86464',
-    }, 1);
+    const interrupted = store.reserve(
+      { workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, hypervisor: 'qemu' },
+      { capacity: 10, memoryBudgetMb: 1e9 },
+      {
+        allocate: () => 3232261220,
+        ipText: () => '192.168.100.100',
+        mac: () => '06:00:c0:a8:64:64',
+        tapName: () => 'ctc0a86464',
+      },
+      1,
+    );
     assert.ok(interrupted.ok);
     network.taps.add('ctc0a86464');
 
@@ -170,7 +181,10 @@ test('capacity is enforced with at_capacity', async () => {
   await withFixture(async ({ manager }) => {
     const m = manager();
     await Promise.all([1, 2, 3, 4, 5].map((seat) => m.create({ workshopId: 'ws', seatId: seat, vcpus: 1, memoryMb: 256 })));
-    await assert.rejects(m.create({ workshopId: 'ws', seatId: 6, vcpus: 1, memoryMb: 256 }), (e: unknown) => e instanceof VmError && e.code === 'at_capacity');
+    await assert.rejects(
+      m.create({ workshopId: 'ws', seatId: 6, vcpus: 1, memoryMb: 256 }),
+      (e: unknown) => e instanceof VmError && e.code === 'at_capacity',
+    );
   });
 });
 
@@ -179,7 +193,10 @@ test('a teardown that fails keeps the record, says why, and a second DELETE fini
     const m = manager();
     await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
     network.failNextDetach = 'Device or resource busy';
-    await assert.rejects(m.delete('ws', 1), (e: unknown) => e instanceof VmError && e.code === 'delete_failed' && /remove tap: Device or resource busy/.test(e.message));
+    await assert.rejects(
+      m.delete('ws', 1),
+      (e: unknown) => e instanceof VmError && e.code === 'delete_failed' && /remove tap: Device or resource busy/.test(e.message),
+    );
     assert.equal(m.get('ws', 1).status, 'deleting');
     await m.delete('ws', 1);
     assert.equal(m.count(), 0);

@@ -4,7 +4,7 @@ import { mkdir, readdir, rm, stat, open, truncate, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../hypervisors/driver.ts';
-import { findProcessesUnder, isProcessAlive, killProcess } from '../hypervisors/process.ts';
+import { findProcessesUnder, isProcessAlive, killProcess } from '../host/process.ts';
 import type { Cidr } from '../network/cidr.ts';
 import type { NetworkPort, VmEndpoint } from '../network/index.ts';
 import { allocateIp, intToIp, macForIp, tapNameForIp } from '../network/cidr.ts';
@@ -14,7 +14,6 @@ import { runPlan, runTeardown, StepError, type Step } from './plan.ts';
 import { VmError } from './errors.ts';
 import { vmId, type VmRecord } from './model.ts';
 import type { Addressing, VmStore } from './store.ts';
-
 
 export interface ManagerOptions {
   readonly store: VmStore;
@@ -284,7 +283,10 @@ export class VmManager {
         ensure: async () => {
           await mkdir(spec.runDir, { recursive: true, mode: 0o750 });
           // For people looking around STATE_DIR: which seat this directory belongs to.
-          await writeFile(join(spec.runDir, 'seat.json'), `${JSON.stringify({ workshop_id: vm.workshopId, seat_id: vm.seatId, ip: vm.ip })}\n`);
+          await writeFile(
+            join(spec.runDir, 'seat.json'),
+            `${JSON.stringify({ workshop_id: vm.workshopId, seat_id: vm.seatId, ip: vm.ip })}\n`,
+          );
         },
       },
       { name: 'writable layer', ensure: () => ensureLayerDisk(spec.layerDiskPath, this.o.vmDiskMb) },
@@ -305,7 +307,13 @@ export class VmManager {
   private async checkImages(spec: VmLaunchSpec): Promise<void> {
     for (const path of [spec.kernelPath, spec.initrdPath, spec.baseDiskPath]) {
       // stat, not lstat: a dangling symlink is as missing as no file.
-      if (!(await stat(path).then(() => true, () => false))) throw new Error(`${path} is missing: run \`clarateach image build\``);
+      if (
+        !(await stat(path).then(
+          () => true,
+          () => false,
+        ))
+      )
+        throw new Error(`${path} is missing: run \`clarateach image build\``);
     }
   }
 

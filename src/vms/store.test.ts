@@ -29,7 +29,10 @@ test('reserve allocates the seat address and refuses the same seat twice', () =>
     assert.ok(first.ok);
     assert.equal(first.vm.ip, '192.168.100.11');
     assert.equal(first.vm.status, 'creating');
-    assert.deepEqual(store.reserve(req('ws-a', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1001), { ok: false, reason: 'exists' });
+    assert.deepEqual(store.reserve(req('ws-a', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1001), {
+      ok: false,
+      reason: 'exists',
+    });
   });
 });
 
@@ -48,7 +51,10 @@ test('capacity counts every VM', () => {
   withStore((store) => {
     assert.ok(store.reserve(req('ws', 1), { capacity: 2, memoryBudgetMb: 1e9 }, addressing, 1).ok);
     assert.ok(store.reserve(req('ws', 2), { capacity: 2, memoryBudgetMb: 1e9 }, addressing, 1).ok);
-    assert.deepEqual(store.reserve(req('ws', 3), { capacity: 2, memoryBudgetMb: 1e9 }, addressing, 1), { ok: false, reason: 'at_capacity' });
+    assert.deepEqual(store.reserve(req('ws', 3), { capacity: 2, memoryBudgetMb: 1e9 }, addressing, 1), {
+      ok: false,
+      reason: 'at_capacity',
+    });
   });
 });
 
@@ -89,7 +95,10 @@ test('a stored address is kept, never recomputed, and freed on remove', () => {
     const c = store.reserve(req('ws-c', 1), { capacity: 10, memoryBudgetMb: 1e9 }, addressing, 1);
     assert.ok(c.ok);
     assert.equal(c.vm.ip, '192.168.100.11');
-    assert.deepEqual(store.list('ws-b').map((v) => v.seatId), [1]);
+    assert.deepEqual(
+      store.list('ws-b').map((v) => v.seatId),
+      [1],
+    );
     assert.equal(store.count(), 2);
   });
 });

@@ -141,9 +141,7 @@ export class VmStore {
   }
 
   get(workshopId: string, seatId: number): VmRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM vms WHERE workshop_id = ? AND seat_id = ?').get(workshopId, seatId) as
-      | Row
-      | undefined;
+    const row = this.db.prepare('SELECT * FROM vms WHERE workshop_id = ? AND seat_id = ?').get(workshopId, seatId) as Row | undefined;
     return row && toRecord(row);
   }
 
@@ -185,7 +183,9 @@ export class VmStore {
 
   markFailed(workshopId: string, seatId: number, reason: string): void {
     this.db
-      .prepare(`UPDATE vms SET status = 'failed', pid = NULL, pid_start_time = NULL, ready_at = NULL, last_error = ? WHERE workshop_id = ? AND seat_id = ?`)
+      .prepare(
+        `UPDATE vms SET status = 'failed', pid = NULL, pid_start_time = NULL, ready_at = NULL, last_error = ? WHERE workshop_id = ? AND seat_id = ?`,
+      )
       .run(reason, workshopId, seatId);
   }
 

@@ -4,9 +4,17 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { json, requireTestNetns, startAgent, tapsInNamespace, testImagesDir, waitForPing, type AgentProcess } from '../helpers/agent-process.ts';
+import {
+  json,
+  requireTestNetns,
+  startAgent,
+  tapsInNamespace,
+  testImagesDir,
+  waitForPing,
+  type AgentProcess,
+} from '../support/agent-process.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { processStartTime } from '../../src/hypervisors/process.ts';
+import { processStartTime } from '../../src/host/process.ts';
 import { qemuOverheadMb } from '../../src/hypervisors/qemu/args.ts';
 
 requireTestNetns();
@@ -42,14 +50,20 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
 
   test('three seats: created in parallel, answer ping, listed, fetched, deleted without a trace', async () => {
     const vms = await Promise.all([1, 2, 3].map((seat) => create(agent, 'class-a', seat)));
-    assert.deepEqual(vms.map((v) => v.ip), ['192.168.100.11', '192.168.100.12', '192.168.100.13']);
+    assert.deepEqual(
+      vms.map((v) => v.ip),
+      ['192.168.100.11', '192.168.100.12', '192.168.100.13'],
+    );
     assert.ok(vms.every((v) => v.status === 'running'));
     for (const vm of vms) assert.ok(await waitForPing(vm.ip, BOOT_MS), `${vm.ip} answers ping`);
 
     // Each VMM runs as its own unprivileged user, under a seccomp filter, without capabilities.
     const status = vms.map((vm) => readFileSync(`/proc/${vm.pid}/status`, 'utf8'));
     const uids = status.map((s) => Number(/^Uid:\s+(\d+)/m.exec(s)?.[1]));
-    assert.ok(uids.every((uid) => uid !== 0), `uids ${uids.join(',')}`);
+    assert.ok(
+      uids.every((uid) => uid !== 0),
+      `uids ${uids.join(',')}`,
+    );
     assert.equal(new Set(uids).size, 3, 'one user per VM');
     for (const s of status) {
       assert.match(s, /^Seccomp:\s+2$/m);
@@ -71,14 +85,20 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
     }
 
     const listed = ((await (await agent.api('/vms?workshop_id=class-a')).json()) as { vms: VmJson[] }).vms;
-    assert.deepEqual(listed.map((v) => v.seat_id), [1, 2, 3]);
+    assert.deepEqual(
+      listed.map((v) => v.seat_id),
+      [1, 2, 3],
+    );
     const one = (await (await agent.api('/vms/class-a/2')).json()) as VmJson;
     assert.equal(one.ip, '192.168.100.12');
     const health = (await (await agent.api('/health')).json()) as { vm_count: number };
     assert.equal(health.vm_count, 3);
 
     for (const vm of vms) assert.equal((await agent.api(`/vms/class-a/${vm.seat_id}`, { method: 'DELETE' })).status, 204);
-    assert.deepEqual(tapsInNamespace().filter((t) => vms.some((v) => v.tap === t)), []);
+    assert.deepEqual(
+      tapsInNamespace().filter((t) => vms.some((v) => v.tap === t)),
+      [],
+    );
     for (const vm of vms) assert.equal(processStartTime(vm.pid), undefined, `VMM ${vm.pid} is gone`);
     assert.deepEqual(readdirSync(join(agent.stateDir, 'vms')), []);
     for (const vm of vms) assert.equal(existsSync(`/sys/fs/cgroup/memory/clarateach/class-a.${vm.seat_id}`), false, 'cgroup removed');
@@ -118,7 +138,10 @@ describe('agent with QEMU guests', { timeout: 15 * 60_000 }, () => {
     agent = await startAgent({ port: 19090, stateDir: agent.stateDir });
     assert.equal(existsSync('/sys/fs/cgroup/memory/clarateach/gone.7'), false, 'orphan cgroup removed');
     const afterRestart = ((await (await agent.api('/vms')).json()) as { vms: VmJson[] }).vms;
-    assert.deepEqual(afterRestart.map((v) => [v.workshop_id, v.seat_id, v.ip]), before.map((v) => [v.workshop_id, v.seat_id, v.ip]));
+    assert.deepEqual(
+      afterRestart.map((v) => [v.workshop_id, v.seat_id, v.ip]),
+      before.map((v) => [v.workshop_id, v.seat_id, v.ip]),
+    );
     for (const vm of afterRestart) {
       assert.equal(vm.status, 'running');
       const was = before.find((b) => b.workshop_id === vm.workshop_id && b.seat_id === vm.seat_id);
@@ -148,7 +171,7 @@ describe('a create that fails', { timeout: 5 * 60_000 }, () => {
       assert.match(body.error, /vmlinux/);
       assert.deepEqual(tapsInNamespace(), tapsBefore);
       assert.deepEqual(readdirSync(join(agent.stateDir, 'vms')), []);
-      assert.equal((await (await agent.api('/vms/broken/1')).json() as { code: string }).code, 'vm_not_found');
+      assert.equal(((await (await agent.api('/vms/broken/1')).json()) as { code: string }).code, 'vm_not_found');
       assert.equal(((await (await agent.api('/health')).json()) as { vm_count: number }).vm_count, 0);
     } finally {
       await agent.kill('SIGTERM');

@@ -9,8 +9,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
-import { json, requireTestNetns, startAgent, tapsInNamespace, type AgentProcess } from '../helpers/agent-process.ts';
-import { inPool, linearize, processesMentioning, type Observed, type SeatOp } from '../helpers/concurrency.ts';
+import { json, requireTestNetns, startAgent, tapsInNamespace, type AgentProcess } from '../support/agent-process.ts';
+import { inPool, linearize, processesMentioning, type Observed, type SeatOp } from '../support/concurrency.ts';
 
 requireTestNetns();
 
@@ -71,7 +71,10 @@ async function settled(agent: AgentProcess, timeoutMs: number): Promise<VmJson[]
   for (;;) {
     const vms = await listVms(agent);
     if (!vms.some((vm) => vm.status === 'creating' || vm.status === 'deleting')) return vms;
-    assert.ok(Date.now() < deadline, `VMs still in flight: ${JSON.stringify(vms.filter((v) => v.status === 'creating' || v.status === 'deleting'))}`);
+    assert.ok(
+      Date.now() < deadline,
+      `VMs still in flight: ${JSON.stringify(vms.filter((v) => v.status === 'creating' || v.status === 'deleting'))}`,
+    );
     await sleep(500);
   }
 }
@@ -97,20 +100,38 @@ function hostView(agent: AgentProcess, vms: VmJson[]): HostView {
 function assertAgree(agent: AgentProcess, view: HostView): void {
   const vmsDir = join(agent.stateDir, 'vms');
   const { vms, taps, dirs, procs } = view;
-  const summary = JSON.stringify({ vms: vms.map((v) => [v.workshop_id, v.seat_id, v.status, v.tap, v.pid]), taps, dirs, procs: procs.map((p) => p.pid) });
+  const summary = JSON.stringify({
+    vms: vms.map((v) => [v.workshop_id, v.seat_id, v.status, v.tap, v.pid]),
+    taps,
+    dirs,
+    procs: procs.map((p) => p.pid),
+  });
   for (const vm of vms) assert.equal(vm.status, 'running', `every VM runs: ${summary}`);
-  assert.ok(taps.every((t) => TAP.test(t)), `only the agent's TAPs (ct + 8 hex) in the namespace: ${summary}`);
+  assert.ok(
+    taps.every((t) => TAP.test(t)),
+    `only the agent's TAPs (ct + 8 hex) in the namespace: ${summary}`,
+  );
   const vmTaps = vms.map((v) => v.tap).sort();
   assert.equal(new Set(vmTaps).size, vms.length, `distinct TAPs: ${summary}`);
   assert.deepEqual(taps, vmTaps, `TAP devices == VMs: ${summary}`);
   assert.deepEqual(dirs, vmTaps, `VM directories == VMs: ${summary}`);
   for (const tap of vmTaps) assert.ok(existsSync(join(vmsDir, tap, 'layer.ext4')), `${tap} has its writable layer`);
   assert.equal(new Set(vms.map((v) => v.ip)).size, vms.length, `distinct IPs: ${summary}`);
-  assert.ok(procs.every((p) => /qemu-system/.test(p.args[0] ?? '')), `only QEMU processes use the VM directories: ${summary}`);
-  assert.deepEqual(procs.map((p) => p.pid), vms.map((v) => v.pid ?? -1).sort((a, b) => a - b), `one QEMU per VM, pid as recorded: ${summary}`);
+  assert.ok(
+    procs.every((p) => /qemu-system/.test(p.args[0] ?? '')),
+    `only QEMU processes use the VM directories: ${summary}`,
+  );
+  assert.deepEqual(
+    procs.map((p) => p.pid),
+    vms.map((v) => v.pid ?? -1).sort((a, b) => a - b),
+    `one QEMU per VM, pid as recorded: ${summary}`,
+  );
   for (const vm of vms) {
     const proc = procs.find((p) => p.pid === vm.pid);
-    assert.ok(proc?.args.some((a) => a.includes(`${vmsDir}/${vm.tap}/`)), `QEMU ${vm.pid} runs ${vm.workshop_id}/${vm.seat_id} from its own directory`);
+    assert.ok(
+      proc?.args.some((a) => a.includes(`${vmsDir}/${vm.tap}/`)),
+      `QEMU ${vm.pid} runs ${vm.workshop_id}/${vm.seat_id} from its own directory`,
+    );
   }
 }
 
@@ -142,7 +163,9 @@ describe('concurrent creates and deletes on the real agent', { timeout: 6 * 60_0
     if (!agent) return;
     try {
       const vms = await listVms(agent);
-      await Promise.all(vms.map((vm) => agent.api(`/vms/${vm.workshop_id}/${vm.seat_id}`, { method: 'DELETE', signal: AbortSignal.timeout(60_000) })));
+      await Promise.all(
+        vms.map((vm) => agent.api(`/vms/${vm.workshop_id}/${vm.seat_id}`, { method: 'DELETE', signal: AbortSignal.timeout(60_000) })),
+      );
     } catch {
       // the namespace's processes are killed by scripts/in-netns.sh anyway
     }
@@ -165,7 +188,9 @@ describe('concurrent creates and deletes on the real agent', { timeout: 6 * 60_0
       )
       .sort((a, b) => a.at - b.at);
     const info = (await (await agent.api('/info')).json()) as { hypervisor: string; acceleration: string };
-    t.diagnostic(`${info.hypervisor} (${info.acceleration}); seed ${SEED}: ${plan.filter((p) => p.op === 'create').length} creates, ${plan.filter((p) => p.op === 'delete').length} deletes on ${WORKSHOPS.length * SEATS} seats`);
+    t.diagnostic(
+      `${info.hypervisor} (${info.acceleration}); seed ${SEED}: ${plan.filter((p) => p.op === 'create').length} creates, ${plan.filter((p) => p.op === 'delete').length} deletes on ${WORKSHOPS.length * SEATS} seats`,
+    );
 
     // /health, sampled all through the load.
     const health: { status: number; ms: number }[] = [];
@@ -223,12 +248,23 @@ describe('concurrent creates and deletes on the real agent', { timeout: 6 * 60_0
       const outcome = `${d.op} ${d.status}${d.status >= 300 ? ` ${d.code ?? '?'}` : ''}`;
       outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
       const answer = `${d.status}${d.status >= 300 ? ` ${d.code ?? '?'}` : ''}`;
-      assert.ok(DOCUMENTED[d.op].includes(answer), `${d.op} ${d.workshop}/${d.seat} -> ${d.status} ${d.body.slice(0, 400)}\n${agent.logs().slice(-4000)}`);
+      assert.ok(
+        DOCUMENTED[d.op].includes(answer),
+        `${d.op} ${d.workshop}/${d.seat} -> ${d.status} ${d.body.slice(0, 400)}\n${agent.logs().slice(-4000)}`,
+      );
     }
     const slowest = (op: SeatOp) => Math.max(0, ...done.filter((d) => d.op === op).map((d) => d.end - d.start));
-    t.diagnostic(`load took ${loadMs} ms, at most ${peak} requests in flight; ${[...outcomes].sort().map(([k, v]) => `${k} x${v}`).join(', ')}; slowest create ${slowest('create')} ms, delete ${slowest('delete')} ms`);
+    t.diagnostic(
+      `load took ${loadMs} ms, at most ${peak} requests in flight; ${[...outcomes]
+        .sort()
+        .map(([k, v]) => `${k} x${v}`)
+        .join(', ')}; slowest create ${slowest('create')} ms, delete ${slowest('delete')} ms`,
+    );
     assert.ok((outcomes.get('create 201') ?? 0) >= 10 && (outcomes.get('delete 204') ?? 0) >= 5, 'the load did create and delete VMs');
-    assert.ok((outcomes.get('create 409 vm_exists') ?? 0) > 0 && (outcomes.get('delete 404 vm_not_found') ?? 0) > 0, 'the load did overlap');
+    assert.ok(
+      (outcomes.get('create 409 vm_exists') ?? 0) > 0 && (outcomes.get('delete 404 vm_not_found') ?? 0) > 0,
+      'the load did overlap',
+    );
 
     // /health answered, every time, all through the load.
     const failedHealth = health.filter((h) => h.status !== 200);
@@ -241,7 +277,10 @@ describe('concurrent creates and deletes on the real agent', { timeout: 6 * 60_0
     // requests, consistent with real time, explains each answer and the seat's final state.
     const view = await agreeingView(agent, 60_000);
     const present = new Set(view.vms.map((vm) => key(vm.workshop_id, vm.seat_id)));
-    assert.ok(view.vms.every((vm) => WORKSHOPS.includes(vm.workshop_id) && vm.seat_id >= 1 && vm.seat_id <= SEATS), 'only planned seats exist');
+    assert.ok(
+      view.vms.every((vm) => WORKSHOPS.includes(vm.workshop_id) && vm.seat_id >= 1 && vm.seat_id <= SEATS),
+      'only planned seats exist',
+    );
     for (const workshop of WORKSHOPS) {
       for (let seat = 1; seat <= SEATS; seat++) {
         const history = done.filter((d) => d.workshop === workshop && d.seat === seat).sort((a, b) => a.start - b.start);
@@ -254,18 +293,26 @@ describe('concurrent creates and deletes on the real agent', { timeout: 6 * 60_0
         );
       }
     }
-    t.diagnostic(`after the load: ${view.vms.length} VMs, ${view.taps.length} TAPs, ${view.dirs.length} directories, ${view.procs.length} QEMU processes; restarts ${view.vms.reduce((n, v) => n + v.restarts, 0)}`);
+    t.diagnostic(
+      `after the load: ${view.vms.length} VMs, ${view.taps.length} TAPs, ${view.dirs.length} directories, ${view.procs.length} QEMU processes; restarts ${view.vms.reduce((n, v) => n + v.restarts, 0)}`,
+    );
     const health2 = (await (await agent.api('/health')).json()) as { vm_count: number };
     assert.equal(health2.vm_count, view.vms.length);
 
     // Delete everything at once: nothing may be left.
     const deletes = await Promise.all(
       view.vms.map(async (vm) => {
-        const res = await agent.api(`/vms/${vm.workshop_id}/${vm.seat_id}`, { method: 'DELETE', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+        const res = await agent.api(`/vms/${vm.workshop_id}/${vm.seat_id}`, {
+          method: 'DELETE',
+          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        });
         return `${vm.workshop_id}/${vm.seat_id} ${res.status} ${await res.text()}`;
       }),
     );
-    assert.ok(deletes.every((d) => / 204 $/.test(d)), deletes.join('\n'));
+    assert.ok(
+      deletes.every((d) => / 204 $/.test(d)),
+      deletes.join('\n'),
+    );
     const empty = hostView(agent, await settled(agent, 60_000));
     assert.deepEqual(empty.vms, []);
     assert.deepEqual(empty.taps, [], 'no TAP left');

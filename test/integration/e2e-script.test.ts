@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { requireTestNetns, startAgent } from '../helpers/agent-process.ts';
+import { requireTestNetns, startAgent } from '../support/agent-process.ts';
 
 requireTestNetns();
 const SCRIPT = new URL('../../scripts/test-e2e-local.sh', import.meta.url).pathname;

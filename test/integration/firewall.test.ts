@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { requireTestNetns } from '../helpers/agent-process.ts';
+import { requireTestNetns } from '../support/agent-process.ts';
 import { applyFirewall, parseEgress } from '../../src/network/firewall.ts';
 import { ensureBridge } from '../../src/network/links.ts';
 import { parseCidr } from '../../src/network/cidr.ts';

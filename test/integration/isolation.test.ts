@@ -8,8 +8,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { json, requireTestNetns, startAgent, type AgentProcess } from '../helpers/agent-process.ts';
-import { TerminalClient } from '../helpers/terminal-client.ts';
+import { json, requireTestNetns, startAgent, type AgentProcess } from '../support/agent-process.ts';
+import { TerminalClient } from '../support/terminal-client.ts';
 
 const NETNS = requireTestNetns();
 const INTERNET_NS = `${NETNS}-inet`;
@@ -51,8 +51,18 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
     sh('ip', ['-n', INTERNET_NS, 'addr', 'add', '203.0.113.10/24', 'dev', 'wan0']);
     sh('ip', ['-n', INTERNET_NS, 'link', 'set', 'wan0', 'up']);
     sh('ip', ['-n', INTERNET_NS, 'link', 'set', 'lo', 'up']);
-    internet = spawn('ip', ['netns', 'exec', INTERNET_NS, process.execPath, '-e',
-      "require('http').createServer((q,s)=>s.end('internet-ok from '+q.socket.remoteAddress)).listen(8080,'203.0.113.10')"], { stdio: 'ignore' });
+    internet = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        INTERNET_NS,
+        process.execPath,
+        '-e',
+        "require('http').createServer((q,s)=>s.end('internet-ok from '+q.socket.remoteAddress)).listen(8080,'203.0.113.10')",
+      ],
+      { stdio: 'ignore' },
+    );
     metadata = createServer((req, res) => {
       metadataHits.push(`${req.socket.remoteAddress} ${req.url}`);
       res.end('{"token":"cloud-credentials"}');
@@ -64,7 +74,11 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
 
     // Exposed on every address, the bridge's included: reachable by a guest unless the firewall stops it.
     agent = await startAgent({ port: PORT, token: TOKEN, env: { HOST: '0.0.0.0', WORKSPACE_TOKEN_SECRET: SECRET, EGRESS: 'nat' } });
-    const wanted: [string, number][] = [['team-a', 1], ['team-a', 2], ['team-b', 1]];
+    const wanted: [string, number][] = [
+      ['team-a', 1],
+      ['team-a', 2],
+      ['team-b', 1],
+    ];
     const created = await Promise.all(
       wanted.map(async ([ws, seat]) => {
         const res = await agent.api('/vms', json({ workshop_id: ws, seat_id: seat, wait: 'ready', wait_timeout_s: 240 }));
@@ -74,7 +88,10 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
       }),
     );
     for (const vm of created) {
-      const term = TerminalClient.connect(`ws://127.0.0.1:${PORT}/proxy/${vm.ws}/${vm.seat}/terminal`, { headers: { authorization: `Bearer ${TOKEN}` }, timeoutMs: 60_000 });
+      const term = TerminalClient.connect(`ws://127.0.0.1:${PORT}/proxy/${vm.ws}/${vm.seat}/terminal`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+        timeoutMs: 60_000,
+      });
       await term.opened;
       seats.push({ ...vm, term });
     }
@@ -106,8 +123,14 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
     for (const target of [seat('team-a', 2), seat('team-b', 1)]) {
       assert.match(await a1.term.run(`ping -c 2 -W 1 ${target.ip} >/dev/null 2>&1; echo ping=$?`), /ping=[12]/, `ping ${target.ip}`);
       // Port 3002 is the target's file server: listening, so only the firewall can stop this.
-      assert.match(await a1.term.run(`timeout 4 bash -c 'echo > /dev/tcp/${target.ip}/3002' 2>/dev/null; echo tcp=$?`), /tcp=(1|124)/, `tcp ${target.ip}`);
-      await target.term.run(`rm -f /tmp/udp.out; (timeout 6 python3 -c "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',5555));print('GOT',s.recvfrom(64))" > /tmp/udp.out 2>&1 &)`);
+      assert.match(
+        await a1.term.run(`timeout 4 bash -c 'echo > /dev/tcp/${target.ip}/3002' 2>/dev/null; echo tcp=$?`),
+        /tcp=(1|124)/,
+        `tcp ${target.ip}`,
+      );
+      await target.term.run(
+        `rm -f /tmp/udp.out; (timeout 6 python3 -c "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',5555));print('GOT',s.recvfrom(64))" > /tmp/udp.out 2>&1 &)`,
+      );
       // Only a bound listener makes "nothing received" mean something (5555 = 0x15B3).
       for (let tries = 0; !/bound/.test(await target.term.run("grep -q ':15B3 ' /proc/net/udp && echo bound || echo waiting")); tries++) {
         assert.ok(tries < 40, `the UDP listener on ${target.ip} is bound`);
@@ -135,7 +158,10 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
     // The stand-in works: from the host side it answers.
     const res = await fetch('http://169.254.169.254/probe');
     assert.equal(res.status, 200);
-    assert.deepEqual(metadataHits.filter((h) => !h.endsWith('/probe')), []);
+    assert.deepEqual(
+      metadataHits.filter((h) => !h.endsWith('/probe')),
+      [],
+    );
   });
 
   test('the learner is not root in the guest', async () => {
@@ -157,7 +183,10 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
     await assert.rejects(other.opened, /HTTP 403/);
     const files = await fetch(`http://127.0.0.1:${PORT}/proxy/team-a/1/files/`, { headers: { authorization: `Bearer ${token}` } });
     assert.equal(files.status, 200);
-    assert.equal((await fetch(`http://127.0.0.1:${PORT}/proxy/team-b/1/files/`, { headers: { authorization: `Bearer ${token}` } })).status, 403);
+    assert.equal(
+      (await fetch(`http://127.0.0.1:${PORT}/proxy/team-b/1/files/`, { headers: { authorization: `Bearer ${token}` } })).status,
+      403,
+    );
     assert.equal((await fetch(`http://127.0.0.1:${PORT}/vms`, { headers: { authorization: `Bearer ${token}` } })).status, 403);
     const logs = agent.logs();
     assert.ok(!logs.includes(token), 'the learner token is not in the agent log');
@@ -173,8 +202,15 @@ describe('isolation between learners, the host and the cloud', { timeout: 20 * 6
     ];
     for (const [egress, reachable] of cases) {
       await agent.kill('SIGTERM');
-      agent = await startAgent({ port: PORT, token: TOKEN, stateDir: agent.stateDir, env: { HOST: '0.0.0.0', WORKSPACE_TOKEN_SECRET: SECRET, EGRESS: egress } });
-      const term = TerminalClient.connect(`ws://127.0.0.1:${PORT}/proxy/team-a/1/terminal`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      agent = await startAgent({
+        port: PORT,
+        token: TOKEN,
+        stateDir: agent.stateDir,
+        env: { HOST: '0.0.0.0', WORKSPACE_TOKEN_SECRET: SECRET, EGRESS: egress },
+      });
+      const term = TerminalClient.connect(`ws://127.0.0.1:${PORT}/proxy/team-a/1/terminal`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
       await term.opened;
       const out = await term.run('curl -sS -m 5 http://203.0.113.10:8080/; echo " curl=$?"');
       term.close();

@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { json, requireTestNetns, startAgent, type AgentProcess } from '../helpers/agent-process.ts';
-import { TerminalClient } from '../helpers/terminal-client.ts';
+import { json, requireTestNetns, startAgent, type AgentProcess } from '../support/agent-process.ts';
+import { TerminalClient } from '../support/terminal-client.ts';
 
 requireTestNetns();
 const WS = 'lab';
@@ -104,7 +104,11 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
     assert.equal(await got.body.text(), 'print(42)\n');
     const list = await request(`${base}/files/`);
     const listing = (await list.body.json()) as { entries: { name: string; type: string }[] };
-    for (const name of ['notes', 'src']) assert.ok(listing.entries.some((e) => e.name === name && e.type === 'directory'), name);
+    for (const name of ['notes', 'src'])
+      assert.ok(
+        listing.entries.some((e) => e.name === name && e.type === 'directory'),
+        name,
+      );
     const range = await request(`${base}/files/src/main.py`, { headers: { range: 'bytes=6-7' } });
     assert.equal(range.statusCode, 206);
     assert.equal(await range.body.text(), '42');
@@ -114,7 +118,14 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
     const t = terminal();
     await t.opened;
     await t.run('ln -sfn /etc ~/etc-link');
-    for (const path of ['../../etc/passwd', '%2e%2e/%2e%2e/etc/passwd', '..%2f..%2fetc%2fpasswd', '%252e%252e/etc/passwd', 'etc-link/passwd', '%2Fetc%2Fpasswd']) {
+    for (const path of [
+      '../../etc/passwd',
+      '%2e%2e/%2e%2e/etc/passwd',
+      '..%2f..%2fetc%2fpasswd',
+      '%252e%252e/etc/passwd',
+      'etc-link/passwd',
+      '%2Fetc%2Fpasswd',
+    ]) {
       const res = await request(`${base}/files/${path}`);
       const body = await res.body.text();
       assert.ok(res.statusCode === 403 || res.statusCode === 404, `${path}: ${res.statusCode} ${body}`);
@@ -163,7 +174,11 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
     assert.equal(received, size);
     assert.equal(downHash.digest('hex'), upHash.digest('hex'));
     const vmAfter = (await (await agent.api(`/vms/${WS}/${SEAT}`)).json()) as { pid: number; restarts: number };
-    assert.deepEqual(vmAfter, { ...vmAfter, pid: vmBefore.pid, restarts: vmBefore.restarts }, 'the VM ran through it (no VMM crash, no OOM kill)');
+    assert.deepEqual(
+      vmAfter,
+      { ...vmAfter, pid: vmBefore.pid, restarts: vmBefore.restarts },
+      'the VM ran through it (no VMM crash, no OOM kill)',
+    );
     t.diagnostic(`agent RSS: ${baseline} MiB before, peak ${upPeak} MiB during the upload, ${downPeak} MiB during the download`);
     // Streaming, not buffering: the agent grows by far less than the 200 MB that went through it.
     assert.ok(upPeak - baseline < 80, `upload: agent RSS ${baseline} -> ${upPeak} MiB`);

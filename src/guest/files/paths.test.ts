@@ -27,16 +27,41 @@ describe('parseRequestPath', () => {
   });
 
   it('refuses traversal, absolute paths, NUL and double encoding', () => {
-    for (const p of ['..', '../x', 'a/../../x', '%2e%2e/x', '%2E%2e', '..%2fx', 'a%2F..%2F..', '%252e%252e/x', '%25252e%25252e', '/etc', '%2Fetc', 'a%00b', '..%5cx', '%255c..%255c']) {
-      assert.equal(code(() => parseRequestPath(p)), 'forbidden_path', p);
+    for (const p of [
+      '..',
+      '../x',
+      'a/../../x',
+      '%2e%2e/x',
+      '%2E%2e',
+      '..%2fx',
+      'a%2F..%2F..',
+      '%252e%252e/x',
+      '%25252e%25252e',
+      '/etc',
+      '%2Fetc',
+      'a%00b',
+      '..%5cx',
+      '%255c..%255c',
+    ]) {
+      assert.equal(
+        code(() => parseRequestPath(p)),
+        'forbidden_path',
+        p,
+      );
     }
-    assert.equal(code(() => parseRequestPath('%zz')), 'invalid_request');
+    assert.equal(
+      code(() => parseRequestPath('%zz')),
+      'invalid_request',
+    );
   });
 
   it('parses body paths without decoding', () => {
     assert.deepEqual(parseWorkspacePath('/a//b/'), ['a', 'b']);
     assert.deepEqual(parseWorkspacePath('%2e%2e'), ['%2e%2e']);
-    assert.equal(code(() => parseWorkspacePath('/a/../..')), 'forbidden_path');
+    assert.equal(
+      code(() => parseWorkspacePath('/a/../..')),
+      'forbidden_path',
+    );
   });
 });
 

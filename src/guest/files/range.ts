@@ -1,9 +1,6 @@
 // Single byte-range requests (RFC 9110 §14). Multiple ranges are ignored (full 200 response).
 
-export type RangeResult =
-  | { kind: 'none' }
-  | { kind: 'range'; start: number; end: number }
-  | { kind: 'unsatisfiable' };
+export type RangeResult = { kind: 'none' } | { kind: 'range'; start: number; end: number } | { kind: 'unsatisfiable' };
 
 const RANGE_RE = /^bytes=(\d*)-(\d*)$/i;
 

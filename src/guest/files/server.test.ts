@@ -21,7 +21,12 @@ interface Reply {
 }
 
 /** Raw HTTP request: the path is sent exactly as given (no URL normalisation, unlike fetch). */
-function request(port: number, method: string, rawPath: string, opts: { body?: Buffer | string; headers?: Record<string, string> } = {}): Promise<Reply> {
+function request(
+  port: number,
+  method: string,
+  rawPath: string,
+  opts: { body?: Buffer | string; headers?: Record<string, string> } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method, path: rawPath, headers: opts.headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
@@ -116,7 +121,10 @@ describe('files server', () => {
       ]);
       const hello = body.entries.find((e) => e.name === 'hello.txt');
       assert.ok(hello);
-      assert.deepEqual({ ...hello, modified_at: undefined }, { name: 'hello.txt', path: '/hello.txt', type: 'file', size: 12, modified_at: undefined });
+      assert.deepEqual(
+        { ...hello, modified_at: undefined },
+        { name: 'hello.txt', path: '/hello.txt', type: 'file', size: 12, modified_at: undefined },
+      );
       assert.ok(!Number.isNaN(Date.parse(hello.modified_at)));
     }
     const sub = (await call('GET', '/files/sub')).json<{ path: string; entries: Entry[] }>();
@@ -131,7 +139,10 @@ describe('files server', () => {
     const data = randomBytes(6 * 1024 * 1024 + 123);
     const created = await call('PUT', '/files/up/load/data.bin', { body: data });
     assert.equal(created.status, 201);
-    assert.deepEqual({ ...created.json<Entry>(), modified_at: undefined }, { name: 'data.bin', path: '/up/load/data.bin', type: 'file', size: data.length, modified_at: undefined });
+    assert.deepEqual(
+      { ...created.json<Entry>(), modified_at: undefined },
+      { name: 'data.bin', path: '/up/load/data.bin', type: 'file', size: data.length, modified_at: undefined },
+    );
     const got = await call('GET', '/files/up/load/data.bin');
     assert.equal(got.status, 200);
     assert.equal(got.headers['content-length'], String(data.length));
@@ -211,7 +222,9 @@ describe('files server', () => {
     const clash = await call('POST', '/files/mv/new/uno.txt', { body: JSON.stringify({ action: 'move', to: '/mv/two.txt' }) });
     assert.equal(clash.status, 409);
     assert.equal(clash.json().code, 'exists');
-    const forced = await call('POST', '/files/mv/new/uno.txt', { body: JSON.stringify({ action: 'move', to: '/mv/two.txt', overwrite: true }) });
+    const forced = await call('POST', '/files/mv/new/uno.txt', {
+      body: JSON.stringify({ action: 'move', to: '/mv/two.txt', overwrite: true }),
+    });
     assert.equal(forced.status, 200);
     assert.equal((await call('GET', '/files/mv/two.txt')).body.toString(), 'one');
     const dir = await call('POST', '/files/mv/new', { body: JSON.stringify({ action: 'move', to: 'mv/renamed' }) });
@@ -272,7 +285,13 @@ describe('files server', () => {
       }
     }
     // writes through links that leave the workspace
-    for (const p of ['/files/etc-link/ct-should-not-exist', '/files/out-link/new.txt', '/files/out-link/nested/new.txt', '/files/dangling-out', '/files/secret-link']) {
+    for (const p of [
+      '/files/etc-link/ct-should-not-exist',
+      '/files/out-link/new.txt',
+      '/files/out-link/nested/new.txt',
+      '/files/dangling-out',
+      '/files/secret-link',
+    ]) {
       const res = await call('PUT', p, { body: 'pwned' });
       assert.equal(res.status, 403, `PUT ${p}`);
     }
@@ -336,14 +355,17 @@ describe('files server', () => {
 
       // chunked: no Content-Length, counted while streaming
       const counted = await new Promise<Reply>((resolve, reject) => {
-        const req = http.request({ host: '127.0.0.1', port: small.port, method: 'PUT', path: '/files/big/counted.bin', agent: false }, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const body = Buffer.concat(chunks);
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: <T>() => JSON.parse(body.toString()) as T });
-          });
-        });
+        const req = http.request(
+          { host: '127.0.0.1', port: small.port, method: 'PUT', path: '/files/big/counted.bin', agent: false },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => {
+              const body = Buffer.concat(chunks);
+              resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: <T>() => JSON.parse(body.toString()) as T });
+            });
+          },
+        );
         req.on('error', reject);
         for (let i = 0; i < 8; i += 1) req.write(big.subarray(i * 256 * 1024, (i + 1) * 256 * 1024));
         req.end();

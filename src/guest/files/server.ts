@@ -177,7 +177,9 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
       let start = 0;
       let end = st.size - 1;
       let status = 200;
-      const range = ifRangeAllows(singleHeader(req, 'if-range'), etag, st) ? parseRange(req.headers.range, st.size) : { kind: 'none' as const };
+      const range = ifRangeAllows(singleHeader(req, 'if-range'), etag, st)
+        ? parseRange(req.headers.range, st.size)
+        : { kind: 'none' as const };
       if (range.kind === 'unsatisfiable') {
         sendJson(res, 416, { error: 'range not satisfiable', code: 'range_not_satisfiable' }, { 'Content-Range': `bytes */${st.size}` });
         return;
@@ -259,8 +261,10 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
         await rename(source, dest);
       } catch (err) {
         const code = errnoOf(err);
-        if (code === 'ENOTDIR' || code === 'EISDIR') throw new HttpError(409, 'exists', `${logicalPath(toSegments)} exists with a different type`);
-        if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new HttpError(409, 'directory_not_empty', `${logicalPath(toSegments)} is a directory that is not empty`);
+        if (code === 'ENOTDIR' || code === 'EISDIR')
+          throw new HttpError(409, 'exists', `${logicalPath(toSegments)} exists with a different type`);
+        if (code === 'ENOTEMPTY' || code === 'EEXIST')
+          throw new HttpError(409, 'directory_not_empty', `${logicalPath(toSegments)} is a directory that is not empty`);
         throw err;
       }
       logger.info('entry_moved', { from: logicalPath(segments), to: logicalPath(toSegments) });

@@ -159,7 +159,10 @@ export async function sweepStaleUploads(root: string, maxEntries = 200_000): Pro
       const full = path.join(dir, entry.name);
       if (entry.isDirectory()) pending.push(full);
       else if (entry.isFile() && isUploadTemp(entry.name)) {
-        await remove(full).then(() => removed++, () => undefined);
+        await remove(full).then(
+          () => removed++,
+          () => undefined,
+        );
       }
     }
   }

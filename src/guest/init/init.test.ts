@@ -27,7 +27,12 @@ test('sourcing clarateach-init does not run it', () => {
 });
 
 test('netmasks become prefix lengths', () => {
-  assert.equal(bash('mask_to_prefix 255.255.255.0; mask_to_prefix 255.255.0.0; mask_to_prefix 255.255.255.252; mask_to_prefix 24; mask_to_prefix 255.0.255.0'), '24\n16\n30\n24\n\n');
+  assert.equal(
+    bash(
+      'mask_to_prefix 255.255.255.0; mask_to_prefix 255.255.0.0; mask_to_prefix 255.255.255.252; mask_to_prefix 24; mask_to_prefix 255.0.255.0',
+    ),
+    '24\n16\n30\n24\n\n',
+  );
 });
 
 test('ip= in the standard form', () => {
@@ -57,7 +62,10 @@ test('ip= that cannot be used is reported, ip=off and dhcp are recognised', () =
 test('ACPI power-off is detected from an _S5 object in the DSDT', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ct-dsdt-'));
   try {
-    writeFileSync(join(dir, 'with'), Buffer.concat([Buffer.from('DSDT\0\0\x01'), Buffer.from([0, 0x08]), Buffer.from('_S5_\x12\x06'), Buffer.alloc(8)]));
+    writeFileSync(
+      join(dir, 'with'),
+      Buffer.concat([Buffer.from('DSDT\0\0\x01'), Buffer.from([0, 0x08]), Buffer.from('_S5_\x12\x06'), Buffer.alloc(8)]),
+    );
     writeFileSync(join(dir, 'without'), Buffer.concat([Buffer.from('DSDT\0\0\x01'), Buffer.alloc(64, 0x5f)]));
     const check = (file: string): string => bash(`acpi_can_power_off ${JSON.stringify(join(dir, file))} && echo yes || echo no`);
     assert.equal(check('with'), 'yes\n');
@@ -79,8 +87,21 @@ test('service settings from services.env: TERMINAL_* and FILES_* lines only, oth
   const dir = mkdtempSync(join(tmpdir(), 'ct-init-'));
   try {
     const env = join(dir, 'services.env');
-    writeFileSync(env, ['# comment', 'TERMINAL_DETACHED_TTL_S=7200', 'FILES_MAX_UPLOAD_BYTES=1073741824', 'PATH=/evil', 'LD_PRELOAD=/x.so', '', 'TERMINAL_SHELL_X=a b'].join('\n'));
-    const out = bash(`SERVICES_ENV=${JSON.stringify(env)}; log() { echo "LOG $*"; }; read_service_settings; printf '[%s]\\n' "\${SERVICE_SETTINGS[@]}"`);
+    writeFileSync(
+      env,
+      [
+        '# comment',
+        'TERMINAL_DETACHED_TTL_S=7200',
+        'FILES_MAX_UPLOAD_BYTES=1073741824',
+        'PATH=/evil',
+        'LD_PRELOAD=/x.so',
+        '',
+        'TERMINAL_SHELL_X=a b',
+      ].join('\n'),
+    );
+    const out = bash(
+      `SERVICES_ENV=${JSON.stringify(env)}; log() { echo "LOG $*"; }; read_service_settings; printf '[%s]\\n' "\${SERVICE_SETTINGS[@]}"`,
+    );
     assert.match(out, /^\[TERMINAL_DETACHED_TTL_S=7200\]$/m);
     assert.match(out, /^\[FILES_MAX_UPLOAD_BYTES=1073741824\]$/m);
     assert.match(out, /^\[TERMINAL_SHELL_X=a b\]$/m);

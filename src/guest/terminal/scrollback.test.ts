@@ -49,8 +49,21 @@ describe('Scrollback', () => {
 describe('terminal protocol', () => {
   it('parses valid frames and rejects the rest', () => {
     assert.deepEqual(parseClientFrame('{"type":"input","data":"ls\\r"}'), { ok: true, frame: { type: 'input', data: 'ls\r' } });
-    assert.deepEqual(parseClientFrame('{"type":"resize","cols":120,"rows":40}'), { ok: true, frame: { type: 'resize', cols: 120, rows: 40 } });
-    for (const bad of ['', 'x', 'null', '[]', '"s"', '{}', '{"type":"input"}', '{"type":"resize","cols":"1","rows":2}', '{"type":"resize","cols":1001,"rows":2}']) {
+    assert.deepEqual(parseClientFrame('{"type":"resize","cols":120,"rows":40}'), {
+      ok: true,
+      frame: { type: 'resize', cols: 120, rows: 40 },
+    });
+    for (const bad of [
+      '',
+      'x',
+      'null',
+      '[]',
+      '"s"',
+      '{}',
+      '{"type":"input"}',
+      '{"type":"resize","cols":"1","rows":2}',
+      '{"type":"resize","cols":1001,"rows":2}',
+    ]) {
       assert.equal(parseClientFrame(bad).ok, false, bad);
     }
   });

@@ -7,7 +7,7 @@ import { WebSocket } from 'ws';
 import type { TerminalConfig } from '../shared/config.ts';
 import { silentLogger } from '../shared/log.ts';
 import { startTerminalServer } from './server.ts';
-import { TerminalClient } from '../../../test/helpers/terminal-client.ts';
+import { TerminalClient } from '../../../test/support/terminal-client.ts';
 import type { RunningServer } from './server.ts';
 
 const TIMEOUT_MS = 8000;
@@ -57,7 +57,13 @@ describe('terminal server', () => {
     };
   }
 
-  const env = (): Record<string, string> => ({ PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: workspace, LANG: 'C.UTF-8', PORT: '9999', NODE_ENV: 'production' });
+  const env = (): Record<string, string> => ({
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: workspace,
+    LANG: 'C.UTF-8',
+    PORT: '9999',
+    NODE_ENV: 'production',
+  });
 
   before(async () => {
     workspace = await mkdtemp(path.join(os.tmpdir(), 'ct-term-'));
@@ -118,7 +124,10 @@ describe('terminal server', () => {
     assert.equal(second.session.id, id);
     assert.ok(second.session.replayed_bytes > 0);
     const replay = second.frames[1];
-    assert.ok(replay && replay.type === 'output' && replay.data.includes('before-123-reconnect'), 'replay is the frame right after the session frame');
+    assert.ok(
+      replay && replay.type === 'output' && replay.data.includes('before-123-reconnect'),
+      'replay is the frame right after the session frame',
+    );
     second.input('echo again pid=$$');
     await second.waitForText(`again pid=${pid}`);
     await second.close();

@@ -84,7 +84,14 @@ export class Session {
   }
 
   info(): SessionInfo {
-    return { id: this.id, created_at: this.createdAt.toISOString(), attached: this.attached, pid: this.pid, cols: this.cols, rows: this.rows };
+    return {
+      id: this.id,
+      created_at: this.createdAt.toISOString(),
+      attached: this.attached,
+      pid: this.pid,
+      cols: this.cols,
+      rows: this.rows,
+    };
   }
 
   /**

@@ -32,7 +32,11 @@ describe('FirecrackerApiClient', () => {
           res.end(JSON.stringify({ app_name: 'Firecracker', id: 'x', state: 'Running', vmm_version: '1.8.0' }));
         } else if (req.url === '/boot-source') {
           res.writeHead(400, { 'Content-Type': 'application/json' });
-          res.end(JSON.stringify({ fault_message: 'Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)' }));
+          res.end(
+            JSON.stringify({
+              fault_message: 'Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)',
+            }),
+          );
         } else if (req.url === '/slow') {
           setTimeout(() => res.end(), 2_000);
         } else {

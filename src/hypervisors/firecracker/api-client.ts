@@ -3,14 +3,7 @@
 // bodies, so every request carries an explicit Content-Length and goes on its own connection.
 import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
-import type {
-  BootSource,
-  Drive,
-  InstanceActionInfo,
-  InstanceInfo,
-  MachineConfiguration,
-  NetworkInterface,
-} from './api-types.ts';
+import type { BootSource, Drive, InstanceActionInfo, InstanceInfo, MachineConfiguration, NetworkInterface } from './api-types.ts';
 
 export type ApiMethod = 'GET' | 'PUT' | 'PATCH';
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { VmLaunchSpec } from '../driver.ts';
 import { BOOT_ARGS_PREFIX, bootCalls, buildBootArgs } from './boot-requests.ts';
-import { FirecrackerSpecValidator } from './testing/openapi-validator.ts';
+import { FirecrackerSpecValidator } from '../../../test/support/firecracker/openapi-validator.ts';
 
 const spec: VmLaunchSpec = {
   id: 'ws1.4',
@@ -40,8 +40,16 @@ describe('boot requests', () => {
             boot_args: 'console=ttyS0 reboot=k panic=1 pci=off clarateach.halt=reboot ip=10.0.0.5::10.0.0.1:255.255.255.0:seat-4:eth0:off',
           },
         ],
-        ['PUT', '/drives/base', { drive_id: 'base', path_on_host: '/var/lib/ct/images/rootfs.ext4', is_root_device: false, is_read_only: true }],
-        ['PUT', '/drives/layer', { drive_id: 'layer', path_on_host: '/var/lib/ct/vms/ws1.4/layer.ext4', is_root_device: false, is_read_only: false }],
+        [
+          'PUT',
+          '/drives/base',
+          { drive_id: 'base', path_on_host: '/var/lib/ct/images/rootfs.ext4', is_root_device: false, is_read_only: true },
+        ],
+        [
+          'PUT',
+          '/drives/layer',
+          { drive_id: 'layer', path_on_host: '/var/lib/ct/vms/ws1.4/layer.ext4', is_root_device: false, is_read_only: false },
+        ],
         ['PUT', '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'ct-ws1-4', guest_mac: '06:00:0a:00:00:05' }],
         ['PUT', '/actions', { action_type: 'InstanceStart' }],
       ],

@@ -45,7 +45,9 @@ export function jailedInstanceId(vmId: string, chrootBaseDir: string, execName: 
   const fixedBytes = Buffer.byteLength(join(chrootBaseDir, execName, 'x', 'root', API_SOCKET_NAME)) - 1;
   const idBudget = Math.min(64, MAX_SOCKET_PATH_BYTES - fixedBytes);
   if (idBudget < 9) {
-    throw new Error(`chrootBaseDir "${chrootBaseDir}" is too long: the jail's API socket path would not fit in ${MAX_SOCKET_PATH_BYTES} bytes`);
+    throw new Error(
+      `chrootBaseDir "${chrootBaseDir}" is too long: the jail's API socket path would not fit in ${MAX_SOCKET_PATH_BYTES} bytes`,
+    );
   }
   return firecrackerInstanceId(vmId, idBudget);
 }
@@ -146,11 +148,16 @@ function jailerCommand(input: VmmCommandInput, jailer: JailerOptions): VmmComman
   const instanceId = jailedInstanceId(input.vmId, chrootBase, execName);
 
   const args: string[] = [
-    '--id', instanceId,
-    '--exec-file', execFile,
-    '--uid', requireId('uid', jailer.uid),
-    '--gid', requireId('gid', jailer.gid),
-    '--chroot-base-dir', chrootBase,
+    '--id',
+    instanceId,
+    '--exec-file',
+    execFile,
+    '--uid',
+    requireId('uid', jailer.uid),
+    '--gid',
+    requireId('gid', jailer.gid),
+    '--chroot-base-dir',
+    chrootBase,
   ];
   if (jailer.cgroupVersion !== undefined) args.push('--cgroup-version', String(jailer.cgroupVersion));
   if (jailer.parentCgroup !== undefined) {

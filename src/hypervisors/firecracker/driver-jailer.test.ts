@@ -1,4 +1,4 @@
-// The Firecracker driver through the jailer, against the stand-in jailer (testing/fake-jailer.ts:
+// The Firecracker driver through the jailer, against the stand-in jailer (test/support/firecracker/fake-jailer.ts:
 // checks its argv as docs/jailer.md has it, builds the jail, drops to the VM's uid/gid for real)
 // and the stand-in Firecracker (every API request checked against the OpenAPI document, every path
 // resolved inside the jail). Needs root: chown, mknod, setpriv, cgroups.
@@ -10,17 +10,25 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cgroupPathsOf, listVmCgroups, openVmCgroup, parseMountinfo, readProcessCgroups, vmCgroupSettings, type CgroupPlacement } from '../cgroups/index.ts';
-import { createFakeCgroupV2 } from '../cgroups/testing/fake-cgroupfs.ts';
-import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../cgroups/testing/test-cgroups.ts';
-import { processStartTime } from '../process.ts';
+import {
+  cgroupPathsOf,
+  listVmCgroups,
+  openVmCgroup,
+  parseMountinfo,
+  readProcessCgroups,
+  vmCgroupSettings,
+  type CgroupPlacement,
+} from '../../host/cgroups/index.ts';
+import { createFakeCgroupV2 } from '../../../test/support/cgroups/fake-cgroupfs.ts';
+import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../../../test/support/cgroups/test-cgroups.ts';
+import { processStartTime } from '../../host/process.ts';
 import { bootCalls } from './boot-requests.ts';
 import { firecrackerInstanceId } from './command.ts';
 import { createFirecrackerDriver, FirecrackerStartError, type FirecrackerDriverOptions } from './driver.ts';
 import { JAIL_CACHE_DIR, jailedSpec } from './jail.ts';
-import { loggedPids, loggedRequests, readJsonLines } from './testing/fake-firecracker-shim.ts';
-import { loggedJailerArgv } from './testing/fake-jailer-shim.ts';
-import { createVmFixture, type VmFixture } from './testing/fixtures.ts';
+import { loggedPids, loggedRequests, readJsonLines } from '../../../test/support/firecracker/fake-firecracker-shim.ts';
+import { loggedJailerArgv } from '../../../test/support/firecracker/fake-jailer-shim.ts';
+import { createVmFixture, type VmFixture } from '../../../test/support/firecracker/fixtures.ts';
 
 const SOCKET_TIMEOUT_MS = 30_000;
 const MIB = 1024 * 1024;
@@ -65,7 +73,9 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     await fx.cleanup();
   });
 
-  function driver(options: Partial<FirecrackerDriverOptions> & { firecrackerBin: string; jailerBin: string }): ReturnType<typeof createFirecrackerDriver> {
+  function driver(
+    options: Partial<FirecrackerDriverOptions> & { firecrackerBin: string; jailerBin: string },
+  ): ReturnType<typeof createFirecrackerDriver> {
     return createFirecrackerDriver({
       apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
       log: (m) => logs.push(m),
@@ -99,16 +109,26 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     // The exact command line (docs/jailer.md): everything after `--` goes to Firecracker.
     assert.deepEqual(loggedJailerArgv(fx.jailerLog), [
       [
-        '--id', ID,
-        '--exec-file', realFirecracker,
-        '--uid', String(VM_UID),
-        '--gid', String(VM_UID),
-        '--chroot-base-dir', chrootBase,
-        '--cgroup-version', String(area.layout.version),
-        '--parent-cgroup', area.rootRelativeParent,
+        '--id',
+        ID,
+        '--exec-file',
+        realFirecracker,
+        '--uid',
+        String(VM_UID),
+        '--gid',
+        String(VM_UID),
+        '--chroot-base-dir',
+        chrootBase,
+        '--cgroup-version',
+        String(area.layout.version),
+        '--parent-cgroup',
+        area.rootRelativeParent,
         ...expectedCgroupArgs(),
-        '--netns', netns,
-        '--', '--api-sock', '/firecracker.sock',
+        '--netns',
+        netns,
+        '--',
+        '--api-sock',
+        '/firecracker.sock',
       ],
     ]);
 
@@ -122,7 +142,18 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     const chrootDir = join(jailDir, 'root');
     assert.equal(listening?.chroot, chrootDir);
     const fcArgs = (listening?.args as string[]).map((a) => (/^\d+$/.test(a) ? 'N' : a));
-    assert.deepEqual(fcArgs, ['--id', ID, '--start-time-us', 'N', '--start-time-cpu-us', 'N', '--parent-cpu-time-us', 'N', '--api-sock', '/firecracker.sock']);
+    assert.deepEqual(fcArgs, [
+      '--id',
+      ID,
+      '--start-time-us',
+      'N',
+      '--start-time-cpu-us',
+      'N',
+      '--parent-cpu-time-us',
+      'N',
+      '--api-sock',
+      '/firecracker.sock',
+    ]);
     assert.equal(readlinkSync(`/proc/${proc.pid}/ns/net`), readlinkSync(netns), 'joined the given network namespace');
     assert.match(readFileSync(`/proc/${proc.pid}/limits`, 'utf8'), /Max open files\s+2048\s+2048/, "the jailer's default no-file limit");
 
@@ -130,7 +161,11 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     const root = statSync(chrootDir);
     assert.equal(root.uid, VM_UID);
     assert.equal(root.mode & 0o777, 0o700);
-    for (const [name, source] of [['vmlinux', fx.spec.kernelPath], ['initrd.img', fx.spec.initrdPath], ['rootfs.ext4', fx.spec.baseDiskPath]] as const) {
+    for (const [name, source] of [
+      ['vmlinux', fx.spec.kernelPath],
+      ['initrd.img', fx.spec.initrdPath],
+      ['rootfs.ext4', fx.spec.baseDiskPath],
+    ] as const) {
       const inJail = statSync(join(chrootDir, name));
       assert.equal(inJail.ino, statSync(source).ino, `${name} hard-linked`);
       assert.equal(inJail.uid, 0, `${name} stays root's`);
@@ -140,7 +175,10 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     assert.equal(layer.uid, VM_UID);
     assert.equal(layer.gid, VM_UID);
     assert.equal(layer.mode & 0o777, 0o600);
-    for (const [device, maj, min] of [['dev/kvm', 10, 232], ['dev/net/tun', 10, 200]] as const) {
+    for (const [device, maj, min] of [
+      ['dev/kvm', 10, 232],
+      ['dev/net/tun', 10, 200],
+    ] as const) {
       const st = lstatSync(join(chrootDir, device));
       assert.ok(st.isCharacterDevice(), device);
       assert.deepEqual([major(st.rdev), minor(st.rdev), st.uid], [maj, min, VM_UID], device);
@@ -156,8 +194,14 @@ describe('Firecracker driver through the jailer', { skip }, () => {
       bootCalls(jailedSpec(fx.spec)).map((c) => ({ method: c.method, path: c.path, body: c.body, status: 204 })),
     );
     assert.deepEqual(
-      requests.filter((r) => r.path === '/boot-source' || r.path.startsWith('/drives/')).map((r) => JSON.stringify(r.body).match(/"(kernel_image_path|initrd_path|path_on_host)":"[^"]*"/g)),
-      [['"kernel_image_path":"/vmlinux"', '"initrd_path":"/initrd.img"'], ['"path_on_host":"/rootfs.ext4"'], ['"path_on_host":"/layer.ext4"']],
+      requests
+        .filter((r) => r.path === '/boot-source' || r.path.startsWith('/drives/'))
+        .map((r) => JSON.stringify(r.body).match(/"(kernel_image_path|initrd_path|path_on_host)":"[^"]*"/g)),
+      [
+        ['"kernel_image_path":"/vmlinux"', '"initrd_path":"/initrd.img"'],
+        ['"path_on_host":"/rootfs.ext4"'],
+        ['"path_on_host":"/layer.ext4"'],
+      ],
     );
     assert.deepEqual(readJsonLines(fx.violationsLog), []);
 
@@ -179,7 +223,10 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     assert.equal(await cgroup.exists(), false, 'cgroup removed');
     assert.deepEqual(await listVmCgroups(area.placement), []);
     assert.ok(existsSync(fx.spec.layerDiskPath), "the VM's layer itself is kept");
-    assert.ok(readJsonLines(fx.requestLog).some((e) => e.event === 'exit' && e.code === 0), 'shut down gracefully (Ctrl-Alt-Del)');
+    assert.ok(
+      readJsonLines(fx.requestLog).some((e) => e.event === 'exit' && e.code === 0),
+      'shut down gracefully (Ctrl-Alt-Del)',
+    );
   });
 
   test('--new-pid-ns: the VMM pid comes from the pid file the jailer writes; stop works on it', async () => {
@@ -204,16 +251,25 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     writeFileSync(join(fake.root, 'cgroup.subtree_control'), 'cpu memory\n');
     fake.kernelMkdir(join(fake.root, 'clarateach'));
     const placement: CgroupPlacement = { detect: { root: fake.root, mountinfoPath: fake.mountinfoPath } };
-    const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer({ procMounts: fake.procMountsPath }), cgroup: placement });
+    const d = driver({
+      firecrackerBin: fx.fakeFirecracker(),
+      jailerBin: fx.fakeJailer({ procMounts: fake.procMountsPath }),
+      cgroup: placement,
+    });
     const proc = await d.start(fx.spec);
     const [argv] = loggedJailerArgv(fx.jailerLog);
     const memory = String(544 * MIB);
     assert.deepEqual(argv?.slice(argv.indexOf('--cgroup-version'), argv.indexOf('--')), [
-      '--cgroup-version', '2',
-      '--parent-cgroup', 'clarateach',
-      '--cgroup', 'cpu.max=200000 100000',
-      '--cgroup', `memory.max=${memory}`,
-      '--cgroup', 'memory.swap.max=0',
+      '--cgroup-version',
+      '2',
+      '--parent-cgroup',
+      'clarateach',
+      '--cgroup',
+      'cpu.max=200000 100000',
+      '--cgroup',
+      `memory.max=${memory}`,
+      '--cgroup',
+      'memory.swap.max=0',
     ]);
     const leaf = join(fake.root, 'clarateach', ID);
     assert.equal(fake.read(join(leaf, 'cpu.max')), '200000 100000\n');
@@ -229,7 +285,10 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   });
 
   test('a start that fails leaves no process, no jail and no cgroup', async () => {
-    const d = driver({ firecrackerBin: fx.fakeFirecracker({ failInstanceStart: 'Kvm error: Permission denied (os error 13)' }), jailerBin: fx.fakeJailer() });
+    const d = driver({
+      firecrackerBin: fx.fakeFirecracker({ failInstanceStart: 'Kvm error: Permission denied (os error 13)' }),
+      jailerBin: fx.fakeJailer(),
+    });
     await assert.rejects(d.start(fx.spec), (error: unknown) => {
       assert.ok(error instanceof FirecrackerStartError);
       assert.match(error.faultMessage ?? '', /Permission denied/);
@@ -265,7 +324,9 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   });
 
   test('refuses a uid that a live process already runs as', async () => {
-    const sleeper = spawn('setpriv', [`--reuid=${VM_UID}`, `--regid=${VM_UID}`, '--clear-groups', '--', 'sleep', '30'], { stdio: 'ignore' });
+    const sleeper = spawn('setpriv', [`--reuid=${VM_UID}`, `--regid=${VM_UID}`, '--clear-groups', '--', 'sleep', '30'], {
+      stdio: 'ignore',
+    });
     try {
       assert.ok(sleeper.pid !== undefined);
       // setpriv runs as root until it has switched users.
@@ -306,7 +367,10 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     assert.equal(existsSync(jailDir), false, 'its jail removed');
     assert.deepEqual(await listVmCgroups(area.placement), [], 'its cgroup removed');
     assert.ok(existsSync(notOurs), 'a directory the jailer would not have made is left alone');
-    assert.ok(logs.some((l) => l.includes(`firecracker ${ID}: removed`)), logs.join('\n'));
+    assert.ok(
+      logs.some((l) => l.includes(`firecracker ${ID}: removed`)),
+      logs.join('\n'),
+    );
   });
 
   test('chroot base on another filesystem: images copied once into its cache, the layer bind-mounted', async () => {
@@ -319,7 +383,9 @@ describe('Firecracker driver through the jailer', { skip }, () => {
       const kernel = statSync(join(chrootDir, 'vmlinux'));
       assert.notEqual(kernel.ino, statSync(fx.spec.kernelPath).ino, 'a copy');
       assert.equal(kernel.nlink, 2, 'hard-linked from the cache');
-      const layerMounted = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).some((m) => m.mountPoint === join(chrootDir, 'layer.ext4'));
+      const layerMounted = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).some(
+        (m) => m.mountPoint === join(chrootDir, 'layer.ext4'),
+      );
       assert.ok(layerMounted, 'layer bind-mounted');
       assert.equal(statSync(join(chrootDir, 'layer.ext4')).ino, statSync(fx.spec.layerDiskPath).ino, 'the very same file');
       assert.deepEqual(readJsonLines(fx.violationsLog), []);

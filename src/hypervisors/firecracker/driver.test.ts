@@ -1,4 +1,4 @@
-// The Firecracker driver against the stand-in (testing/fake-firecracker.ts), which checks every
+// The Firecracker driver against the stand-in (test/support/firecracker/fake-firecracker.ts), which checks every
 // request against Firecracker's OpenAPI document and logs any violation.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -7,16 +7,16 @@ import { existsSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
-import { cgroupPathsOf, listVmCgroups, openVmCgroup, readProcessCgroups, type CgroupPlacement } from '../cgroups/index.ts';
-import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../cgroups/testing/test-cgroups.ts';
+import { cgroupPathsOf, listVmCgroups, openVmCgroup, readProcessCgroups, type CgroupPlacement } from '../../host/cgroups/index.ts';
+import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../../../test/support/cgroups/test-cgroups.ts';
 import type { VmmProcess } from '../driver.ts';
-import { describeProcess, processStartTime, waitForExit } from '../process.ts';
+import { describeProcess, processStartTime, waitForExit } from '../../host/process.ts';
 import { FirecrackerApiClient, socketAnswers } from './api-client.ts';
 import { bootCalls } from './boot-requests.ts';
 import { API_SOCKET_NAME, firecrackerInstanceId } from './command.ts';
 import { createFirecrackerDriver, FirecrackerStartError } from './driver.ts';
-import { loggedPids, loggedRequests, readJsonLines } from './testing/fake-firecracker-shim.ts';
-import { createVmFixture, type VmFixture } from './testing/fixtures.ts';
+import { loggedPids, loggedRequests, readJsonLines } from '../../../test/support/firecracker/fake-firecracker-shim.ts';
+import { createVmFixture, type VmFixture } from '../../../test/support/firecracker/fixtures.ts';
 
 /** Node + tsx start in a few hundred ms; leave room on a loaded CI machine. */
 const SOCKET_TIMEOUT_MS = 20_000;
@@ -83,9 +83,14 @@ describe('Firecracker driver', () => {
   const driverWith = (firecrackerBin: string) =>
     createFirecrackerDriver({ firecrackerBin, apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, log: (m) => logs.push(m), cgroup });
 
-  test('the VMM runs in a cgroup of its own with the VM\'s CPU and memory limits; stop removes it', { skip: cgroupSkip }, async () => {
+  test("the VMM runs in a cgroup of its own with the VM's CPU and memory limits; stop removes it", { skip: cgroupSkip }, async () => {
     assert.ok(area && cgroup);
-    const driver = createFirecrackerDriver({ firecrackerBin: fx.fakeFirecracker(), apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, cgroup, cgroupOverheadMb: 32 });
+    const driver = createFirecrackerDriver({
+      firecrackerBin: fx.fakeFirecracker(),
+      apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
+      cgroup,
+      cgroupOverheadMb: 32,
+    });
     const proc = await driver.start(fx.spec);
     const vmCgroup = await openVmCgroup(firecrackerInstanceId('my-test.1'), cgroup);
     try {
@@ -95,7 +100,8 @@ describe('Firecracker driver', () => {
       // Besides the VMM only its own children (the stand-in's esbuild service, when tsx compiles).
       for (const pid of members) assert.ok(pid === proc.pid || descendsFrom(pid, proc.pid), `pid ${pid} in the VM's cgroup`);
       assert.deepEqual(cgroupPathsOf(await readProcessCgroups(proc.pid), area.layout), vmCgroup.paths, '/proc/PID/cgroup');
-      const read = (controller: 'cpu' | 'memory', file: string): string => readFileSync(join(vmCgroup.dirs[controller], file), 'utf8').trim();
+      const read = (controller: 'cpu' | 'memory', file: string): string =>
+        readFileSync(join(vmCgroup.dirs[controller], file), 'utf8').trim();
       if (area.layout.version === 1) {
         assert.equal(read('cpu', 'cpu.cfs_quota_us'), '200000', '2 vCPUs');
         assert.equal(read('cpu', 'cpu.cfs_period_us'), '100000');
@@ -113,7 +119,12 @@ describe('Firecracker driver', () => {
 
   test('reconcile: the VMM and cgroup of a VM that is no longer kept are removed, a kept one untouched', { skip: cgroupSkip }, async () => {
     assert.ok(cgroup);
-    const driver = createFirecrackerDriver({ firecrackerBin: fx.fakeFirecracker(), apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, cgroup, cgroupOverheadMb: 32 });
+    const driver = createFirecrackerDriver({
+      firecrackerBin: fx.fakeFirecracker(),
+      apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
+      cgroup,
+      cgroupOverheadMb: 32,
+    });
     assert.ok(driver.removeOrphans);
     const proc = await driver.start(fx.spec);
     try {
@@ -165,16 +176,16 @@ describe('Firecracker driver', () => {
     assert.equal(driver.isAlive(proc), false);
     assert.equal(existsSync(socketPath), false, 'socket removed');
     assert.match(readFileSync(fx.spec.consoleLogPath, 'utf8'), /reboot: Restarting system/);
-    assert.ok(readJsonLines(fx.requestLog).some((e) => e.event === 'exit' && e.code === 0), 'exited by itself, not killed');
-
-    assert.deepEqual(
-      loggedRequests(fx.requestLog),
-      [
-        ...bootCalls(fx.spec).map((c) => ({ method: c.method, path: c.path, body: c.body, status: 204 })),
-        { method: 'GET', path: '/', body: undefined, status: 200 }, // this test's describeInstance
-        { method: 'PUT', path: '/actions', body: { action_type: 'SendCtrlAltDel' }, status: 204 },
-      ],
+    assert.ok(
+      readJsonLines(fx.requestLog).some((e) => e.event === 'exit' && e.code === 0),
+      'exited by itself, not killed',
     );
+
+    assert.deepEqual(loggedRequests(fx.requestLog), [
+      ...bootCalls(fx.spec).map((c) => ({ method: c.method, path: c.path, body: c.body, status: 204 })),
+      { method: 'GET', path: '/', body: undefined, status: 200 }, // this test's describeInstance
+      { method: 'PUT', path: '/actions', body: { action_type: 'SendCtrlAltDel' }, status: 204 },
+    ]);
     assert.deepEqual(
       loggedRequests(fx.requestLog).map((r) => `${r.method} ${r.path} ${JSON.stringify(r.body ?? null)}`),
       [
@@ -225,7 +236,9 @@ describe('Firecracker driver', () => {
   });
 
   test('InstanceStart refused: rejects with the fault message, leaves nothing behind', async () => {
-    const driver = driverWith(fx.fakeFirecracker({ failInstanceStart: 'Kvm error: Error creating KVM object: Permission denied (os error 13)' }));
+    const driver = driverWith(
+      fx.fakeFirecracker({ failInstanceStart: 'Kvm error: Error creating KVM object: Permission denied (os error 13)' }),
+    );
     const error = await rejection(driver.start(fx.spec));
     assert.ok(error instanceof FirecrackerStartError);
     assert.equal(error.faultMessage, 'Start microvm error: Kvm error: Error creating KVM object: Permission denied (os error 13)');
@@ -296,10 +309,14 @@ describe('Firecracker driver', () => {
 
   test('the VMM survives the agent being killed -9, and a new agent stops it', async () => {
     const bin = fx.fakeFirecracker();
-    const agentScript = fileURLToPath(new URL('./testing/agent-child.ts', import.meta.url));
-    const agent = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), agentScript, bin, JSON.stringify(fx.spec), JSON.stringify({ cgroup })], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const agentScript = fileURLToPath(new URL('../../../test/support/firecracker/agent-child.ts', import.meta.url));
+    const agent = spawn(
+      process.execPath,
+      ['--import', import.meta.resolve('tsx'), agentScript, bin, JSON.stringify(fx.spec), JSON.stringify({ cgroup })],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     let err = '';
     agent.stdout.on('data', (c: Buffer) => (out += c.toString()));

@@ -20,9 +20,9 @@ import {
   type ResolvedPlacement,
   type VmCgroup,
   type VmLimits,
-} from '../cgroups/index.ts';
+} from '../../host/cgroups/index.ts';
 import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../driver.ts';
-import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../process.ts';
+import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../../host/process.ts';
 import { FirecrackerApiClient, FirecrackerApiError, socketAnswers } from './api-client.ts';
 import { bootCalls, sendBootCall } from './boot-requests.ts';
 import {
@@ -224,7 +224,8 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
       const cgroup = cg ? await openVmCgroup(command.instanceId, cg) : undefined;
       return { command, bootSpec: spec, limits, ...(cg && cgroup ? { placement: cg, cgroup } : {}) };
     }
-    if (cg?.relativeTo === 'self') throw new Error('with the jailer, VM cgroups are placed from the hierarchy root (cgroup.relativeTo "root")');
+    if (cg?.relativeTo === 'self')
+      throw new Error('with the jailer, VM cgroups are placed from the hierarchy root (cgroup.relativeTo "root")');
     // The jailer names the jail after the real file, symlinks resolved.
     const execFile = await resolveExecutable(opts.firecrackerBin, true);
     const jailerBin = await resolveExecutable(opts.jailerBin, false);
@@ -345,7 +346,10 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
       }
     } catch (error) {
       const problems = await cleanup(p, label);
-      throw new FirecrackerStartError(`${label}: ${message(error)}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}`, undefined);
+      throw new FirecrackerStartError(
+        `${label}: ${message(error)}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}`,
+        undefined,
+      );
     }
 
     const launcherName = p.jail ? 'the jailer' : 'firecracker';
@@ -420,7 +424,9 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
         // It already ended (e.g. no /dev/kvm): report how, once the exit event is in.
         const early = await Promise.race([exited, sleep(2_000).then(() => undefined)]);
         return await fail(
-          early ? `${launcherName} ${describeExit(early)} before its API socket came up` : 'the process vanished right after it was started',
+          early
+            ? `${launcherName} ${describeExit(early)} before its API socket came up`
+            : 'the process vanished right after it was started',
         );
       }
       const proc = vmm;
@@ -442,7 +448,9 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
           // A VMM that is already gone cannot be moved: say why it went instead.
           const early = isProcessAlive(proc) ? undefined : await Promise.race([exited, sleep(2_000).then(() => undefined)]);
           return await fail(
-            early ? `${launcherName} ${describeExit(early)} before its API socket came up` : `cannot put firecracker into its cgroup: ${message(error)}`,
+            early
+              ? `${launcherName} ${describeExit(early)} before its API socket came up`
+              : `cannot put firecracker into its cgroup: ${message(error)}`,
           );
         }
       }
@@ -535,7 +543,9 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     try {
       const execName = opts.jailerBin ? basename(await resolveExecutable(opts.firecrackerBin, true)) : undefined;
       kept = new Set(
-        [...keep].map((id) => (chrootBaseDir !== undefined && execName !== undefined ? jailedInstanceId(id, chrootBaseDir, execName) : firecrackerInstanceId(id))),
+        [...keep].map((id) =>
+          chrootBaseDir !== undefined && execName !== undefined ? jailedInstanceId(id, chrootBaseDir, execName) : firecrackerInstanceId(id),
+        ),
       );
     } catch (error) {
       // Without the binary the kept VMs' ids are unknown: removing anything could hit a live VM.
@@ -548,7 +558,10 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     } catch (error) {
       log(`firecracker: orphan cgroups not looked for: ${message(error)}`);
     }
-    const found = new Set([...(cg ? await listVmCgroups(cg) : []), ...(chrootBaseDir !== undefined ? await listJailIds(chrootBaseDir) : [])]);
+    const found = new Set([
+      ...(cg ? await listVmCgroups(cg) : []),
+      ...(chrootBaseDir !== undefined ? await listJailIds(chrootBaseDir) : []),
+    ]);
     for (const instanceId of [...found].sort()) {
       if (kept.has(instanceId)) continue;
       const label = `firecracker ${instanceId}`;

@@ -10,10 +10,25 @@
 // 2_000_000_000, is far above login users (1000-60000), systemd's dynamic users (61184-65519) and
 // the usual /etc/subuid ranges (100000 + 65536 n), and below 2^31.
 import { constants as fsConstants } from 'node:fs';
-import { access, chmod, chown, copyFile, link, mkdir, readdir, readFile, realpath, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import {
+  access,
+  chmod,
+  chown,
+  copyFile,
+  link,
+  mkdir,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { VmLaunchSpec } from '../driver.ts';
-import { parseMountinfo } from '../cgroups/index.ts';
+import { parseMountinfo } from '../../host/cgroups/index.ts';
 import { run } from '../../shared/exec.ts';
 
 export const DEFAULT_JAIL_UID_BASE = 2_000_000_000;
@@ -134,7 +149,9 @@ async function linkOrBind(src: string, dest: string): Promise<StagedHow> {
 async function requireReadableByOthers(path: string, uid: number): Promise<void> {
   const st = await stat(path);
   if ((st.mode & 0o004) === 0) {
-    throw new Error(`the jailed VMM (uid ${uid}) cannot read ${path} (mode ${(st.mode & 0o777).toString(8)}): make it readable by others (chmod o+r)`);
+    throw new Error(
+      `the jailed VMM (uid ${uid}) cannot read ${path} (mode ${(st.mode & 0o777).toString(8)}): make it readable by others (chmod o+r)`,
+    );
   }
 }
 
@@ -208,7 +225,9 @@ export async function removeJail(jailDir: string): Promise<void> {
 export async function removeJailsOf(chrootBaseDir: string, id: string): Promise<string[]> {
   let entries: string[];
   try {
-    entries = (await readdir(chrootBaseDir, { withFileTypes: true })).filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name);
+    entries = (await readdir(chrootBaseDir, { withFileTypes: true }))
+      .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
+      .map((e) => e.name);
   } catch {
     return [];
   }

@@ -83,10 +83,27 @@ export function kvmTrialBoot(qemuBin: string, kernelPath: string, timeoutMs: num
     const child = spawn(
       qemuBin,
       [
-        '-machine', 'microvm,acpi=on', '-accel', 'kvm', '-cpu', 'host', '-smp', '1', '-m', '256M',
-        '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio',
-        '-kernel', kernelPath,
-        '-append', 'console=ttyS0 rdinit=/nonexistent root=/dev/nonexistent panic=-1',
+        '-machine',
+        'microvm,acpi=on',
+        '-accel',
+        'kvm',
+        '-cpu',
+        'host',
+        '-smp',
+        '1',
+        '-m',
+        '256M',
+        '-nodefaults',
+        '-no-user-config',
+        '-display',
+        'none',
+        '-no-reboot',
+        '-serial',
+        'stdio',
+        '-kernel',
+        kernelPath,
+        '-append',
+        'console=ttyS0 rdinit=/nonexistent root=/dev/nonexistent panic=-1',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -113,7 +130,10 @@ export function kvmTrialBoot(qemuBin: string, kernelPath: string, timeoutMs: num
     child.on('error', (error) => finish(`cannot run ${qemuBin}: ${error.message}`));
     child.on('close', (code, signal) => {
       if (output.includes('Kernel panic')) finish(undefined);
-      else finish(`the KVM trial boot ended (${signal ?? `exit ${code}`}) before the kernel panic: ${errors.trim().split('\n').slice(-2).join(' ') || 'no output'}`);
+      else
+        finish(
+          `the KVM trial boot ended (${signal ?? `exit ${code}`}) before the kernel panic: ${errors.trim().split('\n').slice(-2).join(' ') || 'no output'}`,
+        );
     });
   });
 }
@@ -129,7 +149,13 @@ export async function detectAcceleration(opts: DetectOptions): Promise<AccelVerd
   const log = opts.log ?? (() => {});
   const tscKhz = await hostTscKhz();
   const now = new Date().toISOString();
-  const tcg = (reason: string, key = ''): AccelVerdict => ({ accel: 'tcg', reason, key, checkedAt: now, ...(tscKhz === undefined ? {} : { tscKhz }) });
+  const tcg = (reason: string, key = ''): AccelVerdict => ({
+    accel: 'tcg',
+    reason,
+    key,
+    checkedAt: now,
+    ...(tscKhz === undefined ? {} : { tscKhz }),
+  });
 
   const kvmProblem = await kvmOpens();
   if (kvmProblem) return tcg(kvmProblem);

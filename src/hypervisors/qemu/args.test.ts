@@ -32,7 +32,10 @@ test('kernel command line: console, panic and (TCG only) tsc_early_khz are appen
 });
 
 test('kernel command line: what the lifecycle set is kept', () => {
-  assert.equal(kernelCommandLine('  console=hvc0   panic=5 tsc_early_khz=1000 ', 'tcg', 2596130), 'console=hvc0 panic=5 tsc_early_khz=1000');
+  assert.equal(
+    kernelCommandLine('  console=hvc0   panic=5 tsc_early_khz=1000 ', 'tcg', 2596130),
+    'console=hvc0 panic=5 tsc_early_khz=1000',
+  );
 });
 
 test('QEMU arguments: microvm with the spec resources, drives, NIC, QMP and pid file', () => {

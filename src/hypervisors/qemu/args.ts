@@ -41,7 +41,10 @@ function hasArg(args: string, name: string): boolean {
  * which about one boot in five hangs after "tsc: Marking TSC unstable".
  */
 export function kernelCommandLine(specArgs: string, accel: Acceleration, tscKhz: number | undefined): string {
-  const args = specArgs.trim().split(/\s+/).filter((a) => a !== '');
+  const args = specArgs
+    .trim()
+    .split(/\s+/)
+    .filter((a) => a !== '');
   const base = args.join(' ');
   if (!hasArg(base, 'console')) args.push('console=ttyS0');
   if (!hasArg(base, 'panic')) args.push('panic=1');
@@ -75,40 +78,57 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
   const { spec, accel } = input;
   const e = escapeOptionValue;
   const args = [
-    '-name', `guest=${e(spec.id)}`,
-    '-machine', 'microvm,acpi=on',
-    '-accel', accel === 'tcg' ? `tcg,tb-size=${TCG_TB_SIZE_MB}` : 'kvm',
-    '-cpu', accel === 'kvm' ? 'host' : 'max',
-    '-smp', String(spec.vcpus),
-    '-m', `${spec.memoryMb}M`,
+    '-name',
+    `guest=${e(spec.id)}`,
+    '-machine',
+    'microvm,acpi=on',
+    '-accel',
+    accel === 'tcg' ? `tcg,tb-size=${TCG_TB_SIZE_MB}` : 'kvm',
+    '-cpu',
+    accel === 'kvm' ? 'host' : 'max',
+    '-smp',
+    String(spec.vcpus),
+    '-m',
+    `${spec.memoryMb}M`,
     '-nodefaults',
     '-no-user-config',
-    '-display', 'none',
+    '-display',
+    'none',
     '-no-reboot',
-    '-msg', 'timestamp=on',
+    '-msg',
+    'timestamp=on',
     // An i8042 lets `send-key ctrl-alt-delete` reach the guest: Linux turns it into SIGINT for
     // init, exactly as with Firecracker's SendCtrlAltDel.
-    '-device', 'i8042',
-    '-kernel', spec.kernelPath,
-    '-initrd', spec.initrdPath,
-    '-append', kernelCommandLine(spec.kernelArgs, accel, input.tscKhz),
-    '-chardev', `file,id=console,path=${e(spec.consoleLogPath)},append=on`,
-    '-serial', 'chardev:console',
-    '-drive', `file=${e(spec.baseDiskPath)},format=raw,if=none,id=base,readonly=on`,
-    '-device', 'virtio-blk-device,drive=base',
-    '-drive', `file=${e(spec.layerDiskPath)},format=raw,if=none,id=layer,discard=unmap,detect-zeroes=unmap`,
-    '-device', 'virtio-blk-device,drive=layer',
+    '-device',
+    'i8042',
+    '-kernel',
+    spec.kernelPath,
+    '-initrd',
+    spec.initrdPath,
+    '-append',
+    kernelCommandLine(spec.kernelArgs, accel, input.tscKhz),
+    '-chardev',
+    `file,id=console,path=${e(spec.consoleLogPath)},append=on`,
+    '-serial',
+    'chardev:console',
+    '-drive',
+    `file=${e(spec.baseDiskPath)},format=raw,if=none,id=base,readonly=on`,
+    '-device',
+    'virtio-blk-device,drive=base',
+    '-drive',
+    `file=${e(spec.layerDiskPath)},format=raw,if=none,id=layer,discard=unmap,detect-zeroes=unmap`,
+    '-device',
+    'virtio-blk-device,drive=layer',
   ];
   if (spec.tapName !== '') {
     args.push(
-      '-netdev', `tap,id=net0,ifname=${e(spec.tapName)},script=no,downscript=no`,
-      '-device', `virtio-net-device,netdev=net0,mac=${spec.mac}`,
+      '-netdev',
+      `tap,id=net0,ifname=${e(spec.tapName)},script=no,downscript=no`,
+      '-device',
+      `virtio-net-device,netdev=net0,mac=${spec.mac}`,
     );
   }
-  args.push(
-    '-qmp', `unix:${e(qmpSocketPath(spec.runDir))},server=on,wait=off`,
-    '-pidfile', pidFilePath(spec.runDir),
-  );
+  args.push('-qmp', `unix:${e(qmpSocketPath(spec.runDir))},server=on,wait=off`, '-pidfile', pidFilePath(spec.runDir));
   if (input.paused) args.push('-S');
   if (input.runAs !== undefined) args.push('-sandbox', 'on,obsolete=deny,resourcecontrol=deny', '-runas', input.runAs);
   if (input.daemonize ?? true) args.push('-daemonize');

@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../shared/exec.ts';
 import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../driver.ts';
-import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../process.ts';
+import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../../host/process.ts';
 import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
 import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qemuOverheadMb, qmpSocketPath, type Acceleration } from './args.ts';
 import { QmpClient } from './qmp.ts';
-import { ensureVmUser, vmUserName } from '../vm-users.ts';
-import { listVmCgroups, placeInCgroup, removeVmCgroup, type PlacementInput } from '../cgroups/index.ts';
+import { ensureVmUser, vmUserName } from '../../host/vm-users.ts';
+import { listVmCgroups, placeInCgroup, removeVmCgroup, type PlacementInput } from '../../host/cgroups/index.ts';
 
 export { buildQemuArgs, kernelCommandLine } from './args.ts';
 export type { AccelVerdict } from './accel.ts';
@@ -227,7 +227,11 @@ export class QemuDriver implements HypervisorDriver {
     if (!proc) return failWith(`QEMU reported success but no live process is recorded in ${pidFile}`);
     if (this.cgroup !== false) {
       try {
-        await placeInCgroup(proc.pid, { name: spec.id, vcpus: spec.vcpus, memoryMb: spec.memoryMb, overheadMb: this.cgroupOverheadMb }, this.cgroup);
+        await placeInCgroup(
+          proc.pid,
+          { name: spec.id, vcpus: spec.vcpus, memoryMb: spec.memoryMb, overheadMb: this.cgroupOverheadMb },
+          this.cgroup,
+        );
       } catch (error) {
         return failWith(`cannot limit QEMU with a cgroup: ${(error as Error).message}`);
       }
@@ -268,9 +272,16 @@ export class QemuDriver implements HypervisorDriver {
   /** Whether a TAP device of that name exists where QEMU will run (through the launch prefix). */
   private async tapExists(tapName: string): Promise<boolean> {
     const flags = `/sys/class/net/${tapName}/tun_flags`;
-    if (this.launchPrefix.length === 0) return access(flags).then(() => true, () => false);
+    if (this.launchPrefix.length === 0)
+      return access(flags).then(
+        () => true,
+        () => false,
+      );
     const [file, ...args] = this.launchPrefix;
-    return run(file ?? 'env', [...args, 'test', '-e', flags], { timeoutMs: 10_000 }).then(() => true, () => false);
+    return run(file ?? 'env', [...args, 'test', '-e', flags], { timeoutMs: 10_000 }).then(
+      () => true,
+      () => false,
+    );
   }
 
   isAlive(proc: VmmProcess): boolean {
@@ -318,7 +329,9 @@ export class QemuDriver implements HypervisorDriver {
       await rm(pidFilePath(spec.runDir), { force: true });
       await rm(qmpSocketPath(spec.runDir), { force: true });
       if (this.cgroup !== false) {
-        await removeVmCgroup(spec.id, this.cgroup).catch((error: unknown) => this.log(`qemu: VM ${spec.id}: cgroup not removed (${(error as Error).message})`));
+        await removeVmCgroup(spec.id, this.cgroup).catch((error: unknown) =>
+          this.log(`qemu: VM ${spec.id}: cgroup not removed (${(error as Error).message})`),
+        );
       }
     }
   }
@@ -351,6 +364,8 @@ export async function createQemuDriver(opts: QemuDriverOptions): Promise<QemuDri
       ...(opts.kvmTrialTimeoutMs === undefined ? {} : { trialTimeoutMs: opts.kvmTrialTimeoutMs }),
     });
   }
-  log(`qemu: acceleration ${verdict.accel} (${verdict.reason})${verdict.accel === 'tcg' && verdict.tscKhz ? `, tsc_early_khz=${verdict.tscKhz}` : ''}`);
+  log(
+    `qemu: acceleration ${verdict.accel} (${verdict.reason})${verdict.accel === 'tcg' && verdict.tscKhz ? `, tsc_early_khz=${verdict.tscKhz}` : ''}`,
+  );
   return new QemuDriver(verdict, { ...opts, qemuBin });
 }

@@ -39,17 +39,36 @@ describe('stand-in jailer', { skip }, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function runJailer(args: readonly string[], env: NodeJS.ProcessEnv = {}): { pid: number; status: number | null; stdout: string; stderr: string } {
+  function runJailer(
+    args: readonly string[],
+    env: NodeJS.ProcessEnv = {},
+  ): { pid: number; status: number | null; stdout: string; stderr: string } {
     const result = spawnSync(jailer, args, { encoding: 'utf8', env: { ...process.env, ...env } });
     return { pid: result.pid, status: result.status, stdout: result.stdout, stderr: result.stderr };
   }
 
-  const required = (id: string): string[] => ['--id', id, '--exec-file', firecracker, '--uid', '2000000123', '--gid', '2000000124', '--chroot-base-dir', base];
+  const required = (id: string): string[] => [
+    '--id',
+    id,
+    '--exec-file',
+    firecracker,
+    '--uid',
+    '2000000123',
+    '--gid',
+    '2000000124',
+    '--chroot-base-dir',
+    base,
+  ];
 
   test('runs the exec file in place of itself: no environment, jail root as cwd, uid/gid dropped, --id first', () => {
     const result = runJailer([...required('ok-1'), '--', '--api-sock', '/firecracker.sock'], { SECRET: 'must-not-leak' });
     assert.equal(result.status, 0, result.stderr);
-    const out = Object.fromEntries(result.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const out = Object.fromEntries(
+      result.stdout
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
     const chroot = join(base, 'firecracker', 'ok-1', 'root');
     assert.equal(out.pid, String(result.pid), 'the jailer process itself (exec, no fork)');
     assert.equal(out.uid, '2000000123');
@@ -58,7 +77,10 @@ describe('stand-in jailer', { skip }, () => {
     assert.equal(out.cwd, chroot);
     assert.equal(out.chroot, chroot);
     assert.doesNotMatch(out.env ?? '', /SECRET/);
-    assert.match(out.args ?? '', /^--id ok-1 --start-time-us \d+ --start-time-cpu-us \d+ --parent-cpu-time-us \d+ --api-sock \/firecracker.sock$/);
+    assert.match(
+      out.args ?? '',
+      /^--id ok-1 --start-time-us \d+ --start-time-cpu-us \d+ --parent-cpu-time-us \d+ --api-sock \/firecracker.sock$/,
+    );
     assert.deepEqual(loggedJailerArgv(log()).at(-1), [...required('ok-1'), '--', '--api-sock', '/firecracker.sock']);
     assert.ok(existsSync(join(chroot, 'firecracker')), 'exec file copied into the jail');
     assert.ok(existsSync(join(chroot, 'dev', 'kvm')) && existsSync(join(chroot, 'dev', 'net', 'tun')));
@@ -78,12 +100,20 @@ describe('stand-in jailer', { skip }, () => {
     ['a missing --uid', () => ['--id', 'r3', '--exec-file', firecracker, '--gid', '1'], /Missing the required argument '--uid'/],
     ['a repeated --id', () => [...required('r4'), '--id', 'r4b'], /'--id' was provided more than once/],
     ['an invalid id', () => required('a.b'), /Invalid instance ID: a.b/],
-    ['a uid that is not a number', () => ['--id', 'r5', '--exec-file', firecracker, '--uid', 'root', '--gid', '1', '--chroot-base-dir', base], /Invalid uid: root/],
+    [
+      'a uid that is not a number',
+      () => ['--id', 'r5', '--exec-file', firecracker, '--uid', 'root', '--gid', '1', '--chroot-base-dir', base],
+      /Invalid uid: root/,
+    ],
     ['a cgroup without a value', () => [...required('r6'), '--cgroup', 'memory.max'], /Invalid cgroup format: memory.max/],
     ['a cgroup file without a controller', () => [...required('r7'), '--cgroup', 'cpu=1'], /Invalid cgroup file: cpu/],
     ['a parent cgroup with ..', () => [...required('r8'), '--parent-cgroup', 'a/../b'], /Invalid parent cgroup path/],
     ['cgroup version 3', () => [...required('r9'), '--cgroup-version', '3'], /Invalid cgroup version: 3/],
-    ['a missing chroot base', () => ['--id', 'r10', '--exec-file', firecracker, '--uid', '1', '--gid', '1', '--chroot-base-dir', join(dir, 'nope')], /canonicalize/],
+    [
+      'a missing chroot base',
+      () => ['--id', 'r10', '--exec-file', firecracker, '--uid', '1', '--gid', '1', '--chroot-base-dir', join(dir, 'nope')],
+      /canonicalize/,
+    ],
     ['an unknown resource limit', () => [...required('r11'), '--resource-limit', 'cpu=1'], /Invalid resource limit argument: cpu/],
     ['a netns that does not exist', () => [...required('r12'), '--netns', join(dir, 'no-netns')], /No such file/],
   ];

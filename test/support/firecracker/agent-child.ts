@@ -3,8 +3,8 @@
 // the VMM outlives it).
 //
 //   node --import tsx agent-child.ts FIRECRACKER_BIN SPEC_JSON [DRIVER_OPTIONS_JSON]
-import type { VmLaunchSpec } from '../../driver.ts';
-import { createFirecrackerDriver, type FirecrackerDriverOptions } from '../driver.ts';
+import type { VmLaunchSpec } from '../../../src/hypervisors/driver.ts';
+import { createFirecrackerDriver, type FirecrackerDriverOptions } from '../../../src/hypervisors/firecracker/driver.ts';
 
 const [firecrackerBin, specJson, optionsJson] = process.argv.slice(2);
 if (!firecrackerBin || !specJson) {

@@ -7,7 +7,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, test } from 'node:test';
-import { FirecrackerApiClient, socketAnswers } from '../api-client.ts';
+import { FirecrackerApiClient, socketAnswers } from '../../../src/hypervisors/firecracker/api-client.ts';
 import { loggedRequests, readJsonLines } from './fake-firecracker-shim.ts';
 import { createVmFixture, type VmFixture } from './fixtures.ts';
 
@@ -81,17 +81,31 @@ describe('fake firecracker', () => {
       assert.equal(answer.statusCode, 400, `${method} ${path}`);
       return (answer.body as { fault_message: string }).fault_message;
     };
-    assert.equal(await fault('PUT', '/actions', { action_type: 'InstanceStart' }), 'Start microvm error: Cannot start microvm without kernel configuration.');
-    assert.equal(await fault('PUT', '/actions', { action_type: 'SendCtrlAltDel' }), 'The requested operation is not supported before starting the microVM.');
+    assert.equal(
+      await fault('PUT', '/actions', { action_type: 'InstanceStart' }),
+      'Start microvm error: Cannot start microvm without kernel configuration.',
+    );
+    assert.equal(
+      await fault('PUT', '/actions', { action_type: 'SendCtrlAltDel' }),
+      'The requested operation is not supported before starting the microVM.',
+    );
     assert.equal(
       await fault('PUT', '/boot-source', { kernel_image_path: join(fx.dir, 'nope') }),
       'Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)',
     );
     assert.equal(
-      await fault('PUT', '/drives/base', { drive_id: 'other', path_on_host: fx.spec.baseDiskPath, is_root_device: false, is_read_only: true }),
+      await fault('PUT', '/drives/base', {
+        drive_id: 'other',
+        path_on_host: fx.spec.baseDiskPath,
+        is_root_device: false,
+        is_read_only: true,
+      }),
       'The id from the path does not match the id from the body!',
     );
-    assert.match(await fault('PUT', '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: 'nope' }), /invalid MAC/);
+    assert.match(
+      await fault('PUT', '/network-interfaces/eth0', { iface_id: 'eth0', host_dev_name: 'tap0', guest_mac: 'nope' }),
+      /invalid MAC/,
+    );
     assert.equal(readJsonLines(fx.violationsLog).length, 0);
   });
 

@@ -30,7 +30,18 @@ export function ensureVmUser(name: string): Promise<VmUser> {
   const next = queue.then(async () => {
     const existing = await lookup(name);
     if (existing) return existing;
-    await run('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--user-group', '--comment', 'ClaraTeach VM', name]);
+    await run('useradd', [
+      '--system',
+      '--no-create-home',
+      '--home-dir',
+      '/nonexistent',
+      '--shell',
+      '/usr/sbin/nologin',
+      '--user-group',
+      '--comment',
+      'ClaraTeach VM',
+      name,
+    ]);
     const created = await lookup(name);
     if (!created) throw new Error(`user ${name} was not created`);
     return created;

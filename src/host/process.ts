@@ -1,7 +1,7 @@
 // Helpers to recognise and end detached VMM processes that may not be our children.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { VmmProcess } from './driver.ts';
+import type { VmmProcess } from '../hypervisors/driver.ts';
 
 /** Start time of a process in clock ticks since boot, or undefined when it does not exist. */
 export function processStartTime(pid: number): number | undefined {

@@ -17,7 +17,14 @@ function violations(request: RequestToCheck, v = validator): string {
 describe('Firecracker OpenAPI validator', () => {
   test('reads the whole document', () => {
     const ids = validator.allOperations().map((o) => o.operationId);
-    for (const id of ['describeInstance', 'createSyncAction', 'putGuestBootSource', 'putGuestDriveByID', 'putMachineConfiguration', 'putGuestNetworkInterfaceByID']) {
+    for (const id of [
+      'describeInstance',
+      'createSyncAction',
+      'putGuestBootSource',
+      'putGuestDriveByID',
+      'putMachineConfiguration',
+      'putGuestNetworkInterfaceByID',
+    ]) {
       assert.ok(ids.includes(id), id);
     }
   });
@@ -27,7 +34,14 @@ describe('Firecracker OpenAPI validator', () => {
     assert.equal(violations(put('/machine-config', { vcpu_count: 2, mem_size_mib: 512 })), '');
     assert.equal(violations(put('/actions', { action_type: 'SendCtrlAltDel' })), '');
     assert.equal(
-      violations(put('/drives/rootfs', { drive_id: 'rootfs', path_on_host: '/r.ext4', is_root_device: true, rate_limiter: { bandwidth: { size: 1, refill_time: 100 } } })),
+      violations(
+        put('/drives/rootfs', {
+          drive_id: 'rootfs',
+          path_on_host: '/r.ext4',
+          is_root_device: true,
+          rate_limiter: { bandwidth: { size: 1, refill_time: 100 } },
+        }),
+      ),
       '',
     );
     assert.equal(violations({ method: 'PATCH', path: '/balloon/hinting/stop' }), '', 'no body parameter, none sent');
@@ -58,8 +72,14 @@ describe('Firecracker OpenAPI validator', () => {
   });
 
   test('rejects values outside an enum or a range', () => {
-    assert.match(violations(put('/actions', { action_type: 'Reboot' })), /must be one of "FlushMetrics", "InstanceStart", "SendCtrlAltDel"/);
-    assert.match(violations(put('/drives/base', { drive_id: 'base', is_root_device: false, io_engine: 'Uring' })), /io_engine: must be one of/);
+    assert.match(
+      violations(put('/actions', { action_type: 'Reboot' })),
+      /must be one of "FlushMetrics", "InstanceStart", "SendCtrlAltDel"/,
+    );
+    assert.match(
+      violations(put('/drives/base', { drive_id: 'base', is_root_device: false, io_engine: 'Uring' })),
+      /io_engine: must be one of/,
+    );
     assert.match(violations(put('/machine-config', { vcpu_count: 0, mem_size_mib: 512 })), /vcpu_count: must be >= 1/);
     assert.match(violations(put('/machine-config', { vcpu_count: 33, mem_size_mib: 512 })), /vcpu_count: must be <= 32/);
   });
@@ -77,7 +97,10 @@ describe('Firecracker OpenAPI validator', () => {
   test('rejects bodies the transport or the operation cannot take', () => {
     assert.match(violations({ method: 'GET', path: '/', body: '{}', contentType: json }), /takes no body/);
     assert.match(violations({ method: 'PUT', path: '/actions', body: '{"action_type":', contentType: json }), /not JSON/);
-    assert.match(violations({ method: 'PUT', path: '/actions', body: '{"action_type":"InstanceStart"}', contentType: 'text/xml' }), /Content-Type/);
+    assert.match(
+      violations({ method: 'PUT', path: '/actions', body: '{"action_type":"InstanceStart"}', contentType: 'text/xml' }),
+      /Content-Type/,
+    );
     assert.match(
       violations({ ...put('/actions', { action_type: 'InstanceStart' }), transferEncoding: 'chunked' }),
       /chunked transfer encoding/,

@@ -77,7 +77,11 @@ export interface RawResponse {
  * client-side URL normalisation, unlike app.inject), `Connection: close`. `reset` aborts the
  * connection right after sending. Resolves with what came back (status undefined: nothing).
  */
-export function rawHttp(port: number, request: Buffer, o: { reset?: boolean; timeoutMs?: number; head?: boolean } = {}): Promise<RawResponse> {
+export function rawHttp(
+  port: number,
+  request: Buffer,
+  o: { reset?: boolean; timeoutMs?: number; head?: boolean } = {},
+): Promise<RawResponse> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -118,7 +122,8 @@ function isComplete(raw: Buffer, head: boolean): boolean {
   const body = raw.subarray(split + 4);
   const length = /\r\ncontent-length:\s*(\d+)/i.exec(headText)?.[1];
   if (length !== undefined) return body.length >= Number(length);
-  if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(headText)) return body.includes('\r\n0\r\n\r\n') || body.subarray(0, 5).toString() === '0\r\n\r\n';
+  if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(headText))
+    return body.includes('\r\n0\r\n\r\n') || body.subarray(0, 5).toString() === '0\r\n\r\n';
   return false;
 }
 

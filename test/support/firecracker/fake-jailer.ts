@@ -27,7 +27,20 @@
 //      --parent-cpu-time-us N <extra args>`, working directory the jail's root.
 // Every step is appended to $FAKE_JAILER_LOG (JSON lines), starting with the argv.
 import { execFileSync } from 'node:child_process';
-import { accessSync, appendFileSync, chmodSync, chownSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  constants as fsConstants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, delimiter, dirname, isAbsolute, join } from 'node:path';
 
 const logFile = process.env.FAKE_JAILER_LOG;
@@ -77,7 +90,8 @@ function parse(argv: readonly string[]): Args {
       continue;
     }
     const value = argv[++i];
-    if (value === undefined || value.startsWith('--')) die(`Arguments parsing error: The argument '--${name}' requires a value, but none was supplied`);
+    if (value === undefined || value.startsWith('--'))
+      die(`Arguments parsing error: The argument '--${name}' requires a value, but none was supplied`);
     if (MULTI.has(name)) {
       multi.set(name, [...(multi.get(name) ?? []), value]);
     } else {
@@ -124,7 +138,8 @@ try {
 }
 if (!statSync(execFile).isFile()) die(`${execFile} is not a file`);
 const execName = basename(execFile);
-if (!execName.includes('firecracker')) die(`Invalid filename. The filename of \`--exec-file\` option must contain "firecracker": ${execName}`);
+if (!execName.includes('firecracker'))
+  die(`Invalid filename. The filename of \`--exec-file\` option must contain "firecracker": ${execName}`);
 const chrootBaseArg = args.single.get('chroot-base-dir') ?? '/srv/jailer';
 let chrootBase: string;
 try {
@@ -141,7 +156,8 @@ const idNumber = (name: 'uid' | 'gid'): number => {
 const uid = idNumber('uid');
 const gid = idNumber('gid');
 const parentCgroup = args.single.get('parent-cgroup') ?? execName;
-if (isAbsolute(parentCgroup) || parentCgroup.split('/').some((c) => c === '.' || c === '..')) die(`Invalid parent cgroup path: ${parentCgroup}`);
+if (isAbsolute(parentCgroup) || parentCgroup.split('/').some((c) => c === '.' || c === '..'))
+  die(`Invalid parent cgroup path: ${parentCgroup}`);
 const cgroupVersion = args.single.get('cgroup-version') ?? '1';
 if (cgroupVersion !== '1' && cgroupVersion !== '2') die(`Invalid cgroup version: ${cgroupVersion}`);
 const cgroups = (args.multi.get('cgroup') ?? []).map((arg) => {
@@ -260,7 +276,10 @@ for (const folder of ['', 'dev', 'dev/net', 'run']) {
   chmodSync(path, 0o700);
   chownSync(path, uid, gid);
 }
-for (const [device, major, minor] of [['dev/net/tun', 10, 200], ['dev/kvm', 10, 232]] as const) {
+for (const [device, major, minor] of [
+  ['dev/net/tun', 10, 200],
+  ['dev/kvm', 10, 232],
+] as const) {
   const path = join(chrootDir, device);
   try {
     execFileSync(which('mknod'), ['-m', '600', path, 'c', String(major), String(minor)], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -274,16 +293,28 @@ record({ event: 'step', step: 'jail', chrootDir, uid, gid });
 // 6. What the shell script runs: Firecracker, without environment, as uid:gid.
 const startTimeUs = String(Math.floor(Date.now() * 1000));
 const firecracker = [
-  which('env'), '-i', `FAKE_FIRECRACKER_CHROOT=${chrootDir}`,
+  which('env'),
+  '-i',
+  `FAKE_FIRECRACKER_CHROOT=${chrootDir}`,
   ...(netns !== undefined ? [which('nsenter'), `--net=${netns}`, '--'] : []),
-  which('setpriv'), `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--',
+  which('setpriv'),
+  `--reuid=${uid}`,
+  `--regid=${gid}`,
+  '--clear-groups',
+  '--',
   jailedExec,
-  '--id', id,
-  '--start-time-us', startTimeUs,
-  '--start-time-cpu-us', newPidNs ? '0' : String(Math.floor(process.cpuUsage().user)),
-  '--parent-cpu-time-us', '0',
+  '--id',
+  id,
+  '--start-time-us',
+  startTimeUs,
+  '--start-time-cpu-us',
+  newPidNs ? '0' : String(Math.floor(process.cpuUsage().user)),
+  '--parent-cpu-time-us',
+  '0',
   ...args.extra,
-].map(shellQuote).join(' ');
+]
+  .map(shellQuote)
+  .join(' ');
 const fsize = limits.get('fsize');
 const plan = [
   `cd ${shellQuote(chrootDir)} || exit 1`,

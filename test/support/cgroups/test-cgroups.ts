@@ -6,8 +6,14 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, rmdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cgroupPathsOf, detectCgroupLayout, readProcessCgroups, VM_CONTROLLERS, type CgroupLayout } from '../detect.ts';
-import { resolvePlacement, type CgroupPlacement } from '../vm-cgroup.ts';
+import {
+  cgroupPathsOf,
+  detectCgroupLayout,
+  readProcessCgroups,
+  VM_CONTROLLERS,
+  type CgroupLayout,
+} from '../../../src/host/cgroups/detect.ts';
+import { resolvePlacement, type CgroupPlacement } from '../../../src/host/cgroups/vm-cgroup.ts';
 
 /** Why real-cgroup tests cannot run here, or undefined when they can. */
 export async function realCgroupSkipReason(): Promise<string | undefined> {

@@ -250,9 +250,17 @@ class VmCgroupHandle implements VmCgroup {
       text = await readFile(join(dir, 'cgroup.procs'), 'utf8');
     } catch (error) {
       if (errnoOf(error) === 'ENOENT') return [];
-      throw new CgroupError(`cannot read ${join(dir, 'cgroup.procs')}: ${errorText(error)}`, join(dir, 'cgroup.procs'), undefined, errnoOf(error));
+      throw new CgroupError(
+        `cannot read ${join(dir, 'cgroup.procs')}: ${errorText(error)}`,
+        join(dir, 'cgroup.procs'),
+        undefined,
+        errnoOf(error),
+      );
     }
-    return text.split('\n').filter((l) => /^\d+$/.test(l.trim())).map(Number);
+    return text
+      .split('\n')
+      .filter((l) => /^\d+$/.test(l.trim()))
+      .map(Number);
   }
 
   async pids(): Promise<number[]> {
@@ -295,7 +303,12 @@ class VmCgroupHandle implements VmCgroup {
             pids.length > 0 ? `processes still in it: ${pids.join(', ')}` : '',
             children.length > 0 ? `child cgroups: ${children.join(', ')}` : '',
           ].filter(Boolean);
-          throw new CgroupError(`cannot remove cgroup ${dir}: ${errorText(error)}${detail.length ? ` (${detail.join('; ')})` : ''}`, dir, undefined, code);
+          throw new CgroupError(
+            `cannot remove cgroup ${dir}: ${errorText(error)}${detail.length ? ` (${detail.join('; ')})` : ''}`,
+            dir,
+            undefined,
+            code,
+          );
         }
       }
     }

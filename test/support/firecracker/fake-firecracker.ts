@@ -28,7 +28,7 @@
 import { appendFileSync, closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { BootSource, Drive, MachineConfiguration, NetworkInterface } from '../api-types.ts';
+import type { BootSource, Drive, MachineConfiguration, NetworkInterface } from '../../../src/hypervisors/firecracker/api-types.ts';
 import { FirecrackerSpecValidator, type SpecOperation } from './openapi-validator.ts';
 
 const VERSION = '1.8.0';
@@ -70,7 +70,9 @@ function parseArgs(argv: readonly string[]): { apiSock: string; id: string } {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     const name = m?.[1];
     if (!name || !takesValue.has(name)) {
-      process.stderr.write(`Error: Arguments parsing error: Found argument '${arg}' which wasn't expected, or isn't valid in this context.\n`);
+      process.stderr.write(
+        `Error: Arguments parsing error: Found argument '${arg}' which wasn't expected, or isn't valid in this context.\n`,
+      );
       process.exit(EXIT_ARG_PARSING);
     }
     const value = m?.[2] ?? argv[++i];
@@ -101,7 +103,9 @@ if (badChar >= 0) {
 }
 if (existsSync(hostPath(apiSock))) {
   // bind() on an existing path fails: Firecracker never removes a stale socket itself.
-  process.stderr.write(`Error: RunWithApi(FailedToBindSocket): Failed to open the API socket at: ${apiSock}. Check that it is not already used.\n`);
+  process.stderr.write(
+    `Error: RunWithApi(FailedToBindSocket): Failed to open the API socket at: ${apiSock}. Check that it is not already used.\n`,
+  );
   process.exit(1);
 }
 
@@ -202,12 +206,15 @@ function apply(operation: SpecOperation, pathParams: Readonly<Record<string, str
     case 'putMachineConfiguration':
     case 'patchMachineConfiguration': {
       const update = (body ?? {}) as Partial<MachineConfiguration>;
-      const next = operation.operationId === 'putMachineConfiguration'
-        ? { smt: false, track_dirty_pages: false, huge_pages: 'None' as const, ...(update as MachineConfiguration) }
-        : { ...vm.machine, ...update };
+      const next =
+        operation.operationId === 'putMachineConfiguration'
+          ? { smt: false, track_dirty_pages: false, huge_pages: 'None' as const, ...(update as MachineConfiguration) }
+          : { ...vm.machine, ...update };
       if (next.mem_size_mib === 0) throw new Refusal('Machine config error: The memory size (MiB) is invalid.');
       if (next.smt && next.vcpu_count > 1 && next.vcpu_count % 2 === 1) {
-        throw new Refusal('Machine config error: The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.');
+        throw new Refusal(
+          'Machine config error: The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.',
+        );
       }
       vm.machine = next;
       return undefined;
@@ -229,7 +236,8 @@ function apply(operation: SpecOperation, pathParams: Readonly<Record<string, str
       if (drive.is_root_device && [...vm.drives.values()].some((d) => d.is_root_device && d.drive_id !== drive.drive_id)) {
         throw new Refusal('Drive config error: A root block device already exists!');
       }
-      if (drive.path_on_host === undefined) throw new Refusal('Drive config error: Unable to create the virtio block device: missing path_on_host');
+      if (drive.path_on_host === undefined)
+        throw new Refusal('Drive config error: Unable to create the virtio block device: missing path_on_host');
       const problem = openError(drive.path_on_host, !drive.is_read_only);
       if (problem) {
         throw new Refusal(`Drive config error: Unable to create the virtio block device: BackingFile(${problem}, "${drive.path_on_host}")`);
@@ -245,7 +253,9 @@ function apply(operation: SpecOperation, pathParams: Readonly<Record<string, str
       }
       // The TAP is opened here; Linux interface names are at most 15 bytes.
       if (net.host_dev_name === '' || Buffer.byteLength(net.host_dev_name) > 15) {
-        throw new Refusal(`Network config error: Could not create the network device: Open tap device failed: Invalid TUN/TAP Backend provided by ${net.host_dev_name}.`);
+        throw new Refusal(
+          `Network config error: Could not create the network device: Open tap device failed: Invalid TUN/TAP Backend provided by ${net.host_dev_name}.`,
+        );
       }
       for (const other of vm.nets.values()) {
         if (other.iface_id !== net.iface_id && other.host_dev_name === net.host_dev_name) {

@@ -1,5 +1,5 @@
 // VM cgroups on this host's real cgroup hierarchy (v1 or v2, as detected), with real processes.
-// Needs root. Every cgroup lives in a test area (testing/test-cgroups.ts) that is removed at the end.
+// Needs root. Every cgroup lives in a test area (test/support/cgroups/test-cgroups.ts) that is removed at the end.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { cgroupPathsOf, readProcessCgroups } from './detect.ts';
 import { CgroupError } from './errors.ts';
-import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from './testing/test-cgroups.ts';
+import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../../../test/support/cgroups/test-cgroups.ts';
 import { createVmCgroup, listVmCgroups, placeInCgroup, type VmCgroup } from './vm-cgroup.ts';
 
 const MIB = 1024 * 1024;
@@ -123,28 +123,32 @@ describe('VM cgroups on this host (real)', { skip }, () => {
     await cgroup.remove();
   });
 
-  test('the CPU limit holds: three busy loops in a 1-CPU cgroup use at most one CPU', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : undefined }, async () => {
-    const cgroup = await createVmCgroup({ name: 'cpu', vcpus: 1, memoryMb: 64 }, area.placement);
-    const child = waitingChild('(while :; do :; done) & (while :; do :; done) & while :; do :; done');
-    await cgroup.addProcess(child.pid);
-    child.stdin?.end('go\n');
-    // sh forks the loops from inside the throttled cgroup: give it time on a loaded machine.
-    let pids = await cgroup.pids();
-    for (let waited = 0; pids.length < 3 && waited < 5_000; waited += 50) {
-      await sleep(50);
-      pids = await cgroup.pids();
-    }
-    assert.equal(pids.length, 3, 'the loops inherited the cgroup');
-    const before = cpuSeconds(pids);
-    const started = process.hrtime.bigint();
-    await sleep(1_500);
-    const used = cpuSeconds(pids) - before;
-    const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-    process.kill(-child.pid, 'SIGKILL');
-    // USER_HZ ticks are coarse: allow 0.15 s (and 10 %) of slack on top of one CPU.
-    assert.ok(used <= elapsed * 1.1 + 0.15, `used ${used.toFixed(2)} CPU-s in ${elapsed.toFixed(2)} s`);
-    await cgroup.remove({ timeoutMs: 5_000 });
-  });
+  test(
+    'the CPU limit holds: three busy loops in a 1-CPU cgroup use at most one CPU',
+    { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : undefined },
+    async () => {
+      const cgroup = await createVmCgroup({ name: 'cpu', vcpus: 1, memoryMb: 64 }, area.placement);
+      const child = waitingChild('(while :; do :; done) & (while :; do :; done) & while :; do :; done');
+      await cgroup.addProcess(child.pid);
+      child.stdin?.end('go\n');
+      // sh forks the loops from inside the throttled cgroup: give it time on a loaded machine.
+      let pids = await cgroup.pids();
+      for (let waited = 0; pids.length < 3 && waited < 5_000; waited += 50) {
+        await sleep(50);
+        pids = await cgroup.pids();
+      }
+      assert.equal(pids.length, 3, 'the loops inherited the cgroup');
+      const before = cpuSeconds(pids);
+      const started = process.hrtime.bigint();
+      await sleep(1_500);
+      const used = cpuSeconds(pids) - before;
+      const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+      process.kill(-child.pid, 'SIGKILL');
+      // USER_HZ ticks are coarse: allow 0.15 s (and 10 %) of slack on top of one CPU.
+      assert.ok(used <= elapsed * 1.1 + 0.15, `used ${used.toFixed(2)} CPU-s in ${elapsed.toFixed(2)} s`);
+      await cgroup.remove({ timeoutMs: 5_000 });
+    },
+  );
 
   test('an existing cgroup is taken over with the new limits, up or down', async () => {
     const limitFile = area.layout.version === 1 ? 'memory.limit_in_bytes' : 'memory.max';
@@ -154,7 +158,10 @@ describe('VM cgroups on this host (real)', { skip }, () => {
     if (area.layout.version === 1 && existsSync(join(bigger.dirs.memory, 'memory.memsw.limit_in_bytes'))) {
       assert.equal(read(bigger, 'memory', 'memory.memsw.limit_in_bytes'), String(256 * MIB), 'memsw raised first');
     }
-    assert.equal(read(bigger, 'cpu', area.layout.version === 1 ? 'cpu.cfs_quota_us' : 'cpu.max'), area.layout.version === 1 ? '300000' : '300000 100000');
+    assert.equal(
+      read(bigger, 'cpu', area.layout.version === 1 ? 'cpu.cfs_quota_us' : 'cpu.max'),
+      area.layout.version === 1 ? '300000' : '300000 100000',
+    );
     const smaller = await createVmCgroup({ name: 'resize', vcpus: 1, memoryMb: 32 }, area.placement);
     assert.equal(read(smaller, 'memory', limitFile), String(32 * MIB));
     await smaller.remove();

@@ -9,10 +9,7 @@ import { CgroupError } from './errors.ts';
 
 /** mountinfo lines as this kind of host shows them (hybrid: v1 controllers + an empty cgroup2). */
 function mountinfo(root: string, v2Unified: 'none' | 'hybrid' | 'unified'): string {
-  const lines = [
-    '22 1 253:0 / / rw,relatime - ext4 /dev/vda rw',
-    `31 22 0:28 / ${root} rw,relatime - tmpfs tmpfs rw,mode=755`,
-  ];
+  const lines = ['22 1 253:0 / / rw,relatime - ext4 /dev/vda rw', `31 22 0:28 / ${root} rw,relatime - tmpfs tmpfs rw,mode=755`];
   if (v2Unified === 'unified') {
     lines[1] = `31 22 0:28 / ${root} rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot`;
     return `${lines.join('\n')}\n`;
@@ -28,7 +25,9 @@ function mountinfo(root: string, v2Unified: 'none' | 'hybrid' | 'unified'): stri
 
 describe('parseMountinfo', () => {
   test('reads mount point, type, source and super options, skipping optional fields', () => {
-    const [entry] = parseMountinfo('36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 shared:2 - ext3 /dev/root rw,errors=continue\n');
+    const [entry] = parseMountinfo(
+      '36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 shared:2 - ext3 /dev/root rw,errors=continue\n',
+    );
     assert.deepEqual(entry, {
       root: '/mnt1',
       mountPoint: '/mnt/with space',
@@ -53,10 +52,16 @@ describe('detectCgroupLayout', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function fakeHost(kind: 'none' | 'hybrid' | 'unified', controllers = 'cpuset cpu io memory pids'): { root: string; mountinfoPath: string } {
+  function fakeHost(
+    kind: 'none' | 'hybrid' | 'unified',
+    controllers = 'cpuset cpu io memory pids',
+  ): { root: string; mountinfoPath: string } {
     const root = join(dir, `host${n++}`, 'sys', 'fs', 'cgroup');
     mkdirSync(join(root, 'unified'), { recursive: true });
-    writeFileSync(join(root, kind === 'unified' ? 'cgroup.controllers' : 'unified/cgroup.controllers'), kind === 'unified' ? `${controllers}\n` : '\n');
+    writeFileSync(
+      join(root, kind === 'unified' ? 'cgroup.controllers' : 'unified/cgroup.controllers'),
+      kind === 'unified' ? `${controllers}\n` : '\n',
+    );
     const mountinfoPath = join(dir, `mountinfo${n}`);
     writeFileSync(mountinfoPath, mountinfo(root, kind));
     return { root, mountinfoPath };
@@ -64,7 +69,10 @@ describe('detectCgroupLayout', () => {
 
   test('cgroup v1 (separate cpu,cpuacct and memory hierarchies)', async () => {
     const host = fakeHost('none');
-    assert.deepEqual(await detectCgroupLayout(host), { version: 1, mounts: { cpu: `${host.root}/cpu,cpuacct`, memory: `${host.root}/memory` } });
+    assert.deepEqual(await detectCgroupLayout(host), {
+      version: 1,
+      mounts: { cpu: `${host.root}/cpu,cpuacct`, memory: `${host.root}/memory` },
+    });
   });
 
   test('hybrid: the controllers bound to v1 win over an empty cgroup2 mount', async () => {
@@ -111,6 +119,9 @@ describe('parseProcCgroup / cgroupPathsOf', () => {
     assert.equal(parsed.v1.memory, '/process_api/abc');
     assert.equal(parsed.v1.cpuacct, '/');
     assert.deepEqual(cgroupPathsOf(parsed, { version: 1, mounts: { cpu: '/a', memory: '/b' } }), { cpu: '/', memory: '/process_api/abc' });
-    assert.deepEqual(cgroupPathsOf(parsed, { version: 2, mounts: { cpu: '/a', memory: '/a' } }), { cpu: '/user.slice', memory: '/user.slice' });
+    assert.deepEqual(cgroupPathsOf(parsed, { version: 2, mounts: { cpu: '/a', memory: '/a' } }), {
+      cpu: '/user.slice',
+      memory: '/user.slice',
+    });
   });
 });

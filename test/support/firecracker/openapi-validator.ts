@@ -84,10 +84,7 @@ const SPEC_KEY = 'firecracker.yaml';
 
 /** shared/firecracker/firecracker.yaml beside the repository, or $FIRECRACKER_OPENAPI_SPEC. */
 export function defaultSpecPath(): string {
-  return (
-    process.env.FIRECRACKER_OPENAPI_SPEC ??
-    fileURLToPath(new URL('../../../../../shared/firecracker/firecracker.yaml', import.meta.url))
-  );
+  return process.env.FIRECRACKER_OPENAPI_SPEC ?? fileURLToPath(new URL('../../../../shared/firecracker/firecracker.yaml', import.meta.url));
 }
 
 function isObject(value: unknown): value is JsonObject {

@@ -1,4 +1,4 @@
-// cgroup v2 logic against a fake cgroup tree (testing/fake-cgroupfs.ts): what is written where.
+// cgroup v2 logic against a fake cgroup tree (test/support/cgroups/fake-cgroupfs.ts): what is written where.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { CgroupError } from './errors.ts';
 import { readProcessCgroups } from './detect.ts';
-import { createFakeCgroupV2, type FakeCgroupV2 } from './testing/fake-cgroupfs.ts';
+import { createFakeCgroupV2, type FakeCgroupV2 } from '../../../test/support/cgroups/fake-cgroupfs.ts';
 import {
   createVmCgroup,
   ensureParentCgroup,
@@ -146,7 +146,7 @@ describe('VM cgroups on cgroup v2 (fake tree)', () => {
     await assert.rejects(resolvePlacement({ ...placement, parent: 'a/../b' }), /relative path/);
   });
 
-  test('relativeTo self: below this process\'s own cgroup', async () => {
+  test("relativeTo self: below this process's own cgroup", async () => {
     const own = (await readProcessCgroups('self')).unified ?? '/';
     const resolved = await resolvePlacement({ ...placement, relativeTo: 'self', parent: 'vms' });
     assert.equal(resolved.parentDirs.cpu, join(fake.root, own, 'vms'));

@@ -12,7 +12,7 @@ import { VmManager } from '../../src/vms/manager.ts';
 import { VmStore } from '../../src/vms/store.ts';
 import { ReadinessTracker } from '../../src/vms/readiness.ts';
 import { maxSeatId, parseCidr } from '../../src/network/cidr.ts';
-import { findProcessesUnder, killProcess } from '../../src/hypervisors/process.ts';
+import { findProcessesUnder, killProcess } from '../../src/host/process.ts';
 import { MemoryNetwork, StandInDriver } from './stand-ins.ts';
 
 export interface TestApiOptions {

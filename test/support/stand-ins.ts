@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { NetworkPort, VmEndpoint } from '../../src/network/index.ts';
 import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../../src/hypervisors/driver.ts';
-import { describeProcess, isProcessAlive, killProcess } from '../../src/hypervisors/process.ts';
+import { describeProcess, isProcessAlive, killProcess } from '../../src/host/process.ts';
 
 export class MemoryNetwork implements NetworkPort {
   readonly taps = new Set<string>();
@@ -36,7 +36,10 @@ export class MemoryNetwork implements NetworkPort {
 
 /** Starts a detached long-sleeping process whose command line names the VM's directory, as a VMM's does. */
 export function spawnStandIn(runDir: string): VmmProcess {
-  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e6)', join(runDir, 'vmm.sock')], { detached: true, stdio: 'ignore' });
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e6)', join(runDir, 'vmm.sock')], {
+    detached: true,
+    stdio: 'ignore',
+  });
   child.unref();
   const proc = describeProcess(child.pid ?? -1);
   assert.ok(proc);
@@ -65,4 +68,3 @@ export class StandInDriver implements HypervisorDriver {
     await killProcess(proc);
   }
 }
-

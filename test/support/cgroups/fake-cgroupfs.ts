@@ -5,7 +5,7 @@
 // them again (a real cgroup directory holds only virtual files, so rmdir works on it).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CgroupLayout } from '../detect.ts';
+import type { CgroupLayout } from '../../../src/host/cgroups/detect.ts';
 
 export interface FakeCgroupV2 {
   /** The fake unified mount point. */
@@ -31,7 +31,17 @@ export interface FakeCgroupV2Options {
   readonly swap?: boolean;
 }
 
-const INTERFACE_FILES = ['cgroup.procs', 'cgroup.controllers', 'cgroup.subtree_control', 'cgroup.events', 'cpu.max', 'cpu.stat', 'memory.max', 'memory.current', 'memory.swap.max'];
+const INTERFACE_FILES = [
+  'cgroup.procs',
+  'cgroup.controllers',
+  'cgroup.subtree_control',
+  'cgroup.events',
+  'cpu.max',
+  'cpu.stat',
+  'memory.max',
+  'memory.current',
+  'memory.swap.max',
+];
 
 export function createFakeCgroupV2(dir: string, options: FakeCgroupV2Options = {}): FakeCgroupV2 {
   const root = join(dir, 'sys', 'fs', 'cgroup');
@@ -55,7 +65,10 @@ export function createFakeCgroupV2(dir: string, options: FakeCgroupV2Options = {
       writeFileSync(join(path, 'cgroup.procs'), '');
       // A child offers what its parent enabled for its children.
       const parentEnabled = existsSync(join(path, '..', 'cgroup.subtree_control'))
-        ? readFileSync(join(path, '..', 'cgroup.subtree_control'), 'utf8').split(/\s+/).filter(Boolean).map((c) => c.replace(/^\+/, ''))
+        ? readFileSync(join(path, '..', 'cgroup.subtree_control'), 'utf8')
+            .split(/\s+/)
+            .filter(Boolean)
+            .map((c) => c.replace(/^\+/, ''))
         : [];
       writeFileSync(join(path, 'cgroup.controllers'), `${parentEnabled.join(' ')}\n`);
       writeFileSync(join(path, 'cgroup.subtree_control'), '');
