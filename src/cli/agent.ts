@@ -4,7 +4,7 @@ import { totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
 import type { AgentConfig } from '../config/config.ts';
 import { createLogger } from '../shared/logger.ts';
-import { VmStore } from '../vms/store.ts';
+import { VmStore } from '../store/vm-store.ts';
 import { endpoint, VmManager } from '../vms/manager.ts';
 import { ReadinessTracker } from '../vms/readiness.ts';
 import { buildApi } from '../api/app.ts';

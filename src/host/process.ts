@@ -1,7 +1,14 @@
 // Helpers to recognise and end detached VMM processes that may not be our children.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { VmmProcess } from '../hypervisors/driver.ts';
+
+
+/** A process, told apart from a later one with the same pid by its start time. */
+export interface VmmProcess {
+  readonly pid: number;
+  /** Clock ticks since boot, from /proc/PID/stat. */
+  readonly startTime: number;
+}
 
 /** Start time of a process in clock ticks since boot, or undefined when it does not exist. */
 export function processStartTime(pid: number): number | undefined {
@@ -74,3 +81,10 @@ export async function findProcessesUnder(dir: string): Promise<{ proc: VmmProces
   }
   return found;
 }
+
+/** The host's processes as the lifecycle's ProcessPort. */
+export const hostProcesses = {
+  findUnder: async (dir: string): Promise<VmmProcess[]> => (await findProcessesUnder(dir)).map((found) => found.proc),
+  isAlive: isProcessAlive,
+  kill: killProcess,
+};

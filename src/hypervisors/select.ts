@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/config.ts';
 import { ConfigError } from '../config/config.ts';
 import { commandExists } from '../shared/exec.ts';
-import type { HypervisorDriver } from './driver.ts';
+import type { HypervisorDriver } from '../vms/ports.ts';
 import { createFirecrackerDriver } from './firecracker/index.ts';
 import { createQemuDriver } from './qemu/index.ts';
 import { detectAcceleration } from './qemu/accel.ts';

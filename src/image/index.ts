@@ -37,16 +37,12 @@ import {
   writeFileAtomic,
 } from './util.ts';
 
+import { IMAGE_FILES } from './layout.ts';
+
 export { BASE_LABEL } from './rootfs.ts';
 export { defaultRecipePath, loadRecipe, type Recipe } from './recipe.ts';
 
-/** File names inside the images directory. */
-export const IMAGE_FILES = {
-  kernel: 'vmlinux',
-  initrd: 'initrd.img',
-  rootfs: 'rootfs.ext4',
-  manifest: 'manifest.json',
-} as const;
+export { IMAGE_FILES } from './layout.ts';
 
 /** Bump when a stage's code changes in a way that must rebuild existing images. */
 const BUILDER_VERSION = { kernel: '1', initrd: '1', debian: '1', rootfs: '1' } as const;

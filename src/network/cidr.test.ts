@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { allocateIp, intToIp, ipToInt, macForIp, maxSeatId, parseCidr, tapNameForIp } from './cidr.ts';
+import { allocateIp, intToIp, ipToInt, maxSeatId, parseCidr } from './cidr.ts';
 
 const cidr = parseCidr('192.168.100.1/24');
 
@@ -33,14 +33,6 @@ test('never hands out the network, bridge or broadcast address; undefined when f
 test('the highest seat is what the subnet allows', () => {
   assert.equal(maxSeatId(cidr), 244);
   assert.equal(maxSeatId(parseCidr('10.1.0.1/16')), 65535 - 1 - 10);
-});
-
-test('MAC and TAP name are derived from the address, unique and short', () => {
-  const ip = ipToInt('192.168.100.11');
-  assert.equal(macForIp(ip), '06:00:c0:a8:64:0b');
-  assert.equal(tapNameForIp(ip), 'ctc0a8640b');
-  assert.ok(tapNameForIp(ipToInt('255.255.255.254')).length <= 15);
-  assert.notEqual(tapNameForIp(ip), tapNameForIp(ip + 1));
 });
 
 test('bad CIDRs are refused with a reason', () => {

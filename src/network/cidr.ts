@@ -63,14 +63,3 @@ export function allocateIp(cidr: Cidr, seatId: number, used: ReadonlySet<number>
   }
   return undefined;
 }
-
-/** Locally administered unicast MAC derived from the address: 06:00:c0:a8:64:0b. */
-export function macForIp(ip: number): string {
-  const octets = [0x06, 0x00, ...intToIp(ip).split('.').map(Number)];
-  return octets.map((o) => o.toString(16).padStart(2, '0')).join(':');
-}
-
-/** TAP device name derived from the (unique) address: `ct` + 8 hex digits, 10 characters. */
-export function tapNameForIp(ip: number): string {
-  return `ct${ip.toString(16).padStart(8, '0')}`;
-}

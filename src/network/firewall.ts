@@ -7,6 +7,7 @@
 //  - egress follows EGRESS: nat (public internet through NAT), none, or an allow-list.
 import { writeFile } from 'node:fs/promises';
 import { run, commandExists } from '../shared/exec.ts';
+import type { VmEndpoint } from '../vms/ports.ts';
 import { intToIp, type Cidr } from './cidr.ts';
 
 export const NFT_TABLE = 'clarateach';
@@ -20,12 +21,6 @@ export interface AllowRule {
   readonly ports?: { readonly from: number; readonly to: number };
 }
 
-/** What the guard set needs to know of each VM. */
-export interface VmEndpoint {
-  readonly tap: string;
-  readonly mac: string;
-  readonly ip: string;
-}
 
 /** Destinations that are never "the internet": private, shared, link-local, multicast, reserved. */
 const NON_PUBLIC = [

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { VmManager } from './manager.ts';
 import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/support/stand-ins.ts';
-import { VmStore } from './store.ts';
+import { VmStore } from '../store/vm-store.ts';
 import { VmError } from './errors.ts';
 import { parseCidr } from '../network/cidr.ts';
 import { findProcessesUnder, isProcessAlive, killProcess } from '../host/process.ts';

@@ -3,7 +3,7 @@
 import { mkdir, readdir, rm, stat, open, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../hypervisors/driver.ts';
+import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from './ports.ts';
 import { findProcessesUnder, isProcessAlive, killProcess } from '../host/process.ts';
 import type { Cidr } from '../network/cidr.ts';
 import type { NetworkPort, VmEndpoint } from '../network/index.ts';
@@ -13,7 +13,7 @@ import { KeyedLock } from './keyed-lock.ts';
 import { runPlan, runTeardown, StepError, type Step } from './plan.ts';
 import { VmError } from './errors.ts';
 import { vmId, type VmRecord } from './model.ts';
-import type { Addressing, VmStore } from './store.ts';
+import type { Addressing, VmStore } from '../store/vm-store.ts';
 
 export interface ManagerOptions {
   readonly store: VmStore;

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { requireTestNetns } from '../support/agent-process.ts';
 import { applyFirewall, parseEgress } from '../../src/network/firewall.ts';
-import { ensureBridge } from '../../src/network/links.ts';
+import { ensureBridge } from '../../src/network/bridge.ts';
 import { parseCidr } from '../../src/network/cidr.ts';
 
 requireTestNetns();

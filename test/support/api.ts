@@ -9,7 +9,7 @@ import { buildApi } from '../../src/api/app.ts';
 import { Authenticator } from '../../src/api/auth.ts';
 import { AuditLog } from '../../src/api/audit.ts';
 import { VmManager } from '../../src/vms/manager.ts';
-import { VmStore } from '../../src/vms/store.ts';
+import { VmStore } from '../../src/store/vm-store.ts';
 import { ReadinessTracker } from '../../src/vms/readiness.ts';
 import { maxSeatId, parseCidr } from '../../src/network/cidr.ts';
 import { findProcessesUnder, killProcess } from '../../src/host/process.ts';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { NetworkPort, VmEndpoint } from '../../src/network/index.ts';
-import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../../src/hypervisors/driver.ts';
+import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../../src/vms/ports.ts';
 import { describeProcess, isProcessAlive, killProcess } from '../../src/host/process.ts';
 
 export class MemoryNetwork implements NetworkPort {

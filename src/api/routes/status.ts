@@ -1,6 +1,6 @@
 // /health (never authenticated) and /info.
 import type { FastifyInstance } from 'fastify';
-import type { HypervisorInfo } from '../../hypervisors/driver.ts';
+import type { HypervisorInfo } from '../../vms/ports.ts';
 import type { VmManager } from '../../vms/manager.ts';
 
 export interface StatusRoutesOptions {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { VmLaunchSpec } from '../driver.ts';
+import type { VmLaunchSpec } from '../../vms/ports.ts';
 import { BOOT_ARGS_PREFIX, bootCalls, buildBootArgs } from './boot-requests.ts';
 import { FirecrackerSpecValidator } from '../../../test/support/firecracker/openapi-validator.ts';
 

@@ -1,6 +1,6 @@
 // The API calls that configure and boot one VM, in order, as plain data (docs/getting-started.md:
 // machine config, boot source, drives, network, then InstanceStart). Pure; the driver sends them.
-import type { VmLaunchSpec } from '../driver.ts';
+import type { VmLaunchSpec } from '../../vms/ports.ts';
 import type { FirecrackerApiClient, RequestOptions } from './api-client.ts';
 import type { BootSource, Drive, InstanceActionInfo, MachineConfiguration, NetworkInterface } from './api-types.ts';
 

@@ -347,7 +347,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
 
   test('reconcile: a jailed VMM that no VM owns is found in its cgroup and killed; its jail and cgroup go, a kept VM stays', async () => {
     const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer() });
-    assert.ok(d.removeOrphans);
+    assert.ok(d.reclaim);
     // The agent died before it recorded this pid: only the cgroup and the jail lead to it.
     const proc = await d.start(fx.spec);
     const jailDir = join(chrootBase, 'firecracker', ID);
@@ -356,13 +356,13 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     const notOurs = join(chrootBase, 'other-vmm', 'x-1');
     mkdirSync(notOurs, { recursive: true });
 
-    await d.removeOrphans(new Set(['my-test.1']));
+    await d.reclaim(new Set(['my-test.1']));
     assert.equal(d.isAlive(proc), true, 'a kept VM keeps running');
     assert.ok(existsSync(jailDir), 'and keeps its jail');
     assert.deepEqual(await listVmCgroups(area.placement), [ID]);
     assert.equal(existsSync(strayJail), false, 'a jail without a VM is removed');
 
-    await d.removeOrphans(new Set());
+    await d.reclaim(new Set());
     assert.equal(processStartTime(proc.pid), undefined, 'the unowned VMM was killed');
     assert.equal(existsSync(jailDir), false, 'its jail removed');
     assert.deepEqual(await listVmCgroups(area.placement), [], 'its cgroup removed');

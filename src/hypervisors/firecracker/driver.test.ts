@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import { cgroupPathsOf, listVmCgroups, openVmCgroup, readProcessCgroups, type CgroupPlacement } from '../../host/cgroups/index.ts';
 import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../../../test/support/cgroups/test-cgroups.ts';
-import type { VmmProcess } from '../driver.ts';
+import type { VmmProcess } from '../../vms/ports.ts';
 import { describeProcess, processStartTime, waitForExit } from '../../host/process.ts';
 import { FirecrackerApiClient, socketAnswers } from './api-client.ts';
 import { bootCalls } from './boot-requests.ts';
@@ -125,13 +125,13 @@ describe('Firecracker driver', () => {
       cgroup,
       cgroupOverheadMb: 32,
     });
-    assert.ok(driver.removeOrphans);
+    assert.ok(driver.reclaim);
     const proc = await driver.start(fx.spec);
     try {
-      await driver.removeOrphans(new Set(['my-test.1']));
+      await driver.reclaim(new Set(['my-test.1']));
       assert.equal(driver.isAlive(proc), true);
       assert.deepEqual(await listVmCgroups(cgroup), [firecrackerInstanceId('my-test.1')]);
-      await driver.removeOrphans(new Set(['another.2']));
+      await driver.reclaim(new Set(['another.2']));
       assert.equal(processStartTime(proc.pid), undefined, 'the VMM in the unowned cgroup was killed');
       assert.deepEqual(await listVmCgroups(cgroup), []);
     } finally {

@@ -21,7 +21,7 @@ import {
   type VmCgroup,
   type VmLimits,
 } from '../../host/cgroups/index.ts';
-import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../driver.ts';
+import type { ReclaimCounts, HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../../host/process.ts';
 import { FirecrackerApiClient, FirecrackerApiError, socketAnswers } from './api-client.ts';
 import { bootCalls, sendBootCall } from './boot-requests.ts';
@@ -537,7 +537,8 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
    * whose pid never got recorded (the agent died mid-start) cannot be found by its command line,
    * whose paths are jail-relative; it is found in its cgroup, which holds nothing else.
    */
-  async function removeOrphans(keep: ReadonlySet<string>): Promise<void> {
+  async function reclaim(keep: ReadonlySet<string>): Promise<ReclaimCounts> {
+    const removed = { cgroups: 0, jails: 0 };
     const chrootBaseDir = opts.jailerBin ? (jail.chrootBaseDir ?? DEFAULT_CHROOT_BASE_DIR) : undefined;
     let kept: Set<string>;
     try {
@@ -550,7 +551,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     } catch (error) {
       // Without the binary the kept VMs' ids are unknown: removing anything could hit a live VM.
       log(`firecracker: orphan cleanup skipped: ${message(error)}`);
-      return;
+      return removed;
     }
     let cg: ResolvedPlacement | undefined;
     try {
@@ -574,12 +575,17 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
         continue;
       }
       const problems = await removeSurroundings({ instanceId, cgroup, chrootBaseDir }, label);
+      if (problems.length === 0) {
+        if (cgroup) removed.cgroups++;
+        if (chrootBaseDir !== undefined) removed.jails++;
+      }
       log(
         problems.length === 0
           ? `${label}: removed the cgroup, jail and processes that no VM owns`
           : `${label}: leftovers no VM owns were not all removed: ${problems.join('; ')}`,
       );
     }
+    return removed;
   }
 
   return {
@@ -587,7 +593,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     start,
     isAlive: (proc) => isProcessAlive(proc),
     stop,
-    removeOrphans,
+    reclaim,
     // Jailed VMMs run as the VM's own uid/gid: its TAP is given to them.
     vmmOwner: async (spec) => (opts.jailerBin ? jailIdsForVm(spec.mac, opts.jail?.uidBase ?? DEFAULT_JAIL_UID_BASE) : undefined),
   };

@@ -4,7 +4,7 @@
 //
 // uid/gid. Each VM runs as its own user and group: uid = gid = uidBase + slot, where the slot is
 // the low 16 bits of the guest's IPv4 address, which the VM's MAC carries in its last four octets
-// (network/cidr.ts macForIp: 06:00:<a>:<b>:<c>:<d>, slot = c*256 + d). The lifecycle never gives
+// (network/tap.ts macForIp: 06:00:<a>:<b>:<c>:<d>, slot = c*256 + d). The lifecycle never gives
 // two live VMs the same address, so in a bridge subnet of /16 or smaller no two live VMs share a
 // uid; start() also refuses a uid that some live process already runs as. The default base,
 // 2_000_000_000, is far above login users (1000-60000), systemd's dynamic users (61184-65519) and
@@ -27,7 +27,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
-import type { VmLaunchSpec } from '../driver.ts';
+import type { VmLaunchSpec } from '../../vms/ports.ts';
 import { parseMountinfo } from '../../host/cgroups/index.ts';
 import { run } from '../../shared/exec.ts';
 

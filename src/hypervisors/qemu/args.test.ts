@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { VmLaunchSpec } from '../driver.ts';
+import type { VmLaunchSpec } from '../../vms/ports.ts';
 import { buildQemuArgs, escapeOptionValue, kernelCommandLine, pidFilePath, qmpSocketPath } from './args.ts';
 
 const spec: VmLaunchSpec = {

@@ -1,7 +1,7 @@
 // Pure construction of the QEMU command line for one VM (no I/O): the driver and the tests share
 // it, and an agent that restarts derives the same socket and pid file paths from the same spec.
 import { join } from 'node:path';
-import type { VmLaunchSpec } from '../driver.ts';
+import type { VmLaunchSpec } from '../../vms/ports.ts';
 
 export type Acceleration = 'kvm' | 'tcg';
 

@@ -8,7 +8,7 @@ import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from '../../shared/exec.ts';
-import type { HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../driver.ts';
+import type { ReclaimCounts, HypervisorDriver, HypervisorInfo, VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { describeProcess, isProcessAlive, killProcess, waitForExit } from '../../host/process.ts';
 import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
 import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qemuOverheadMb, qmpSocketPath, type Acceleration } from './args.ts';
@@ -162,16 +162,21 @@ export class QemuDriver implements HypervisorDriver {
     this.cgroupOverheadMb = opts.cgroupOverheadMb ?? qemuOverheadMb(verdict.accel);
   }
 
-  async removeOrphans(keep: ReadonlySet<string>): Promise<void> {
-    if (this.cgroup === false) return;
+  async reclaim(keep: ReadonlySet<string>): Promise<ReclaimCounts> {
+    let cgroups = 0;
+    if (this.cgroup === false) return { cgroups };
     for (const name of await listVmCgroups(this.cgroup)) {
       if (keep.has(name)) continue;
       // A cgroup that still holds a process is refused by the kernel: it is left, and said so.
       await removeVmCgroup(name, this.cgroup).then(
-        () => this.log(`qemu: removed cgroup ${name}, which no VM owns`),
+        () => {
+          cgroups++;
+          this.log(`qemu: removed cgroup ${name}, which no VM owns`);
+        },
         (error: unknown) => this.log(`qemu: cgroup ${name} no VM owns was not removed (${(error as Error).message})`),
       );
     }
+    return { cgroups };
   }
 
   /** The user this VM's QEMU runs as (its TAP is given to it), when VMs run as users of their own. */

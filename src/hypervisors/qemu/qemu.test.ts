@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { VmLaunchSpec, VmmProcess } from '../driver.ts';
+import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { ensureSharedImages, type SharedImages } from '../../image/shared.ts';
 import { createQemuDriver, QemuDriver } from './index.ts';
 import { pidFilePath } from './args.ts';

@@ -3,7 +3,7 @@
 // the VMM outlives it).
 //
 //   node --import tsx agent-child.ts FIRECRACKER_BIN SPEC_JSON [DRIVER_OPTIONS_JSON]
-import type { VmLaunchSpec } from '../../../src/hypervisors/driver.ts';
+import type { VmLaunchSpec } from '../../../src/vms/ports.ts';
 import { createFirecrackerDriver, type FirecrackerDriverOptions } from '../../../src/hypervisors/firecracker/driver.ts';
 
 const [firecrackerBin, specJson, optionsJson] = process.argv.slice(2);

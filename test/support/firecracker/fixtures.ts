@@ -4,7 +4,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { VmLaunchSpec } from '../../../src/hypervisors/driver.ts';
+import type { VmLaunchSpec } from '../../../src/vms/ports.ts';
 import { describeProcess, killProcess } from '../../../src/host/process.ts';
 import { loggedPids, writeFakeFirecracker, type FakeFirecrackerOptions } from './fake-firecracker-shim.ts';
 import { writeFakeJailer } from './fake-jailer-shim.ts';

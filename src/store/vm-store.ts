@@ -3,7 +3,8 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { VmRecord, VmStatus } from './model.ts';
+import type { VmRecord, VmStatus } from '../vms/model.ts';
+import type { Addressing, Reservation, ReserveLimits, ReserveResult, VmRepository } from '../vms/ports.ts';
 
 interface Row {
   workshop_id: string;
@@ -69,28 +70,7 @@ function toRecord(row: Row): VmRecord {
   };
 }
 
-export interface Reservation {
-  readonly workshopId: string;
-  readonly seatId: number;
-  readonly vcpus: number;
-  readonly memoryMb: number;
-  readonly hypervisor: string;
-}
-
-export type ReserveResult =
-  | { readonly ok: true; readonly vm: VmRecord }
-  | { readonly ok: false; readonly reason: 'exists' | 'at_capacity' | 'no_address' }
-  | { readonly ok: false; readonly reason: 'memory'; readonly committedMb: number };
-
-export interface Addressing {
-  /** Picks an address for the seat given the addresses in use; undefined when none is left. */
-  allocate(seatId: number, used: ReadonlySet<number>): number | undefined;
-  ipText(ip: number): string;
-  mac(ip: number): string;
-  tapName(ip: number): string;
-}
-
-export class VmStore {
+export class VmStore implements VmRepository {
   private readonly db: Database.Database;
 
   constructor(path: string) {
@@ -108,7 +88,7 @@ export class VmStore {
   }
 
   /** Atomically checks seat and capacity, allocates an address and records the VM as `creating`. */
-  reserve(request: Reservation, limits: { capacity: number; memoryBudgetMb: number }, addressing: Addressing, now: number): ReserveResult {
+  reserve(request: Reservation, limits: ReserveLimits, addressing: Addressing, now: number): ReserveResult {
     return this.db.transaction((): ReserveResult => {
       if (this.get(request.workshopId, request.seatId)) return { ok: false, reason: 'exists' };
       const totals = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(memory_mb), 0) AS mb FROM vms').get() as { n: number; mb: number };

@@ -3,8 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VmStore, type Addressing } from './store.ts';
-import { allocateIp, intToIp, macForIp, parseCidr, tapNameForIp } from '../network/cidr.ts';
+import { VmStore } from './vm-store.ts';
+import type { Addressing } from '../vms/ports.ts';
+import { allocateIp, intToIp, parseCidr } from '../network/cidr.ts';
+import { macForIp, tapNameForIp } from '../network/tap.ts';
 
 const cidr = parseCidr('192.168.100.1/24');
 const addressing: Addressing = { allocate: (s, u) => allocateIp(cidr, s, u), ipText: intToIp, mac: macForIp, tapName: tapNameForIp };

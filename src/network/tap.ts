@@ -1,0 +1,46 @@
+// A VM's TAP device: its name and MAC (both derived from the VM's address) and making, listing
+// and removing it through iproute2. Every function checks, then acts.
+import { run } from '../shared/exec.ts';
+import { intToIp } from './cidr.ts';
+import { showLink, type IpLink } from './ip-link.ts';
+
+/** TAP names this agent makes (see tapNameForIp); nothing else on the host is ever touched. */
+export const TAP_PATTERN = /^ct[0-9a-f]{8}$/;
+
+/** A name the kernel accepts for a network device (IFNAMSIZ) and that is safe on a command line. */
+export const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
+/** TAP device name derived from the (unique) address: `ct` + 8 hex digits, 10 characters. */
+export function tapNameForIp(ip: number): string {
+  return `ct${ip.toString(16).padStart(8, '0')}`;
+}
+
+/** Locally administered unicast MAC derived from the address: 06:00:c0:a8:64:0b. */
+export function macForIp(ip: number): string {
+  const octets = [0x06, 0x00, ...intToIp(ip).split('.').map(Number)];
+  return octets.map((o) => o.toString(16).padStart(2, '0')).join(':');
+}
+
+/**
+ * Creates the TAP when missing and attaches it, up, to the bridge as an isolated port: isolated
+ * ports forward only to the bridge itself, never to each other, so VMs cannot reach one another.
+ */
+export async function ensureTap(name: string, bridge: string, owner?: { uid: number; gid: number }): Promise<void> {
+  const link = await showLink(name);
+  // Owned by the VM's own user: an unowned TAP could be attached by any process on the host.
+  const ownership = owner ? ['user', String(owner.uid), 'group', String(owner.gid)] : [];
+  if (!link) await run('ip', ['tuntap', 'add', 'dev', name, 'mode', 'tap', ...ownership]);
+  if (link?.master !== bridge) await run('ip', ['link', 'set', name, 'master', bridge]);
+  await run('bridge', ['link', 'set', 'dev', name, 'isolated', 'on', 'learning', 'off']);
+  if (!link?.flags?.includes('UP')) await run('ip', ['link', 'set', name, 'up']);
+}
+
+export async function deleteTap(name: string): Promise<void> {
+  if (await showLink(name)) await run('ip', ['link', 'del', 'dev', name]);
+}
+
+/** Names of all TAP devices whose name matches `pattern` (by default: the ones this agent makes). */
+export async function listTaps(pattern: RegExp = TAP_PATTERN): Promise<string[]> {
+  const { stdout } = await run('ip', ['-j', '-d', 'link', 'show', 'type', 'tun']);
+  return (JSON.parse(stdout) as IpLink[]).map((l) => l.ifname).filter((n) => pattern.test(n));
+}
