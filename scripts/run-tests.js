@@ -51,7 +51,11 @@ let ok = true;
 if (!unitOnly) {
   ok = step('guest image', process.execPath, [join(root, 'bin/clarateach.js'), 'image', 'build', '--images-dir', imagesDir]) && ok;
 }
-const unit = [...find(join(root, 'src'), '.test.ts'), ...find(join(root, 'test/support'), '.test.ts')].map((p) => relative(root, p));
+const unit = [
+  ...find(join(root, 'src'), '.test.ts'),
+  ...find(join(root, 'test/support'), '.test.ts'),
+  ...find(join(root, 'test/architecture'), '.test.ts'),
+].map((p) => relative(root, p));
 ok = step(`unit tests (${unit.length} files)`, process.execPath, [...nodeTest(), ...unit]) && ok;
 if (!unitOnly) {
   for (const file of find(join(root, 'test/integration'), '.test.ts')) {

@@ -1,6 +1,6 @@
 // The agent's HTTP server: one Fastify app, auth in one hook, errors in one handler, one plugin
-// per route group, an audit line per control action. WebSocket upgrades (the terminal proxy) are
-// authenticated and routed here too.
+// per route group, an audit line per control action. WebSocket upgrades go to the terminal proxy
+// with the same authentication.
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -8,15 +8,14 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { actorOf, type Authenticator, type Identity } from './auth.ts';
 import type { AuditLog } from './audit.ts';
-import { ApiError, errorHandler, sendError, writeRawError } from './errors.ts';
+import { ApiError, errorHandler, sendError, writeRawError } from '../http/errors.ts';
 import { statusRoutes, type StatusRoutesOptions } from './routes/status.ts';
-import { vmRoutes, type VmRoutesOptions, seatFromParam } from './routes/vms.ts';
+import { vmRoutes, type VmRoutesOptions } from './routes/vms.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
 import { TerminalProxy } from '../proxy/terminal.ts';
-import { VmError } from '../vms/errors.ts';
-import type { GuestHealth } from '../proxy/guest.ts';
-import { WORKSHOP_ID_PATTERN } from './schemas.ts';
+import { createTerminalUpgrade } from '../proxy/terminal-upgrade.ts';
+import type { GuestProbe } from '../vms/ports.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -31,13 +30,10 @@ export interface ApiOptions {
   readonly learnerTokenTtlS: number;
   readonly status: StatusRoutesOptions;
   readonly vms: VmRoutesOptions;
-  readonly probe: (ip: string) => Promise<GuestHealth>;
+  readonly probe: GuestProbe;
 }
 
 const UNAUTHENTICATED = new Set(['/health']);
-
-const TERMINAL_PATH = /^\/proxy\/([^/?]+)\/([^/?]+)\/terminal$/;
-const WORKSHOP_ID = new RegExp(WORKSHOP_ID_PATTERN);
 
 function wantsWebSocket(request: IncomingMessage): boolean {
   return (request.headers.upgrade ?? '').split(',').some((protocol) => protocol.trim().toLowerCase() === 'websocket');
@@ -151,54 +147,27 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   await app.register(statusRoutes, o.status);
   await app.register(vmRoutes, o.vms);
   await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
-  await app.register(proxyRoutes, { manager: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
+  await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
 
   const terminals = new TerminalProxy();
+  const terminalUpgrade = createTerminalUpgrade({
+    seats: o.vms.manager,
+    maxSeat: o.vms.maxSeat,
+    terminals,
+    log: o.log,
+    authorize: async (request, url) => {
+      const identity = await o.auth.identify(request.headers.authorization, url.searchParams.get('token') ?? undefined);
+      if (!identity) throw new ApiError(401, 'unauthorized', 'missing or invalid bearer token');
+      if (!o.auth.allows(identity, url.pathname, vmCreatedAt)) throw new ApiError(403, 'forbidden', 'this token opens only its own seat');
+      return actorOf(identity);
+    },
+  });
   app.server.on('upgrade', (request, socket, head) => {
     // Node removes its own error listener before 'upgrade': a client resetting the connection
     // must not become an uncaught exception.
     socket.on('error', () => socket.destroy());
     if (!wantsWebSocket(request)) return serveIgnoringUpgrade(app.server, request, socket);
-    const rawUrl = request.url ?? '/';
-    let url: URL;
-    try {
-      url = new URL(rawUrl, 'http://agent');
-    } catch {
-      return writeRawError(socket, 400, 'invalid_request', 'the request target is not a valid URL');
-    }
-    const match = TERMINAL_PATH.exec(url.pathname);
-    if (!match) return writeRawError(socket, 404, 'not_found', 'WebSocket is served at /proxy/{workshopID}/{seatID}/terminal');
-    void (async () => {
-      const identity = await o.auth.identify(request.headers.authorization, url.searchParams.get('token') ?? undefined);
-      if (!identity) return writeRawError(socket, 401, 'unauthorized', 'missing or invalid bearer token');
-      if (!o.auth.allows(identity, url.pathname, vmCreatedAt))
-        return writeRawError(socket, 403, 'forbidden', 'this token opens only its own seat');
-      let workshopId: string;
-      try {
-        workshopId = decodeURIComponent(match[1] ?? '');
-      } catch {
-        workshopId = '';
-      }
-      if (!WORKSHOP_ID.test(workshopId)) {
-        return writeRawError(socket, 400, 'invalid_field', 'workshopID must be 1-63 of a-z, 0-9 and "-"');
-      }
-      let seatText: string;
-      try {
-        seatText = decodeURIComponent(match[2] ?? '');
-      } catch {
-        seatText = '';
-      }
-      const seat = seatFromParam(seatText, o.vms.maxSeat);
-      const vm = o.vms.manager.get(workshopId, seat);
-      url.searchParams.delete('token');
-      o.log.info({ vm: `${workshopId}.${seat}`, actor: actorOf(identity) }, 'terminal connection');
-      terminals.handle(request, socket, head, vm.ip, url.searchParams);
-    })().catch((error: unknown) => {
-      if (error instanceof ApiError) return writeRawError(socket, error.statusCode, error.code, error.message);
-      if (error instanceof VmError) return writeRawError(socket, 404, error.code, error.message);
-      o.log.error({ err: error }, 'terminal upgrade failed');
-      return writeRawError(socket, 500, 'internal', 'internal error');
-    });
+    terminalUpgrade(request, socket, head);
   });
   // Upgraded sockets still count as the HTTP server's connections: end them before it closes.
   app.addHook('preClose', async () => terminals.close());

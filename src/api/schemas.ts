@@ -1,20 +1,8 @@
 // JSON schemas of the API's inputs and the VM's JSON shape.
 import type { VmRecord } from '../vms/model.ts';
+import { WORKSHOP_ID_PATTERN } from '../http/seat.ts';
 
-export const WORKSHOP_ID_PATTERN = '^[a-z0-9][a-z0-9-]{0,62}$';
-
-export function vmParamsSchema() {
-  return {
-    type: 'object',
-    required: ['workshopID', 'seatID'],
-    properties: {
-      workshopID: { type: 'string', pattern: WORKSHOP_ID_PATTERN },
-      // Path params arrive as text: digits only, range checked in seatFromParam.
-      seatID: { type: 'string', pattern: '^[0-9]{1,6}$' },
-    },
-    additionalProperties: true,
-  } as const;
-}
+export { WORKSHOP_ID_PATTERN, vmParamsSchema } from '../http/seat.ts';
 
 export function createVmBodySchema(maxSeat: number, maxVcpus: number, maxMemoryMb: number) {
   return {

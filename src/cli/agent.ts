@@ -1,18 +1,26 @@
-// Composition root of the agent: configuration in, a listening API with reconciled VMs out.
+// Composition root of the agent: the one place adapters are chosen and wired to the lifecycle and
+// the API. `startAgent` wires the host's real adapters; tests call `composeAgent` with stand-ins.
 import { join } from 'node:path';
 import { totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/config.ts';
 import { createLogger } from '../shared/logger.ts';
 import { VmStore } from '../store/vm-store.ts';
-import { endpoint, VmManager } from '../vms/manager.ts';
+import { VmManager } from '../vms/manager.ts';
+import { endpoint } from '../vms/plans.ts';
 import { ReadinessTracker } from '../vms/readiness.ts';
+import type { Clock, DiskPort, GuestProbe, HypervisorDriver, ImagePaths, NetworkPort, ProcessPort, ReclaimCounts } from '../vms/ports.ts';
 import { buildApi } from '../api/app.ts';
 import { Authenticator } from '../api/auth.ts';
 import { AuditLog } from '../api/audit.ts';
 import { maxSeatId } from '../network/cidr.ts';
-import { hostNetwork } from '../network/index.ts';
+import { createHostNetwork } from '../network/host-network.ts';
 import { applyFirewall } from '../network/firewall.ts';
+import { layerDisks } from '../disks/layer.ts';
+import { hostProcesses } from '../host/process.ts';
+import { imagePaths } from '../image/layout.ts';
 import { probeGuest } from '../proxy/guest.ts';
 import { selectDriver } from '../hypervisors/select.ts';
 
@@ -22,84 +30,145 @@ export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.j
 const WATCH_INTERVAL_MS = 5_000;
 const READINESS_INTERVAL_MS = 1_000;
 
+/** The adapters behind the lifecycle's ports and the API's guest probe. */
+export interface AgentAdapters {
+  readonly driver: HypervisorDriver;
+  readonly network: NetworkPort;
+  readonly disks: DiskPort;
+  readonly processes: ProcessPort;
+  readonly probe: GuestProbe;
+  readonly clock: Clock;
+}
+
+/** Everything else the agent's parts are configured with. */
+export interface AgentSettings {
+  readonly log: Logger;
+  readonly stateDir: string;
+  readonly images: ImagePaths;
+  readonly workerId: string;
+  readonly version: string;
+  readonly bridgeName: string;
+  readonly capacity: number;
+  readonly memoryBudgetMb?: number;
+  readonly vmDiskMb: number;
+  readonly extraKernelArgs?: string;
+  readonly gracefulStopMs?: number;
+  readonly agentToken: string | undefined;
+  readonly workspaceTokenSecret: string | undefined;
+  readonly learnerTokenTtlS: number;
+  readonly maxSeat: number;
+  readonly vmDefaults: { readonly vcpus: number; readonly memoryMb: number };
+  readonly vmLimits: { readonly vcpus: number; readonly memoryMb: number };
+}
+
+export interface ComposedAgent {
+  readonly app: FastifyInstance;
+  readonly manager: VmManager;
+  readonly readiness: ReadinessTracker;
+  /** What the start-up sweep removed, by kind. */
+  readonly reclaimed: ReclaimCounts;
+  /** Closes the API and the store (VMs keep running). */
+  close(): Promise<void>;
+}
+
+/** The store, the lifecycle (reconciled with the host) and the API, wired to the given adapters. */
+export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<ComposedAgent> {
+  const startedAt = Date.now();
+  const store = new VmStore(join(s.stateDir, 'agent.db'));
+  const manager = new VmManager({
+    ports: { driver: a.driver, network: a.network, disks: a.disks, store, processes: a.processes, clock: a.clock },
+    log: s.log,
+    stateDir: s.stateDir,
+    images: s.images,
+    capacity: s.capacity,
+    vmDiskMb: s.vmDiskMb,
+    ...(s.memoryBudgetMb === undefined ? {} : { memoryBudgetMb: s.memoryBudgetMb }),
+    ...(s.extraKernelArgs === undefined ? {} : { extraKernelArgs: s.extraKernelArgs }),
+    ...(s.gracefulStopMs === undefined ? {} : { gracefulStopMs: s.gracefulStopMs }),
+  });
+  const reclaimed = await manager.reconcile();
+  s.log.info({ vms: manager.count() }, 'state reconciled');
+
+  const readiness = new ReadinessTracker(manager, a.probe);
+  const app = await buildApi({
+    log: s.log,
+    auth: new Authenticator(s.agentToken, s.workspaceTokenSecret, s.workerId),
+    audit: new AuditLog(s.log, join(s.stateDir, 'audit.log')),
+    learnerTokenTtlS: s.learnerTokenTtlS,
+    probe: a.probe,
+    status: {
+      manager,
+      workerId: s.workerId,
+      capacity: s.capacity,
+      version: s.version,
+      hypervisor: a.driver.info,
+      bridge: { name: s.bridgeName, address: a.network.subnet.gateway, cidr: a.network.subnet.text },
+      startedAt,
+      reclaimed,
+    },
+    vms: { manager, readiness, maxSeat: s.maxSeat, defaults: s.vmDefaults, limits: s.vmLimits },
+  });
+  return {
+    app,
+    manager,
+    readiness,
+    reclaimed,
+    async close() {
+      await app.close();
+      store.close();
+    },
+  };
+}
+
 export interface RunningAgent {
   readonly url: string;
   stop(): Promise<void>;
 }
 
+/** The agent on this host: real hypervisor, network, disks and processes; listening on PORT. */
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const log = createLogger(config.logLevel);
-  const startedAt = Date.now();
   const driver = await selectDriver(config, log);
   log.info({ hypervisor: driver.info.name, acceleration: driver.info.acceleration }, 'hypervisor selected');
+  const network = createHostNetwork(config.bridgeName, config.bridgeCidr);
+  await network.ensureBridge();
+  await installFirewall(config, log);
 
-  const store = new VmStore(join(config.stateDir, 'agent.db'));
-  await hostNetwork.ensureBridge(config.bridgeName, config.bridgeCidr);
-  const firewall = await applyFirewall({
-    bridge: config.bridgeName,
-    cidr: config.bridgeCidr,
-    egress: config.egress,
-    dns: config.vmDns,
-    vms: store.list().map(endpoint),
-  });
-  firewall.warnings.forEach((w) => log.warn(w));
-  log.info({ uplink: firewall.uplink ?? null, egress: config.egress.mode }, 'network isolation and egress rules installed');
-  const manager = new VmManager({
-    store,
-    driver,
-    network: hostNetwork,
-    extraKernelArgs: config.vmDns ? `clarateach.dns=${config.vmDns}` : '',
-    log,
-    stateDir: config.stateDir,
-    imagesDir: config.imagesDir,
-    bridgeName: config.bridgeName,
-    bridgeCidr: config.bridgeCidr,
-    capacity: config.capacity,
-    memoryBudgetMb: Math.floor((totalmem() / 1048576) * config.memoryOvercommit),
-    vmDiskMb: config.vmDiskMb,
-  });
-  await manager.reconcile();
-  log.info({ vms: manager.count() }, 'state reconciled');
-
-  const probe = (ip: string) => probeGuest(ip, 1000);
-  const readiness = new ReadinessTracker(manager, probe);
-  const app = await buildApi({
-    log,
-    auth: new Authenticator(config.agentToken, config.workspaceTokenSecret, config.workerId),
-    audit: new AuditLog(log, join(config.stateDir, 'audit.log')),
-    learnerTokenTtlS: config.workspaceTokenTtlS,
-    probe,
-    status: {
-      manager,
+  const agent = await composeAgent(
+    {
+      log,
+      stateDir: config.stateDir,
+      images: imagePaths(config.imagesDir),
       workerId: config.workerId,
-      capacity: config.capacity,
       version: VERSION,
-      hypervisor: driver.info,
-      bridge: { name: config.bridgeName, address: config.bridgeCidr.address, cidr: config.bridgeCidr.text },
-      startedAt,
-    },
-    vms: {
-      manager,
-      readiness,
+      bridgeName: config.bridgeName,
+      capacity: config.capacity,
+      memoryBudgetMb: Math.floor((totalmem() / 1048576) * config.memoryOvercommit),
+      vmDiskMb: config.vmDiskMb,
+      extraKernelArgs: config.vmDns ? `clarateach.dns=${config.vmDns}` : '',
+      agentToken: config.agentToken,
+      workspaceTokenSecret: config.workspaceTokenSecret,
+      learnerTokenTtlS: config.workspaceTokenTtlS,
       maxSeat: maxSeatId(config.bridgeCidr),
-      defaults: { vcpus: config.vmVcpus, memoryMb: config.vmMemoryMb },
-      limits: { vcpus: config.vmMaxVcpus, memoryMb: config.vmMaxMemoryMb },
+      vmDefaults: { vcpus: config.vmVcpus, memoryMb: config.vmMemoryMb },
+      vmLimits: { vcpus: config.vmMaxVcpus, memoryMb: config.vmMaxMemoryMb },
     },
-  });
+    { driver, network, disks: layerDisks, processes: hostProcesses, probe: (ip) => probeGuest(ip, 1000), clock: { now: Date.now } },
+  );
 
   const timers = [
     repeat(
       WATCH_INTERVAL_MS,
-      () => manager.watch(),
+      () => agent.manager.watch(),
       (e) => log.error({ err: e }, 'watchdog pass failed'),
     ),
     repeat(
       READINESS_INTERVAL_MS,
-      () => readiness.sweep(),
+      () => agent.readiness.sweep(),
       (e) => log.error({ err: e }, 'readiness pass failed'),
     ),
   ];
-  const url = await app.listen({ port: config.port, host: config.host });
+  const url = await agent.app.listen({ port: config.port, host: config.host });
   log.info({ url, worker_id: config.workerId }, 'agent listening');
 
   return {
@@ -107,10 +176,29 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     async stop() {
       // A watchdog pass may be booting a VM again: let it record what it started before closing.
       await Promise.all(timers.map((stop) => stop()));
-      await app.close();
-      store.close();
+      await agent.close();
     },
   };
+}
+
+/** Isolation and egress rules, with the guard set holding every VM the store knows. */
+async function installFirewall(config: AgentConfig, log: Logger): Promise<void> {
+  const store = new VmStore(join(config.stateDir, 'agent.db'));
+  let vms;
+  try {
+    vms = store.list().map(endpoint);
+  } finally {
+    store.close();
+  }
+  const firewall = await applyFirewall({
+    bridge: config.bridgeName,
+    cidr: config.bridgeCidr,
+    egress: config.egress,
+    dns: config.vmDns,
+    vms,
+  });
+  firewall.warnings.forEach((w) => log.warn(w));
+  log.info({ uplink: firewall.uplink ?? null, egress: config.egress.mode }, 'network isolation and egress rules installed');
 }
 
 /** Runs `task` every `ms`, never two at once. The returned stop waits for a run in progress. */

@@ -5,6 +5,7 @@ import { rename, rm, stat } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { run } from '../shared/exec.ts';
 import { exists } from '../shared/files.ts';
+import type { DiskPort } from '../vms/ports.ts';
 
 /** Filesystem label the guest's initramfs looks for. */
 export const LAYER_LABEL = 'clarateach-layer';
@@ -29,3 +30,6 @@ export async function diskUsageBytes(path: string): Promise<number> {
   const s = await stat(path);
   return s.blocks * 512;
 }
+
+/** The writable layers as the lifecycle's DiskPort. */
+export const layerDisks: DiskPort = { ensureLayer: ensureLayerDisk };

@@ -2,7 +2,6 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-
 /** A process, told apart from a later one with the same pid by its start time. */
 export interface VmmProcess {
   readonly pid: number;

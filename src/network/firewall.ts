@@ -21,7 +21,6 @@ export interface AllowRule {
   readonly ports?: { readonly from: number; readonly to: number };
 }
 
-
 /** Destinations that are never "the internet": private, shared, link-local, multicast, reserved. */
 const NON_PUBLIC = [
   '0.0.0.0/8',

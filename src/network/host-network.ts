@@ -1,15 +1,24 @@
 // The host network as the VM lifecycle sees it (NetworkPort): a bridge, and per VM an isolated
 // TAP, a pinned neighbor entry and an anti-spoofing guard.
-import type { NetworkPort } from '../vms/ports.ts';
+import type { Addressing, GuestSubnet, NetworkPort } from '../vms/ports.ts';
 import { allocateIp, intToIp, type Cidr } from './cidr.ts';
 import { ensureBridge, pinNeighbor, unpinNeighbor } from './bridge.ts';
 import { allowVm, forgetVm } from './firewall.ts';
 import { deleteTap, ensureTap, listTaps, macForIp, tapNameForIp } from './tap.ts';
 
+/** Seat N gets network + 10 + N when free; its TAP name and MAC follow from the address. */
+export function seatAddressing(cidr: Cidr): Addressing {
+  return { allocate: (seat, used) => allocateIp(cidr, seat, used), ipText: intToIp, mac: macForIp, tapName: tapNameForIp };
+}
+
+export function guestSubnet(cidr: Cidr): GuestSubnet {
+  return { text: cidr.text, gateway: cidr.address, netmask: cidr.netmask };
+}
+
 export function createHostNetwork(bridge: string, cidr: Cidr): NetworkPort {
   return {
-    addressing: { allocate: (seat, used) => allocateIp(cidr, seat, used), ipText: intToIp, mac: macForIp, tapName: tapNameForIp },
-    subnet: { text: cidr.text, gateway: cidr.address, netmask: cidr.netmask },
+    addressing: seatAddressing(cidr),
+    subnet: guestSubnet(cidr),
     ensureBridge: () => ensureBridge(bridge, cidr),
     async attach(vm, owner) {
       await ensureTap(vm.tap, bridge, owner);

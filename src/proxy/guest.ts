@@ -1,8 +1,10 @@
 // Where a seat's guest services live, and whether they answer.
 import { Agent, request } from 'undici';
+import { GUEST_PORTS } from '../guest/contract.ts';
+import type { GuestHealth } from '../vms/ports.ts';
 
-export const TERMINAL_PORT = 3001;
-export const FILES_PORT = 3002;
+export const TERMINAL_PORT = GUEST_PORTS.terminal;
+export const FILES_PORT = GUEST_PORTS.files;
 
 // Probes get their own connection settings: a guest that is not up must cost about a second,
 // not undici's default 10 s connect timeout (an abort signal does not cut a pending connect).
@@ -32,10 +34,7 @@ export async function serviceAnswers(ip: string, port: number, timeoutMs: number
   }
 }
 
-export interface GuestHealth {
-  readonly terminal: boolean;
-  readonly files: boolean;
-}
+export type { GuestHealth } from '../vms/ports.ts';
 
 export async function probeGuest(ip: string, timeoutMs = 1000): Promise<GuestHealth> {
   const [terminal, files] = await Promise.all([serviceAnswers(ip, TERMINAL_PORT, timeoutMs), serviceAnswers(ip, FILES_PORT, timeoutMs)]);

@@ -1,16 +1,16 @@
 // /proxy/{workshopID}/{seatID}/...: guest health, and the file server's HTTP API streamed both ways.
 import type { FastifyInstance } from 'fastify';
 import replyFrom from '@fastify/reply-from';
-import { ApiError, sendError } from '../api/errors.ts';
-import { vmParamsSchema } from '../api/schemas.ts';
-import { seatFromParam, type VmParams } from '../api/routes/vms.ts';
-import type { VmManager } from '../vms/manager.ts';
-import { FILES_PORT, type GuestHealth } from './guest.ts';
+import { ApiError, sendError } from '../http/errors.ts';
+import { seatFromParam, vmParamsSchema, type VmParams } from '../http/seat.ts';
+import type { GuestProbe } from '../vms/ports.ts';
+import { FILES_PORT } from './guest.ts';
+import type { SeatLookup } from './seats.ts';
 
 export interface ProxyRoutesOptions {
-  readonly manager: VmManager;
+  readonly seats: SeatLookup;
   readonly maxSeat: number;
-  readonly probe: (ip: string) => Promise<GuestHealth>;
+  readonly probe: GuestProbe;
 }
 
 /**
@@ -39,7 +39,7 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
 
   app.get<{ Params: VmParams }>('/proxy/:workshopID/:seatID/health', { schema: { params } }, async (request) => {
     const seat = seatFromParam(request.params.seatID, o.maxSeat);
-    const vm = o.manager.get(request.params.workshopID, seat);
+    const vm = o.seats.get(request.params.workshopID, seat);
     const health = vm.status === 'running' ? await o.probe(vm.ip) : { terminal: false, files: false };
     return {
       workshop_id: vm.workshopId,
@@ -64,7 +64,7 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
       reply: import('fastify').FastifyReply,
     ) => {
       const seat = seatFromParam(request.params.seatID, o.maxSeat);
-      const vm = o.manager.get(request.params.workshopID, seat);
+      const vm = o.seats.get(request.params.workshopID, seat);
       const rawUrl = request.raw.url ?? '';
       const queryAt = rawUrl.indexOf('?');
       const rawPath = queryAt >= 0 ? rawUrl.slice(0, queryAt) : rawUrl;

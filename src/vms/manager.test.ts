@@ -11,8 +11,9 @@ import { VmManager } from './manager.ts';
 import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/support/stand-ins.ts';
 import { VmStore } from '../store/vm-store.ts';
 import { VmError } from './errors.ts';
-import { parseCidr } from '../network/cidr.ts';
-import { findProcessesUnder, isProcessAlive, killProcess } from '../host/process.ts';
+import { layerDisks } from '../disks/layer.ts';
+import { imagePaths } from '../image/layout.ts';
+import { findProcessesUnder, hostProcesses, isProcessAlive, killProcess } from '../host/process.ts';
 
 interface Fixture {
   dir: string;
@@ -35,14 +36,10 @@ async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
   const store = new VmStore(join(stateDir, 'agent.db'));
   const make = (s: VmStore = store): VmManager =>
     new VmManager({
-      store: s,
-      driver,
-      network,
+      ports: { store: s, driver, network, disks: layerDisks, processes: hostProcesses, clock: { now: Date.now } },
       log: pino({ level: 'silent' }),
       stateDir,
-      imagesDir,
-      bridgeName: 'ct-test0',
-      bridgeCidr: parseCidr('192.168.100.1/24'),
+      images: imagePaths(imagesDir),
       capacity: 5,
       vmDiskMb: 256,
       gracefulStopMs: 100,

@@ -1,10 +1,19 @@
-// A create, a delete or a recovery is a plan: an ordered list of small idempotent steps. Running
-// a plan again after a crash converges on the same result, so recovery needs no special code.
+// A create, a delete or a recovery is a plan: an ordered list of small steps, each saying whether
+// it still needs doing and how to do it. Running a plan again after a crash does only what is
+// missing, so recovery is the same plan as create; a plan is data and can be listed and tested.
 
 export interface Step {
   readonly name: string;
-  /** Brings this one aspect into its desired state; does nothing when it already is. */
-  ensure(): Promise<void>;
+  /** False when what the step makes is already there (a recovery finds it). Absent: always needed. */
+  needed?(): Promise<boolean>;
+  /** Brings this one aspect into its desired state. Idempotent. */
+  do(): Promise<void>;
+}
+
+/** What a run did: the names of the steps done and of those found already done. */
+export interface PlanReport {
+  readonly done: readonly string[];
+  readonly skipped: readonly string[];
 }
 
 export class StepError extends Error {
@@ -17,25 +26,41 @@ export class StepError extends Error {
   }
 }
 
-export async function runPlan(steps: readonly Step[]): Promise<void> {
+export function stepNames(steps: readonly Step[]): string[] {
+  return steps.map((step) => step.name);
+}
+
+/** Runs the steps in order, skipping those not needed; stops at the first failure (a StepError). */
+export async function runPlan(steps: readonly Step[]): Promise<PlanReport> {
+  const done: string[] = [];
+  const skipped: string[] = [];
   for (const step of steps) {
     try {
-      await step.ensure();
+      if (step.needed && !(await step.needed())) {
+        skipped.push(step.name);
+        continue;
+      }
+      await step.do();
+      done.push(step.name);
     } catch (error) {
       throw new StepError(step.name, error);
     }
   }
+  return { done, skipped };
 }
 
-/** Runs every step even when some fail (teardown must remove all it can); throws the first error. */
-export async function runTeardown(steps: readonly Step[]): Promise<void> {
+/** Runs every step even when some fail (a teardown must remove all it can); throws the first error. */
+export async function runTeardown(steps: readonly Step[]): Promise<PlanReport> {
+  const done: string[] = [];
   let first: StepError | undefined;
   for (const step of steps) {
     try {
-      await step.ensure();
+      await step.do();
+      done.push(step.name);
     } catch (error) {
       first ??= new StepError(step.name, error);
     }
   }
   if (first) throw first;
+  return { done, skipped: [] };
 }

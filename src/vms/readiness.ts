@@ -1,10 +1,10 @@
 // Marks VMs ready once their guest services answer, and lets a create wait for it.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { GuestHealth } from '../proxy/guest.ts';
+import type { GuestProbe } from './ports.ts';
 import type { VmRecord } from './model.ts';
 import type { VmManager } from './manager.ts';
 
-export type Probe = (ip: string) => Promise<GuestHealth>;
+export type Probe = GuestProbe;
 
 export class ReadinessTracker {
   private readonly probing = new Set<string>();

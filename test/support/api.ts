@@ -5,14 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { FastifyInstance } from 'fastify';
-import { buildApi } from '../../src/api/app.ts';
-import { Authenticator } from '../../src/api/auth.ts';
-import { AuditLog } from '../../src/api/audit.ts';
-import { VmManager } from '../../src/vms/manager.ts';
-import { VmStore } from '../../src/store/vm-store.ts';
-import { ReadinessTracker } from '../../src/vms/readiness.ts';
+import { composeAgent } from '../../src/cli/agent.ts';
+import type { VmManager } from '../../src/vms/manager.ts';
 import { maxSeatId, parseCidr } from '../../src/network/cidr.ts';
-import { findProcessesUnder, killProcess } from '../../src/host/process.ts';
+import { layerDisks } from '../../src/disks/layer.ts';
+import { imagePaths } from '../../src/image/layout.ts';
+import { findProcessesUnder, hostProcesses, killProcess } from '../../src/host/process.ts';
 import { MemoryNetwork, StandInDriver } from './stand-ins.ts';
 
 export interface TestApiOptions {
@@ -40,62 +38,48 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
   const dir = mkdtempSync(join(tmpdir(), 'ct-api-'));
   const imagesDir = join(dir, 'images');
   mkdirSync(imagesDir);
-  for (const f of ['vmlinux', 'initrd.img', 'rootfs.ext4']) writeFileSync(join(imagesDir, f), 'x');
-  const cidr = parseCidr(o.cidr ?? '192.168.100.1/24');
-  const workerId = o.workerId ?? 'test-worker';
-  const store = new VmStore(join(dir, 'state', 'agent.db'));
-  const log = pino({ level: 'silent' });
-  const network = new MemoryNetwork();
-  const manager = new VmManager({
-    store,
-    driver: new StandInDriver(),
-    network,
-    log,
-    stateDir: join(dir, 'state'),
-    imagesDir,
-    bridgeName: 'ct-test0',
-    bridgeCidr: cidr,
-    capacity: o.capacity,
-    vmDiskMb: 256,
-    gracefulStopMs: 100,
-    ...(o.now ? { now: o.now } : {}),
-  });
+  const images = imagePaths(imagesDir);
+  for (const f of [images.kernel, images.initrd, images.rootfs]) writeFileSync(f, 'x');
+  const cidrText = o.cidr ?? '192.168.100.1/24';
+  const network = new MemoryNetwork(cidrText);
   const answers = o.guestAnswers ?? false;
-  const probe = async () => ({ terminal: answers, files: answers });
-  const auditPath = join(dir, 'state', 'audit.log');
-  const app = await buildApi({
-    log,
-    auth: new Authenticator(o.agentToken, o.secret, workerId),
-    audit: new AuditLog(log, auditPath),
-    learnerTokenTtlS: 600,
-    probe,
-    status: {
-      manager,
-      workerId,
-      capacity: o.capacity,
+  const stateDir = join(dir, 'state');
+  const agent = await composeAgent(
+    {
+      log: pino({ level: 'silent' }),
+      stateDir,
+      images,
+      workerId: o.workerId ?? 'test-worker',
       version: '0.0.0-test',
-      hypervisor: { name: 'qemu', acceleration: 'tcg' },
-      bridge: { name: 'ct-test0', address: cidr.address, cidr: cidr.text },
-      startedAt: Date.now(),
+      bridgeName: 'ct-test0',
+      capacity: o.capacity,
+      vmDiskMb: 256,
+      gracefulStopMs: 100,
+      agentToken: o.agentToken,
+      workspaceTokenSecret: o.secret,
+      learnerTokenTtlS: 600,
+      maxSeat: maxSeatId(parseCidr(cidrText)),
+      vmDefaults: { vcpus: 1, memoryMb: 512 },
+      vmLimits: { vcpus: 4, memoryMb: 4096 },
     },
-    vms: {
-      manager,
-      readiness: new ReadinessTracker(manager, probe),
-      maxSeat: maxSeatId(cidr),
-      defaults: { vcpus: 1, memoryMb: 512 },
-      limits: { vcpus: 4, memoryMb: 4096 },
+    {
+      driver: new StandInDriver(),
+      network,
+      disks: layerDisks,
+      processes: hostProcesses,
+      probe: async () => ({ terminal: answers, files: answers }),
+      clock: { now: o.now ?? Date.now },
     },
-  });
+  );
   return {
-    app,
-    manager,
+    app: agent.app,
+    manager: agent.manager,
     network,
     dir,
-    auditPath,
+    auditPath: join(stateDir, 'audit.log'),
     async close() {
-      await app.close();
+      await agent.close();
       for (const { proc } of await findProcessesUnder(dir)) await killProcess(proc);
-      store.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -3,12 +3,22 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { NetworkPort, VmEndpoint } from '../../src/network/index.ts';
-import type { HypervisorDriver, VmLaunchSpec, VmmProcess } from '../../src/vms/ports.ts';
+import type { HypervisorDriver, NetworkPort, VmEndpoint, VmLaunchSpec, VmmProcess } from '../../src/vms/ports.ts';
+import { parseCidr } from '../../src/network/cidr.ts';
+import { seatAddressing, guestSubnet } from '../../src/network/host-network.ts';
+import { TAP_PATTERN } from '../../src/network/tap.ts';
 import { describeProcess, isProcessAlive, killProcess } from '../../src/host/process.ts';
 
+/** The network in memory, with the agent's real addressing (seat N gets .10+N, TAP and MAC from it). */
 export class MemoryNetwork implements NetworkPort {
   readonly taps = new Set<string>();
+  readonly addressing;
+  readonly subnet;
+  constructor(cidrText = '192.168.100.1/24') {
+    const cidr = parseCidr(cidrText);
+    this.addressing = seatAddressing(cidr);
+    this.subnet = guestSubnet(cidr);
+  }
   bridges = 0;
   async ensureBridge(): Promise<void> {
     this.bridges++;
@@ -29,8 +39,8 @@ export class MemoryNetwork implements NetworkPort {
   async deleteTap(name: string): Promise<void> {
     this.taps.delete(name);
   }
-  async listTaps(pattern: RegExp): Promise<string[]> {
-    return [...this.taps].filter((t) => pattern.test(t));
+  async listTaps(): Promise<string[]> {
+    return [...this.taps].filter((t) => TAP_PATTERN.test(t));
   }
 }
 

@@ -1,6 +1,6 @@
 // /health (never authenticated) and /info.
 import type { FastifyInstance } from 'fastify';
-import type { HypervisorInfo } from '../../vms/ports.ts';
+import type { HypervisorInfo, ReclaimCounts } from '../../vms/ports.ts';
 import type { VmManager } from '../../vms/manager.ts';
 
 export interface StatusRoutesOptions {
@@ -11,6 +11,8 @@ export interface StatusRoutesOptions {
   readonly hypervisor: HypervisorInfo;
   readonly bridge: { readonly name: string; readonly address: string; readonly cidr: string };
   readonly startedAt: number;
+  /** What the start-up sweep removed, by kind. */
+  readonly reclaimed: ReclaimCounts;
 }
 
 export async function statusRoutes(app: FastifyInstance, o: StatusRoutesOptions): Promise<void> {
@@ -40,6 +42,7 @@ export async function statusRoutes(app: FastifyInstance, o: StatusRoutesOptions)
       bridge_ip: o.bridge.address,
       bridge_cidr: o.bridge.cidr,
       uptime_seconds: uptime(),
+      reclaimed_at_start: o.reclaimed,
     };
   });
 }

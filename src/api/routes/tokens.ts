@@ -1,9 +1,8 @@
 // POST /vms/{workshopID}/{seatID}/token: a short-lived learner token for one seat's proxy paths.
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from '../errors.ts';
+import { ApiError } from '../../http/errors.ts';
 import type { Authenticator } from '../auth.ts';
-import { vmParamsSchema } from '../schemas.ts';
-import { seatFromParam, type VmParams } from './vms.ts';
+import { seatFromParam, vmParamsSchema, type VmParams } from '../../http/seat.ts';
 import type { VmManager } from '../../vms/manager.ts';
 
 export interface TokenRoutesOptions {

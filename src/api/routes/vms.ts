@@ -1,7 +1,7 @@
 // /vms: create, list, inspect, delete VMs, and read a guest's console.
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from '../errors.ts';
-import { createVmBodySchema, listQuerySchema, logsQuerySchema, vmJson, vmParamsSchema, type CreateVmBody } from '../schemas.ts';
+import { createVmBodySchema, listQuerySchema, logsQuerySchema, vmJson, type CreateVmBody } from '../schemas.ts';
+import { seatFromParam, vmParamsSchema, type VmParams } from '../../http/seat.ts';
 import type { VmManager } from '../../vms/manager.ts';
 import type { ReadinessTracker } from '../../vms/readiness.ts';
 
@@ -11,20 +11,6 @@ export interface VmRoutesOptions {
   readonly maxSeat: number;
   readonly defaults: { readonly vcpus: number; readonly memoryMb: number };
   readonly limits: { readonly vcpus: number; readonly memoryMb: number };
-}
-
-export interface VmParams {
-  workshopID: string;
-  seatID: string;
-}
-
-/** A seat from a path segment: digits only (Number() alone would read "1e0", "0x1" or "1.0" as 1). */
-export function seatFromParam(text: string, maxSeat: number): number {
-  const seat = /^[0-9]{1,6}$/.test(text) ? Number(text) : NaN;
-  if (!Number.isInteger(seat) || seat < 1 || seat > maxSeat) {
-    throw new ApiError(400, 'invalid_field', `seatID must be an integer from 1 to ${maxSeat}`);
-  }
-  return seat;
 }
 
 const LOGS_DEFAULT_BYTES = 64 * 1024;

@@ -1,4 +1,6 @@
-// The one error shape of the API, `{ error, code }`, made here and nowhere else.
+// The one error shape of the agent's HTTP answers, `{ error, code }`, made here and nowhere else:
+// for Fastify replies and for raw sockets (refused upgrades), from one mapping of domain errors.
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { VmError, type VmErrorCode } from '../vms/errors.ts';
 
@@ -101,15 +103,26 @@ const REASONS: Record<number, string> = {
   401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
   431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
 };
 
 /**
  * The same `{ error, code }` answer written straight to a socket, where no Fastify reply exists:
  * refused WebSocket upgrades and requests that are not valid HTTP.
  */
-export function writeRawError(socket: import('node:stream').Duplex, status: number, code: string, message: string): void {
+/** Any error, mapped as for an HTTP reply, written to a socket that has no Fastify reply. */
+export function writeErrorToSocket(socket: Duplex, error: unknown): void {
+  const apiError = toApiError(error);
+  writeRawError(socket, apiError.statusCode, apiError.code, apiError.message);
+}
+
+export function writeRawError(socket: Duplex, status: number, code: string, message: string): void {
   if (!socket.writable) {
     socket.destroy();
     return;

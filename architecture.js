@@ -1,0 +1,36 @@
+// The agent's parts (folders of src/) and which parts each may import: the lifecycle (vms) owns
+// its ports and imports no adapter; adapters import the lifecycle's port types; only the
+// composition root (cli) sees everything, and nothing imports it. The linter enforces this map
+// (eslint.config.js), so no two parts can import each other, and the README shows it.
+export const PARTS = {
+  shared: { job: 'running host commands, the logger, file and shell helpers', mayImport: [] },
+  guest: { job: 'the workspace services inside each VM (terminal, files) and its init', mayImport: [] },
+  host: { job: 'host resources shared by parts: processes, per-VM users, cgroups (v1 and v2)', mayImport: ['shared'] },
+  vms: { job: 'the VM lifecycle: ports, plans, create/delete/recover, orphan sweep, readiness', mayImport: ['shared'] },
+  store: { job: 'VM records in SQLite (the VmRepository port)', mayImport: ['vms', 'shared'] },
+  disks: { job: "each VM's writable layer (the DiskPort)", mayImport: ['vms', 'shared'] },
+  network: { job: 'bridge, TAPs, addressing, firewall (the NetworkPort)', mayImport: ['vms', 'shared'] },
+  image: { job: 'building the guest images (kernel, initrd, rootfs) and naming their files', mayImport: ['guest', 'host', 'shared'] },
+  config: { job: 'the agent configuration from environment and flags', mayImport: ['network', 'shared'] },
+  hypervisors: {
+    job: 'the VMM drivers, QEMU and Firecracker (the HypervisorDriver port)',
+    mayImport: ['vms', 'host', 'network', 'image', 'config', 'shared'],
+  },
+  http: { job: 'the one error shape and the seat path parameters, for API and proxy', mayImport: ['vms', 'shared'] },
+  proxy: { job: "a seat's terminal (WebSocket) and files (HTTP) proxied into its guest", mayImport: ['http', 'vms', 'guest', 'shared'] },
+  api: { job: 'the HTTP API: auth, audit, routes', mayImport: ['http', 'proxy', 'vms', 'shared'] },
+  cli: {
+    job: 'command lines and the composition root (cli/agent.ts)',
+    mayImport: ['api', 'config', 'disks', 'host', 'hypervisors', 'image', 'network', 'proxy', 'shared', 'store', 'vms'],
+  },
+};
+
+/** Zones for import-x/no-restricted-paths: a part's files may import from src/ only what its entry allows. */
+export function boundaryZones(parts = PARTS) {
+  return Object.entries(parts).map(([part, { mayImport }]) => ({
+    target: `./src/${part}`,
+    from: './src',
+    except: [`./${part}`, ...mayImport.map((other) => `./${other}`)],
+    message: `src/${part} may import only ${mayImport.length ? mayImport.map((p) => `src/${p}`).join(', ') : 'itself'} (architecture.js)`,
+  }));
+}
