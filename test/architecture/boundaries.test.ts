@@ -3,7 +3,7 @@
 // would make a cycle, reach the composition root, or pull agent code into the guest.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ESLint } from 'eslint';
 import { PARTS } from '../../architecture.js';
@@ -75,4 +75,15 @@ test('imports the map allows pass', async () => {
     await lintAs('src/proxy/demo.ts', "import { toApiError } from '../http/errors.ts';\nexport const t = toApiError;\n"),
     [],
   );
+});
+
+test("the README's folder table lists every part with the imports the map allows", () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const rows = new Map<string, string[]>();
+  for (const match of readme.matchAll(/^\| `src\/([a-z]+)` \| [^|]+ \| ([^|]*) \|$/gm)) {
+    const cell = (match[2] ?? '').trim();
+    rows.set(match[1] ?? '', cell === '—' ? [] : cell.split(',').map((p) => p.trim()));
+  }
+  assert.deepEqual([...rows.keys()].sort(), Object.keys(parts).sort());
+  for (const [part, { mayImport }] of Object.entries(parts)) assert.deepEqual(rows.get(part), [...mayImport], `README row of src/${part}`);
 });
