@@ -1,9 +1,6 @@
 // The agent's HTTP server: one Fastify app, auth in one hook, errors in one handler, one plugin
 // per route group, an audit line per control action. WebSocket upgrades go to the terminal proxy
 // with the same authentication.
-import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
-import { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { actorOf, type Authenticator, type Identity } from './auth.ts';
@@ -15,6 +12,7 @@ import { tokenRoutes } from './routes/tokens.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
 import { TerminalProxy } from '../proxy/terminal.ts';
 import { createTerminalUpgrade } from '../proxy/terminal-upgrade.ts';
+import { serveIgnoringUpgrade, wantsWebSocket } from '../http/upgrade.ts';
 import type { GuestProbe } from '../vms/ports.ts';
 
 declare module 'fastify' {
@@ -34,37 +32,6 @@ export interface ApiOptions {
 }
 
 const UNAUTHENTICATED = new Set(['/health']);
-
-function wantsWebSocket(request: IncomingMessage): boolean {
-  return (request.headers.upgrade ?? '').split(',').some((protocol) => protocol.trim().toLowerCase() === 'websocket');
-}
-
-/**
- * Node hands every request with an `Upgrade` header to 'upgrade' listeners, also `Upgrade: h2c`
- * (what `curl --http2` sends). A server may ignore an upgrade it does not offer (RFC 9110 7.8):
- * such a request is served as plain HTTP/1.1 instead. Node's parser has already let go of the
- * connection, so the answer closes it, and a body could not be read: one is refused.
- */
-function serveIgnoringUpgrade(server: Server, request: IncomingMessage, socket: Duplex): void {
-  const length = request.headers['content-length'];
-  if (request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
-    return writeRawError(
-      socket,
-      400,
-      'invalid_request',
-      `a request with a body cannot ask to upgrade to "${request.headers.upgrade ?? ''}"`,
-    );
-  }
-  if (!(socket instanceof Socket)) return writeRawError(socket, 400, 'invalid_request', 'unsupported upgrade');
-  const response = new ServerResponse(request);
-  response.shouldKeepAlive = false;
-  response.assignSocket(socket);
-  response.on('finish', () => {
-    response.detachSocket(socket);
-    socket.end();
-  });
-  server.emit('request', request, response);
-}
 
 function pathOf(url: string): string {
   return url.split('?')[0] ?? '';
@@ -86,7 +53,24 @@ function isControlAction(method: string, path: string): boolean {
 }
 
 export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
-  const logger: FastifyBaseLogger = o.log;
+  const app = createServer(o.log);
+  const vmCreatedAt = (workshopId: string, seatId: number): number | undefined =>
+    o.vms.manager.list(workshopId).find((vm) => vm.seatId === seatId)?.createdAt;
+  addAuthAndAudit(app, o, vmCreatedAt);
+  await app.register(statusRoutes, o.status);
+  await app.register(vmRoutes, o.vms);
+  await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
+  await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
+  addTerminalUpgrades(app, o, vmCreatedAt);
+  app.addHook('onClose', async () => o.audit.close());
+  return app;
+}
+
+type CreatedAt = (workshopId: string, seatId: number) => number | undefined;
+
+/** Fastify with the one error shape for every failure, also for requests that are not valid HTTP. */
+function createServer(log: Logger): FastifyInstance {
+  const logger: FastifyBaseLogger = log;
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: 16 * 1024,
@@ -107,8 +91,6 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)),
   );
   app.decorateRequest('identity', null);
-  const vmCreatedAt = (workshopId: string, seatId: number): number | undefined =>
-    o.vms.manager.list(workshopId).find((vm) => vm.seatId === seatId)?.createdAt;
   // Many clients send `Content-Type: application/json` with an empty DELETE or POST: no body, not an error.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
@@ -119,7 +101,11 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       done(new ApiError(400, 'invalid_json', `body is not valid JSON: ${(error as Error).message}`), undefined);
     }
   });
+  return app;
+}
 
+/** Every request but /health is authenticated; every control action leaves an audit line. */
+function addAuthAndAudit(app: FastifyInstance, o: ApiOptions, vmCreatedAt: CreatedAt): void {
   app.addHook('onRequest', async (request, reply) => {
     const path = pathOf(request.url);
     if (isUnauthenticated(path)) return;
@@ -143,12 +129,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       remote: request.ip,
     });
   });
+}
 
-  await app.register(statusRoutes, o.status);
-  await app.register(vmRoutes, o.vms);
-  await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
-  await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
-
+/** WebSocket upgrades go to the terminal proxy, authenticated as HTTP requests are; others are served as HTTP/1.1. */
+function addTerminalUpgrades(app: FastifyInstance, o: ApiOptions, vmCreatedAt: CreatedAt): void {
   const terminals = new TerminalProxy();
   const terminalUpgrade = createTerminalUpgrade({
     seats: o.vms.manager,
@@ -171,6 +155,4 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   });
   // Upgraded sockets still count as the HTTP server's connections: end them before it closes.
   app.addHook('preClose', async () => terminals.close());
-  app.addHook('onClose', async () => o.audit.close());
-  return app;
 }

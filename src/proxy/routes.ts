@@ -1,5 +1,5 @@
 // /proxy/{workshopID}/{seatID}/...: guest health, and the file server's HTTP API streamed both ways.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import replyFrom from '@fastify/reply-from';
 import { ApiError, sendError } from '../http/errors.ts';
 import { seatFromParam, vmParamsSchema, type VmParams } from '../http/seat.ts';
@@ -59,39 +59,41 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
       undici: { connections: 16, pipelining: 1, connect: { timeout: 5_000 }, headersTimeout: 30_000, bodyTimeout: 0 },
     });
 
-    const handler = async (
-      request: import('fastify').FastifyRequest<{ Params: VmParams & { '*': string } }>,
-      reply: import('fastify').FastifyReply,
-    ) => {
-      const seat = seatFromParam(request.params.seatID, o.maxSeat);
-      const vm = o.seats.get(request.params.workshopID, seat);
-      const rawUrl = request.raw.url ?? '';
-      const queryAt = rawUrl.indexOf('?');
-      const rawPath = queryAt >= 0 ? rawUrl.slice(0, queryAt) : rawUrl;
-      // Forward the path exactly as the client encoded it: the guest decides what it means.
-      const rest = rawPath.slice(rawPath.indexOf('/files', `/proxy/${request.params.workshopID}/`.length) + '/files'.length);
-      if (escapesWorkspace(rest)) throw new ApiError(403, 'forbidden_path', 'the path leaves the workspace');
-      const target = `http://${vm.ip}:${FILES_PORT}/files${rest}`;
-      const query = new URLSearchParams(queryAt >= 0 ? rawUrl.slice(queryAt + 1) : '');
-      query.delete('token'); // a learner token is for the agent, never for the guest
-      return reply.from(target, {
-        queryString: () => query.toString(),
-        // Hop-by-hop headers of the agent-to-guest connection are not the client's.
-        rewriteHeaders: (headers) => {
-          const { connection: _connection, 'keep-alive': _keepAlive, ...rest } = headers;
-          return rest;
-        },
-        rewriteRequestHeaders: (_req, headers) => {
-          const { authorization: _authorization, ...rest } = headers;
-          return rest;
-        },
-        onError: (replyToSend, { error }) => {
-          request.log.warn({ err: error, vm: `${vm.workshopId}.${vm.seatId}` }, 'file server unreachable');
-          sendError(replyToSend, new ApiError(502, 'guest_unreachable', `the seat's file server at ${vm.ip}:${FILES_PORT} did not answer`));
-        },
-      });
-    };
+    const handler = filesHandler(o);
     files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files', schema: { params }, handler });
     files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files/*', schema: { params }, handler });
   });
+}
+
+/** Streams one files request to the seat's guest file server, path as the client encoded it. */
+function filesHandler(o: ProxyRoutesOptions) {
+  return async (request: FastifyRequest<{ Params: VmParams & { '*': string } }>, reply: FastifyReply) => {
+    const seat = seatFromParam(request.params.seatID, o.maxSeat);
+    const vm = o.seats.get(request.params.workshopID, seat);
+    const rawUrl = request.raw.url ?? '';
+    const queryAt = rawUrl.indexOf('?');
+    const rawPath = queryAt >= 0 ? rawUrl.slice(0, queryAt) : rawUrl;
+    // Forward the path exactly as the client encoded it: the guest decides what it means.
+    const rest = rawPath.slice(rawPath.indexOf('/files', `/proxy/${request.params.workshopID}/`.length) + '/files'.length);
+    if (escapesWorkspace(rest)) throw new ApiError(403, 'forbidden_path', 'the path leaves the workspace');
+    const target = `http://${vm.ip}:${FILES_PORT}/files${rest}`;
+    const query = new URLSearchParams(queryAt >= 0 ? rawUrl.slice(queryAt + 1) : '');
+    query.delete('token'); // a learner token is for the agent, never for the guest
+    return reply.from(target, {
+      queryString: () => query.toString(),
+      // Hop-by-hop headers of the agent-to-guest connection are not the client's.
+      rewriteHeaders: (headers) => {
+        const { connection: _connection, 'keep-alive': _keepAlive, ...rest } = headers;
+        return rest;
+      },
+      rewriteRequestHeaders: (_req, headers) => {
+        const { authorization: _authorization, ...rest } = headers;
+        return rest;
+      },
+      onError: (replyToSend, { error }) => {
+        request.log.warn({ err: error, vm: `${vm.workshopId}.${vm.seatId}` }, 'file server unreachable');
+        sendError(replyToSend, new ApiError(502, 'guest_unreachable', `the seat's file server at ${vm.ip}:${FILES_PORT} did not answer`));
+      },
+    });
+  };
 }
