@@ -38,6 +38,7 @@ import {
 } from './util.ts';
 
 import { IMAGE_FILES } from './layout.ts';
+import { guestContractEnv } from '../guest/contract.ts';
 
 export { BASE_LABEL } from './rootfs.ts';
 export { defaultRecipePath, loadRecipe, type Recipe } from './recipe.ts';
@@ -278,6 +279,7 @@ async function buildLocked(
     builder: BUILDER_VERSION.rootfs,
     debian: keys.debian,
     init: sha256(initScript),
+    contract: sha256(guestContractEnv()),
     node: nodeHash,
     busybox: busyboxHash,
     bundle: bundle?.hash ?? 'none',

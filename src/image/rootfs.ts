@@ -4,6 +4,8 @@
 import { chmod, chown, copyFile, cp, lstat, mkdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { run } from '../shared/exec.ts';
+import { shellQuote } from '../shared/shell.ts';
+import { GUEST_CONTRACT_PATH, guestContractEnv } from '../guest/contract.ts';
 import { installNodePty, type GuestBundle } from './bundle.ts';
 import { recipeFileSource, type Recipe } from './recipe.ts';
 
@@ -19,10 +21,6 @@ export function packageList(recipe: Recipe): string[] {
   const all = new Set([...REQUIRED_PACKAGES, ...recipe.packages]);
   if (recipe.learner.sudo) all.add('sudo');
   return [...all].sort();
-}
-
-function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The mmdebstrap command line writing a tarball of the recipe's Debian to `outTar`. */
@@ -115,6 +113,7 @@ export async function customizeTree(root: string, input: CustomizeInput): Promis
   await copyGuestFile(root, input.nodeBinary, '/usr/local/bin/node', 0o755);
   await copyGuestFile(root, input.busybox, '/opt/clarateach/bin/busybox', 0o755);
   await writeGuestFile(root, '/sbin/clarateach-init', input.initScript, 0o755);
+  await writeGuestFile(root, GUEST_CONTRACT_PATH, guestContractEnv(), 0o644);
 
   // Mount points through which the init reaches the base and the layer (see initrd-init).
   const stateDir = await resolveInRoot(root, '/var/lib/clarateach');

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { GUEST_PORTS, guestContractEnv } from '../contract.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const INIT = join(here, 'clarateach-init');
@@ -107,6 +108,28 @@ test('service settings from services.env: TERMINAL_* and FILES_* lines only, oth
     assert.match(out, /^\[TERMINAL_SHELL_X=a b\]$/m);
     assert.doesNotMatch(out, /^\[(PATH|LD_PRELOAD)/m);
     assert.match(out, /LOG ignoring line of .*: PATH=\/evil/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the init takes the service ports from the contract file the image writes, and refuses without one', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-contract-'));
+  try {
+    const file = join(dir, 'guest.env');
+    writeFileSync(file, guestContractEnv());
+    assert.equal(
+      bash(`GUEST_CONTRACT=${JSON.stringify(file)}; read_guest_contract; echo "\${SERVICE_PORT[terminal]} \${SERVICE_PORT[files]}"`),
+      `${GUEST_PORTS.terminal} ${GUEST_PORTS.files}\n`,
+    );
+    const missing = bash(`GUEST_CONTRACT=${JSON.stringify(join(dir, 'none'))}; read_guest_contract && echo started || echo refused`);
+    assert.match(missing, /guest\.env|none is missing/);
+    assert.match(missing, /refused\n$/);
+    writeFileSync(file, 'CLARATEACH_TERMINAL_PORT=3001\nCLARATEACH_FILES_PORT=x\n');
+    assert.match(
+      bash(`GUEST_CONTRACT=${JSON.stringify(file)}; read_guest_contract || echo refused`),
+      /no valid port for files[\s\S]*refused\n$/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

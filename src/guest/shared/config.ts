@@ -2,6 +2,7 @@
 // Every problem is reported as a ConfigError naming the offending variable.
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import { GUEST_PORTS } from '../contract.ts';
 
 export class ConfigError extends Error {
   constructor(
@@ -32,7 +33,7 @@ export interface FilesConfig extends CommonConfig {
   readonly maxUploadBytes: number;
 }
 
-export const DEFAULT_PORTS: Readonly<Record<ServiceName, number>> = { terminal: 3001, files: 3002 };
+export const DEFAULT_PORTS: Readonly<Record<ServiceName, number>> = GUEST_PORTS;
 export const DEFAULT_WORKSPACE_DIR = '/home/learner';
 export const DEFAULT_SHELL = '/bin/bash';
 export const DEFAULT_DETACHED_TTL_S = 3600;
