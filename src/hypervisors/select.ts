@@ -1,6 +1,6 @@
 // Picks the hypervisor driver: HYPERVISOR=qemu|firecracker, or auto (Firecracker when its binary
 // and a working KVM are present, QEMU otherwise).
-import { join } from 'node:path';
+import { imagePaths } from '../image/layout.ts';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/config.ts';
 import { ConfigError } from '../config/config.ts';
@@ -20,19 +20,18 @@ async function kvmWorks(config: SelectConfig, log: Logger): Promise<boolean> {
   if (!(await commandExists(config.qemuBin))) return false;
   const verdict = await detectAcceleration({
     qemuBin: config.qemuBin,
-    kernelPath: join(config.imagesDir, 'vmlinux'),
+    kernelPath: imagePaths(config.imagesDir).kernel,
     stateDir: config.stateDir,
-    log: (msg) => log.info(msg),
+    log,
   });
   return verdict.accel === 'kvm';
 }
 
 export async function selectDriver(config: SelectConfig, log: Logger): Promise<HypervisorDriver> {
-  const info = (msg: string): void => log.info(msg);
   const firecracker = (): HypervisorDriver =>
     createFirecrackerDriver({
       firecrackerBin: config.firecrackerBin,
-      log: info,
+      log,
       ...(config.jailerBin === undefined ? {} : { jailerBin: config.jailerBin, jail: { chrootBaseDir: config.jailChrootBaseDir } }),
     });
   const qemu = async (): Promise<HypervisorDriver> => {
@@ -43,7 +42,7 @@ export async function selectDriver(config: SelectConfig, log: Logger): Promise<H
       qemuBin: config.qemuBin,
       imagesDir: config.imagesDir,
       stateDir: config.stateDir,
-      log: info,
+      log,
       accel: config.qemuAccel,
     });
   };

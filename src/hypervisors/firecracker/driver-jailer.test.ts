@@ -29,6 +29,7 @@ import { JAIL_CACHE_DIR, jailedSpec } from './jail.ts';
 import { loggedPids, loggedRequests, readJsonLines } from '../../../test/support/firecracker/fake-firecracker-shim.ts';
 import { loggedJailerArgv } from '../../../test/support/firecracker/fake-jailer-shim.ts';
 import { createVmFixture, type VmFixture } from '../../../test/support/firecracker/fixtures.ts';
+import { capturingLogger } from '../../../test/support/logs.ts';
 
 const SOCKET_TIMEOUT_MS = 30_000;
 const MIB = 1024 * 1024;
@@ -78,7 +79,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   ): ReturnType<typeof createFirecrackerDriver> {
     return createFirecrackerDriver({
       apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
-      log: (m) => logs.push(m),
+      log: capturingLogger(logs),
       cgroup: area.placement,
       cgroupOverheadMb: 32,
       ...options,

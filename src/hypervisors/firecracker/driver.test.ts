@@ -17,6 +17,7 @@ import { API_SOCKET_NAME, firecrackerInstanceId } from './command.ts';
 import { createFirecrackerDriver, FirecrackerStartError } from './driver.ts';
 import { loggedPids, loggedRequests, readJsonLines } from '../../../test/support/firecracker/fake-firecracker-shim.ts';
 import { createVmFixture, type VmFixture } from '../../../test/support/firecracker/fixtures.ts';
+import { capturingLogger } from '../../../test/support/logs.ts';
 
 /** Node + tsx start in a few hundred ms; leave room on a loaded CI machine. */
 const SOCKET_TIMEOUT_MS = 20_000;
@@ -81,7 +82,7 @@ describe('Firecracker driver', () => {
   });
 
   const driverWith = (firecrackerBin: string) =>
-    createFirecrackerDriver({ firecrackerBin, apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, log: (m) => logs.push(m), cgroup });
+    createFirecrackerDriver({ firecrackerBin, apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, log: capturingLogger(logs), cgroup });
 
   test("the VMM runs in a cgroup of its own with the VM's CPU and memory limits; stop removes it", { skip: cgroupSkip }, async () => {
     assert.ok(area && cgroup);

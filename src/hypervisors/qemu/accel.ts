@@ -3,6 +3,7 @@
 // bounded trial boot of the real guest kernel reaches its panic (it has no root filesystem), and
 // the verdict is cached per kernel file, QEMU version and host kernel. Otherwise TCG, told the
 // host's TSC frequency.
+import pino, { type Logger } from 'pino';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
@@ -31,7 +32,7 @@ export interface DetectOptions {
   readonly kernelPath: string;
   /** Where the verdict is cached. */
   readonly stateDir: string;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
   /** Budget for the KVM trial boot. */
   readonly trialTimeoutMs?: number;
   /** Ignore a cached verdict. */
@@ -146,7 +147,7 @@ async function cacheKey(qemuBin: string, kernelPath: string): Promise<string> {
 }
 
 export async function detectAcceleration(opts: DetectOptions): Promise<AccelVerdict> {
-  const log = opts.log ?? (() => {});
+  const log = opts.log ?? pino({ level: 'silent' });
   const tscKhz = await hostTscKhz();
   const now = new Date().toISOString();
   const tcg = (reason: string, key = ''): AccelVerdict => ({
@@ -177,7 +178,7 @@ export async function detectAcceleration(opts: DetectOptions): Promise<AccelVerd
     }
   }
   const budget = opts.trialTimeoutMs ?? 15_000;
-  log(`qemu: trying KVM with a trial boot of ${opts.kernelPath} (up to ${Math.round(budget / 1000)} s)`);
+  log.info(`qemu: trying KVM with a trial boot of ${opts.kernelPath} (up to ${Math.round(budget / 1000)} s)`);
   const started = Date.now();
   const problem = await kvmTrialBoot(opts.qemuBin, opts.kernelPath, budget);
   const verdict: AccelVerdict = problem
@@ -189,7 +190,7 @@ export async function detectAcceleration(opts: DetectOptions): Promise<AccelVerd
     await writeFile(temp, `${JSON.stringify(verdict, null, 2)}\n`);
     await rename(temp, cachePath);
   } catch (error) {
-    log(`qemu: cannot cache the acceleration verdict in ${cachePath}: ${(error as Error).message}`);
+    log.warn(`qemu: cannot cache the acceleration verdict in ${cachePath}: ${(error as Error).message}`);
   }
   return verdict;
 }

@@ -13,8 +13,9 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { ensureSharedImages, type SharedImages } from '../../image/shared.ts';
-import { createQemuDriver, QemuDriver } from './index.ts';
+import { createQemuDriver, qemuDriverWithVerdict } from './index.ts';
 import { pidFilePath } from './args.ts';
+import { capturingLogger } from '../../../test/support/logs.ts';
 
 function has(cmd: string): boolean {
   try {
@@ -125,7 +126,7 @@ test(
         imagesDir: img.dir,
         stateDir: join(work, 'state'),
         launchPrefix: ['ip', 'netns', 'exec', ns],
-        log: (m) => logs.push(m),
+        log: capturingLogger(logs),
       });
       t.diagnostic(`acceleration ${driver.info.acceleration}: ${driver.verdict.reason}`);
       const spec = specFor('net', img, {
@@ -161,7 +162,7 @@ test(
       assert.ok(pinged, 'the guest answers ping on its TAP');
 
       // A fresh driver instance, as after an agent restart: it knows only the spec and the process.
-      const adopted = new QemuDriver(driver.verdict, { imagesDir: img.dir, stateDir: join(work, 'state') });
+      const adopted = qemuDriverWithVerdict(driver.verdict, { imagesDir: img.dir, stateDir: join(work, 'state') });
       const t1 = Date.now();
       await adopted.stop(spec, proc, 60_000);
       t.diagnostic(`graceful stop took ${Date.now() - t1} ms`);
@@ -290,7 +291,7 @@ test(
     child.kill('SIGKILL');
     await new Promise((r) => child.once('close', r));
 
-    const driver = new QemuDriver(
+    const driver = qemuDriverWithVerdict(
       { accel: 'tcg', reason: 'test', key: '', checkedAt: '' },
       { imagesDir: img.dir, stateDir: join(work, 'state') },
     );
@@ -304,7 +305,7 @@ test(
 );
 
 test('stop() of a process that already exited resolves at once', { skip: hasQemu ? false : 'needs qemu-system-x86_64' }, async () => {
-  const driver = new QemuDriver({ accel: 'tcg', reason: 'test', key: '', checkedAt: '' }, { imagesDir: work, stateDir: work });
+  const driver = qemuDriverWithVerdict({ accel: 'tcg', reason: 'test', key: '', checkedAt: '' }, { imagesDir: work, stateDir: work });
   const dir = join(work, 'gone');
   const spec = { runDir: join(dir, 'run') } as VmLaunchSpec;
   const started = Date.now();

@@ -1,0 +1,290 @@
+// Starting a VM (the launch phase): the host prepared (stale socket, cgroup or jail), the VMM
+// spawned detached, found (directly, or through the jailer's pid file), confined to its cgroup,
+// its API socket awaited, and the guest configured and started through the API.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createVmCgroup } from '../../host/cgroups/index.ts';
+import { describeProcess, isProcessAlive, killProcess } from '../../host/process.ts';
+import { readPidFile, readTail } from '../../shared/files.ts';
+import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
+import { FirecrackerApiClient, FirecrackerApiError, socketAnswers } from './api-client.ts';
+import { bootCalls, sendBootCall } from './boot-requests.ts';
+import { MAX_SOCKET_PATH_BYTES, type VmmCommand } from './command.ts';
+import { processesOfUid, removeJailsOf, stageJail } from './jail.ts';
+import { FirecrackerStartError, message, type DriverContext } from './options.ts';
+import { vmmSetup, type VmmSetup } from './setup.ts';
+import { killCgroupMembers, removeSurroundings, surroundingsOf } from './surroundings.ts';
+
+const CONSOLE_TAIL_BYTES = 2_000;
+
+interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+export function describeExit(exit: Exit): string {
+  return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+}
+
+export async function fileSize(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** What this run of the VMM wrote to the console log (its stderr lands there too), trimmed. */
+export async function consoleSince(path: string, from: number): Promise<string> {
+  return (await readTail(path, CONSOLE_TAIL_BYTES, from)).trim();
+}
+
+/** Starts the VMM in its own session with stdout and stderr appended to the console log. */
+function spawnDetached(command: VmmCommand, spec: VmLaunchSpec): ChildProcess {
+  // O_APPEND: the guest console (Firecracker's stdout) and Firecracker's stderr go to the log.
+  const out = openSync(spec.consoleLogPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND, 0o640);
+  try {
+    return spawn(command.file, [...command.args], {
+      cwd: spec.runDir,
+      detached: true, // setsid(): not in the agent's session or process group, survives a kill -9
+      stdio: ['ignore', out, out],
+    });
+  } finally {
+    closeSync(out); // the child holds its own copy
+  }
+}
+
+export async function startVm(ctx: DriverContext, spec: VmLaunchSpec): Promise<VmmProcess> {
+  const label = `firecracker ${spec.id}`;
+  let setup: VmmSetup;
+  try {
+    setup = await vmmSetup(ctx, spec, true);
+  } catch (error) {
+    throw new FirecrackerStartError(`${label}: ${message(error)}`, undefined);
+  }
+  await prepareHost(ctx, spec, setup, label);
+  return new Launch(ctx, spec, setup, label).run();
+}
+
+/** A free API socket path, and the VM's cgroup or jail made; on failure nothing is left. */
+async function prepareHost(ctx: DriverContext, spec: VmLaunchSpec, setup: VmmSetup, label: string): Promise<void> {
+  const socketPath = setup.command.apiSocketPath;
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
+    throw new FirecrackerStartError(`${label}: API socket path too long for a unix socket: ${socketPath}`, undefined);
+  }
+  await mkdir(spec.runDir, { recursive: true });
+  // A socket left by a VMM that died is stale: Firecracker refuses to bind over it. A socket that
+  // still answers belongs to a live VMM, which must be stopped first, not orphaned.
+  if (await socketAnswers(socketPath)) {
+    throw new FirecrackerStartError(`${label}: a VMM already answers on ${socketPath}; stop it first`, undefined);
+  }
+  await rm(socketPath, { force: true });
+  try {
+    // Anything still in this VM's cgroup is left from an earlier run of it (a VMM that no longer
+    // answers, a jailer that crashed).
+    await killCgroupMembers(ctx, setup.cgroup, label);
+    if (setup.jail) await prepareJail(ctx, spec, setup, label);
+    else if (setup.cgroup && setup.placement) await createVmCgroup({ name: setup.cgroup.name, ...setup.limits }, setup.placement);
+  } catch (error) {
+    const problems = await removeSurroundings(ctx, surroundingsOf(setup), label);
+    throw new FirecrackerStartError(`${label}: ${message(error)}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}`, undefined);
+  }
+}
+
+async function prepareJail(ctx: DriverContext, spec: VmLaunchSpec, setup: VmmSetup, label: string): Promise<void> {
+  if (!setup.jail) return;
+  const { ids, chrootBaseDir, chrootDir } = setup.jail;
+  const users = await processesOfUid(ids.uid);
+  if (users.length > 0) {
+    throw new Error(
+      `uid ${ids.uid} of this VM's jail is in use by pid ${users.join(', ')}` +
+        ' (a leftover VMM, or another VM whose address has the same low 16 bits)',
+    );
+  }
+  await removeJailsOf(chrootBaseDir, setup.command.instanceId);
+  const staged = await stageJail({ chrootBaseDir, chrootDir, spec, ids });
+  ctx.log.info(
+    { vm: spec.id, uid: ids.uid, files: staged },
+    `${label}: jail ${chrootDir} (uid/gid ${ids.uid}), files ${JSON.stringify(staged)}`,
+  );
+}
+
+/** One start from the spawn on: what has been started so far, so that a failure undoes exactly it. */
+class Launch {
+  private readonly socketPath: string;
+  private readonly launcherName: string;
+  private consoleStart = 0;
+  private launcher: VmmProcess | undefined;
+  private vmm: VmmProcess | undefined;
+  private exit: Exit | undefined;
+  private exited: Promise<Exit> = new Promise(() => undefined);
+
+  constructor(
+    private readonly ctx: DriverContext,
+    private readonly spec: VmLaunchSpec,
+    private readonly setup: VmmSetup,
+    private readonly label: string,
+  ) {
+    this.socketPath = setup.command.apiSocketPath;
+    this.launcherName = setup.jail ? 'the jailer' : 'firecracker';
+  }
+
+  async run(): Promise<VmmProcess> {
+    this.consoleStart = await fileSize(this.spec.consoleLogPath);
+    await this.spawn();
+    try {
+      const proc = await this.findVmm();
+      this.ctx.log.info(
+        { vm: this.spec.id, pid: proc.pid },
+        `${this.label}: started pid ${proc.pid} (${this.setup.command.file} ${this.setup.command.args.join(' ')})`,
+      );
+      await this.confine(proc);
+      await this.waitForSocket(proc);
+      await this.configure(proc);
+      this.ctx.log.info({ vm: this.spec.id }, `${this.label}: guest started`);
+      return proc;
+    } catch (error) {
+      if (error instanceof FirecrackerStartError) throw error;
+      return this.fail(`unexpected error: ${message(error)}`);
+    }
+  }
+
+  /** Spawns the launcher and waits until it runs; a failure to run it removes the cgroup and jail. */
+  private async spawn(): Promise<void> {
+    const spawnFailed = async (error: unknown): Promise<never> => {
+      await removeSurroundings(this.ctx, surroundingsOf(this.setup), this.label);
+      throw new FirecrackerStartError(`${this.label}: cannot run ${this.setup.command.file}: ${message(error)}`, undefined);
+    };
+    let child: ChildProcess;
+    try {
+      child = spawnDetached(this.setup.command, this.spec);
+    } catch (error) {
+      return spawnFailed(error);
+    }
+    this.exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', resolve);
+        child.once('error', reject);
+      });
+    } catch (error) {
+      return spawnFailed(error);
+    }
+    child.on('error', () => {}); // nothing left to report once it runs
+    child.unref();
+    // The process spawned: firecracker itself, or the jailer (which execs firecracker in place, or
+    // with --new-pid-ns forks it and exits).
+    this.launcher = child.pid === undefined ? undefined : describeProcess(child.pid);
+    void this.exited.then((e) => {
+      this.exit = e;
+    });
+  }
+
+  /** The exit, if it comes within 2 s. */
+  private exitSoon(): Promise<Exit | undefined> {
+    return Promise.race([this.exited, sleep(2_000).then(() => undefined)]);
+  }
+
+  /** The Firecracker process: the launcher itself, or the pid the jailer wrote with --new-pid-ns. */
+  private async findVmm(): Promise<VmmProcess> {
+    const pidFile = this.setup.jail?.pidFile;
+    if (!pidFile) {
+      if (this.launcher) return (this.vmm = this.launcher);
+      // It already ended (e.g. no /dev/kvm): report how, once the exit event is in.
+      const early = await this.exitSoon();
+      return this.fail(
+        early
+          ? `${this.launcherName} ${describeExit(early)} before its API socket came up`
+          : 'the process vanished right after it was started',
+      );
+    }
+    // The jailer writes Firecracker's pid (as this namespace sees it) to <exec name>.pid in the jail, then exits.
+    const deadline = Date.now() + this.ctx.socketTimeoutMs;
+    for (;;) {
+      const pid = await readPidFile(pidFile);
+      if (pid !== undefined) {
+        this.vmm = describeProcess(pid);
+        if (!this.vmm) return this.fail(`firecracker (pid ${pid}) exited right after the jailer started it`);
+        return this.vmm;
+      }
+      if (this.exit && (await readPidFile(pidFile)) === undefined) {
+        return this.fail(`the jailer ${describeExit(this.exit)} without writing ${pidFile}`);
+      }
+      if (Date.now() >= deadline) return this.fail(`no pid in ${pidFile} after ${this.ctx.socketTimeoutMs} ms`);
+      await sleep(20);
+    }
+  }
+
+  /** Why the VMM is gone, or undefined while it runs. Waits briefly for the exit event so the reason names the exit code. */
+  private async gone(proc: VmmProcess): Promise<string | undefined> {
+    if (this.setup.jail?.pidFile) return isProcessAlive(proc) ? undefined : `firecracker (pid ${proc.pid}) exited`;
+    if (!this.exit && isProcessAlive(proc)) return undefined;
+    const ended = this.exit ?? (await this.exitSoon());
+    return ended ? `${this.launcherName} ${describeExit(ended)}` : `${this.launcherName} (pid ${proc.pid}) exited`;
+  }
+
+  /** Without the jailer the agent moves the VMM into its cgroup itself. */
+  private async confine(proc: VmmProcess): Promise<void> {
+    if (this.setup.jail || !this.setup.cgroup) return;
+    try {
+      await this.setup.cgroup.addProcess(proc.pid);
+    } catch (error) {
+      // A VMM that is already gone cannot be moved: say why it went instead.
+      const early = isProcessAlive(proc) ? undefined : await this.exitSoon();
+      await this.fail(
+        early
+          ? `${this.launcherName} ${describeExit(early)} before its API socket came up`
+          : `cannot put firecracker into its cgroup: ${message(error)}`,
+      );
+    }
+  }
+
+  /** Connect only: no request, the VMM is not configured yet. Then the limits must hold before the guest gets memory. */
+  private async waitForSocket(proc: VmmProcess): Promise<void> {
+    const deadline = Date.now() + this.ctx.socketTimeoutMs;
+    for (;;) {
+      const why = await this.gone(proc);
+      if (why) await this.fail(`${why} before its API socket came up`);
+      if (await socketAnswers(this.socketPath, 500)) break;
+      if (Date.now() >= deadline) await this.fail(`no API socket at ${this.socketPath} after ${this.ctx.socketTimeoutMs} ms`);
+      await sleep(20);
+    }
+    if (this.setup.cgroup && !(await this.setup.cgroup.contains(proc.pid))) {
+      await this.fail(`firecracker (pid ${proc.pid}) is not in its cgroup ${this.setup.cgroup.dirs.memory}`);
+    }
+  }
+
+  /** The boot requests, in order, through the API; InstanceStart gets three times the timeout. */
+  private async configure(proc: VmmProcess): Promise<void> {
+    const timeout = this.ctx.requestTimeoutMs;
+    const client = new FirecrackerApiClient(this.socketPath, timeout);
+    for (const call of bootCalls(this.setup.bootSpec)) {
+      const isStart = call.operationId === 'createSyncAction';
+      try {
+        await sendBootCall(client, call, { timeoutMs: isStart ? timeout * 3 : timeout });
+      } catch (error) {
+        const why = await this.gone(proc);
+        const faultMessage = error instanceof FirecrackerApiError ? error.faultMessage : undefined;
+        await this.fail(`${message(error)}${why ? ` (${why})` : ''}`, faultMessage);
+      }
+    }
+    if (!isProcessAlive(proc)) await this.fail(`${(await this.gone(proc)) ?? 'firecracker exited'} right after InstanceStart`);
+  }
+
+  /** Undoes the start (processes, socket, cgroup, jail) and throws the reason with the console's tail. */
+  private async fail(reason: string, faultMessage?: string): Promise<never> {
+    // Without a live process there is nothing to kill; the cgroup is emptied by removeSurroundings.
+    if (this.vmm) await killProcess(this.vmm);
+    if (this.launcher) await killProcess(this.launcher);
+    await rm(this.socketPath, { force: true });
+    const problems = await removeSurroundings(this.ctx, surroundingsOf(this.setup), this.label);
+    const tail = await consoleSince(this.spec.consoleLogPath, this.consoleStart);
+    this.ctx.log.warn({ vm: this.spec.id, reason }, `${this.label}: start failed: ${reason}`);
+    throw new FirecrackerStartError(
+      `${this.label}: ${reason}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}${tail ? `\n--- console ---\n${tail}` : ''}`,
+      faultMessage,
+    );
+  }
+}
