@@ -2,5 +2,8 @@
 import pino, { type Logger } from 'pino';
 
 export function capturingLogger(messages: string[]): Logger {
-  return pino({ level: 'debug' }, { write: (line: string) => void messages.push(String((JSON.parse(line) as { msg?: unknown }).msg ?? '')) });
+  return pino(
+    { level: 'debug' },
+    { write: (line: string) => void messages.push(String((JSON.parse(line) as { msg?: unknown }).msg ?? '')) },
+  );
 }

@@ -6,9 +6,8 @@ import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
-import { cgroupPathsOf, listVmCgroups, openVmCgroup, readProcessCgroups, type CgroupPlacement } from '../../host/cgroups/index.ts';
-import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../../../test/support/cgroups/test-cgroups.ts';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { listVmCgroups } from '../../host/cgroups/index.ts';
 import type { VmmProcess } from '../../vms/ports.ts';
 import { describeProcess, processStartTime, waitForExit } from '../../host/process.ts';
 import { FirecrackerApiClient, socketAnswers } from './api-client.ts';
@@ -21,23 +20,7 @@ import { capturingLogger } from '../../../test/support/logs.ts';
 
 /** Node + tsx start in a few hundred ms; leave room on a loaded CI machine. */
 const SOCKET_TIMEOUT_MS = 20_000;
-const MIB = 1024 * 1024;
 /** Real cgroups need root; without it the driver runs with cgroups off and the cgroup test skips. */
-const cgroupSkip = await realCgroupSkipReason();
-
-function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
-}
-
-function descendsFrom(pid: number, ancestor: number): boolean {
-  for (let p = parentOf(pid); p !== undefined && p > 1; p = parentOf(p)) if (p === ancestor) return true;
-  return false;
-}
 
 function sessionOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -58,18 +41,8 @@ describe('Firecracker driver', () => {
   let fx: VmFixture;
   let socketPath: string;
   const logs: string[] = [];
-  let area: TestCgroupArea | undefined;
-  let cgroup: CgroupPlacement | false = false;
-
-  before(async () => {
-    if (cgroupSkip) return;
-    area = await testCgroupArea('fcdrv');
-    cgroup = area.placement;
-  });
-
-  after(async () => {
-    await area?.cleanup();
-  });
+  // Unit tests need no root: real cgroups are tested in test/integration/firecracker-cgroups.test.ts.
+  const cgroup = false;
 
   beforeEach(async () => {
     fx = await createVmFixture('my-test.1');
@@ -83,62 +56,6 @@ describe('Firecracker driver', () => {
 
   const driverWith = (firecrackerBin: string) =>
     createFirecrackerDriver({ firecrackerBin, apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, log: capturingLogger(logs), cgroup });
-
-  test("the VMM runs in a cgroup of its own with the VM's CPU and memory limits; stop removes it", { skip: cgroupSkip }, async () => {
-    assert.ok(area && cgroup);
-    const driver = createFirecrackerDriver({
-      firecrackerBin: fx.fakeFirecracker(),
-      apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
-      cgroup,
-      cgroupOverheadMb: 32,
-    });
-    const proc = await driver.start(fx.spec);
-    const vmCgroup = await openVmCgroup(firecrackerInstanceId('my-test.1'), cgroup);
-    try {
-      assert.deepEqual(await listVmCgroups(cgroup), [vmCgroup.name]);
-      const members = await vmCgroup.pids();
-      assert.ok(members.includes(proc.pid), 'the VMM is in it');
-      // Besides the VMM only its own children (the stand-in's esbuild service, when tsx compiles).
-      for (const pid of members) assert.ok(pid === proc.pid || descendsFrom(pid, proc.pid), `pid ${pid} in the VM's cgroup`);
-      assert.deepEqual(cgroupPathsOf(await readProcessCgroups(proc.pid), area.layout), vmCgroup.paths, '/proc/PID/cgroup');
-      const read = (controller: 'cpu' | 'memory', file: string): string =>
-        readFileSync(join(vmCgroup.dirs[controller], file), 'utf8').trim();
-      if (area.layout.version === 1) {
-        assert.equal(read('cpu', 'cpu.cfs_quota_us'), '200000', '2 vCPUs');
-        assert.equal(read('cpu', 'cpu.cfs_period_us'), '100000');
-        assert.equal(read('memory', 'memory.limit_in_bytes'), String((512 + 32) * MIB), 'memory_mb + overhead');
-      } else {
-        assert.equal(read('cpu', 'cpu.max'), '200000 100000');
-        assert.equal(read('memory', 'memory.max'), String((512 + 32) * MIB));
-      }
-    } finally {
-      await driver.stop(fx.spec, proc, 10_000);
-    }
-    assert.equal(await vmCgroup.exists(), false, 'cgroup removed');
-    assert.deepEqual(await listVmCgroups(cgroup), []);
-  });
-
-  test('reconcile: the VMM and cgroup of a VM that is no longer kept are removed, a kept one untouched', { skip: cgroupSkip }, async () => {
-    assert.ok(cgroup);
-    const driver = createFirecrackerDriver({
-      firecrackerBin: fx.fakeFirecracker(),
-      apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
-      cgroup,
-      cgroupOverheadMb: 32,
-    });
-    assert.ok(driver.reclaim);
-    const proc = await driver.start(fx.spec);
-    try {
-      await driver.reclaim(new Set(['my-test.1']));
-      assert.equal(driver.isAlive(proc), true);
-      assert.deepEqual(await listVmCgroups(cgroup), [firecrackerInstanceId('my-test.1')]);
-      await driver.reclaim(new Set(['another.2']));
-      assert.equal(processStartTime(proc.pid), undefined, 'the VMM in the unowned cgroup was killed');
-      assert.deepEqual(await listVmCgroups(cgroup), []);
-    } finally {
-      await driver.stop(fx.spec, proc, 0);
-    }
-  });
 
   test('cgroup: false runs the VMM without a cgroup', async () => {
     const driver = createFirecrackerDriver({ firecrackerBin: fx.fakeFirecracker(), apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, cgroup: false });

@@ -18,18 +18,18 @@ import {
   readProcessCgroups,
   vmCgroupSettings,
   type CgroupPlacement,
-} from '../../host/cgroups/index.ts';
-import { createFakeCgroupV2 } from '../../../test/support/cgroups/fake-cgroupfs.ts';
-import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../../../test/support/cgroups/test-cgroups.ts';
-import { processStartTime } from '../../host/process.ts';
-import { bootCalls } from './boot-requests.ts';
-import { firecrackerInstanceId } from './command.ts';
-import { createFirecrackerDriver, FirecrackerStartError, type FirecrackerDriverOptions } from './driver.ts';
-import { JAIL_CACHE_DIR, jailedSpec } from './jail.ts';
-import { loggedPids, loggedRequests, readJsonLines } from '../../../test/support/firecracker/fake-firecracker-shim.ts';
-import { loggedJailerArgv } from '../../../test/support/firecracker/fake-jailer-shim.ts';
-import { createVmFixture, type VmFixture } from '../../../test/support/firecracker/fixtures.ts';
-import { capturingLogger } from '../../../test/support/logs.ts';
+} from '../../src/host/cgroups/index.ts';
+import { createFakeCgroupV2 } from '../support/cgroups/fake-cgroupfs.ts';
+import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../support/cgroups/test-cgroups.ts';
+import { processStartTime } from '../../src/host/process.ts';
+import { bootCalls } from '../../src/hypervisors/firecracker/boot-requests.ts';
+import { firecrackerInstanceId } from '../../src/hypervisors/firecracker/command.ts';
+import { createFirecrackerDriver, FirecrackerStartError, type FirecrackerDriverOptions } from '../../src/hypervisors/firecracker/driver.ts';
+import { JAIL_CACHE_DIR, jailedSpec } from '../../src/hypervisors/firecracker/jail.ts';
+import { loggedPids, loggedRequests, readJsonLines } from '../support/firecracker/fake-firecracker-shim.ts';
+import { loggedJailerArgv } from '../support/firecracker/fake-jailer-shim.ts';
+import { createVmFixture, type VmFixture } from '../support/firecracker/fixtures.ts';
+import { capturingLogger } from '../support/logs.ts';
 
 const SOCKET_TIMEOUT_MS = 30_000;
 const MIB = 1024 * 1024;

@@ -6,7 +6,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ACCEL_CACHE_FILE, detectAcceleration, hostTscKhz } from './accel.ts';
+import { ACCEL_CACHE_FILE, detectAcceleration, hostTscKhz } from '../../src/hypervisors/qemu/accel.ts';
 
 let dir: string;
 let kernel: string;

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loggedJailerArgv, writeFakeJailer } from './fake-jailer-shim.ts';
+import { loggedJailerArgv, writeFakeJailer } from '../support/firecracker/fake-jailer-shim.ts';
 
 const skip = process.getuid?.() === 0 ? undefined : 'needs root (chown, mknod, setpriv)';
 

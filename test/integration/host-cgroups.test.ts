@@ -8,10 +8,10 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { cgroupPathsOf, readProcessCgroups } from './detect.ts';
-import { CgroupError } from './errors.ts';
-import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../../../test/support/cgroups/test-cgroups.ts';
-import { createVmCgroup, listVmCgroups, placeInCgroup, type VmCgroup } from './vm-cgroup.ts';
+import { cgroupPathsOf, readProcessCgroups } from '../../src/host/cgroups/detect.ts';
+import { CgroupError } from '../../src/host/cgroups/errors.ts';
+import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../support/cgroups/test-cgroups.ts';
+import { createVmCgroup, listVmCgroups, placeInCgroup, type VmCgroup } from '../../src/host/cgroups/vm-cgroup.ts';
 
 const MIB = 1024 * 1024;
 const skip = await realCgroupSkipReason();

@@ -11,11 +11,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
-import { ensureSharedImages, type SharedImages } from '../../image/shared.ts';
-import { createQemuDriver, qemuDriverWithVerdict } from './index.ts';
-import { pidFilePath } from './args.ts';
-import { capturingLogger } from '../../../test/support/logs.ts';
+import type { VmLaunchSpec, VmmProcess } from '../../src/vms/ports.ts';
+import { ensureSharedImages, type SharedImages } from '../../src/image/shared.ts';
+import { createQemuDriver, qemuDriverWithVerdict } from '../../src/hypervisors/qemu/index.ts';
+import { pidFilePath } from '../../src/hypervisors/qemu/args.ts';
+import { capturingLogger } from '../support/logs.ts';
 
 function has(cmd: string): boolean {
   try {
@@ -265,7 +265,7 @@ test(
   async (t) => {
     const img = await getImages((m) => t.diagnostic(m));
     const spec = specFor('orphan', img, { kernelArgs: 'clarateach.services=0' });
-    const moduleUrl = new URL('./index.ts', import.meta.url).href;
+    const moduleUrl = new URL('../../src/hypervisors/qemu/index.ts', import.meta.url).href;
     const script = `
     const { createQemuDriver } = await import(${JSON.stringify(moduleUrl)});
     const driver = await createQemuDriver({ imagesDir: ${JSON.stringify(img.dir)}, stateDir: ${JSON.stringify(join(work, 'state'))}, accel: 'tcg' });
@@ -276,7 +276,7 @@ test(
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       env: { ...process.env, SPEC: JSON.stringify(spec) },
       stdio: ['ignore', 'pipe', 'inherit'],
-      cwd: fileURLToPath(new URL('../../..', import.meta.url)),
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
     });
     const proc = await new Promise<VmmProcess>((resolve, reject) => {
       let out = '';

@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import { buildImage, IMAGE_FILES, readImageManifest } from './index.ts';
-import { inspectVmlinux } from './kernel.ts';
-import { defaultRecipePath } from './recipe.ts';
-import { ensureSharedImages, sharedImagesDir } from './shared.ts';
+import { buildImage, IMAGE_FILES, readImageManifest } from '../../src/image/index.ts';
+import { inspectVmlinux } from '../../src/image/kernel.ts';
+import { defaultRecipePath } from '../../src/image/recipe.ts';
+import { ensureSharedImages, sharedImagesDir } from '../../src/image/shared.ts';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (mmdebstrap, mkfs.ext4 -d with ownership)' : false;
 
