@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// Runs every test: unit tests beside the code (src/**/*.test.ts), then each integration test
-// file (test/integration/*.test.ts) inside a network namespace of its own. Integration tests
-// boot real guests, so the guest image is built (or found up to date) in .cache/images first.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+// Runs every test: the unit tests (src/**, test/support/**, test/architecture/**), while the guest
+// image is built (or found up to date) in .cache/images, then each integration test file
+// (test/integration/*.test.ts, real guests) inside a network namespace of its own.
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
@@ -47,16 +47,36 @@ function nodeTest() {
     `--test-reporter-destination=${report}`,
   ];
 }
-let ok = true;
-if (!unitOnly) {
-  ok = step('guest image', process.execPath, [join(root, 'bin/clarateach.js'), 'image', 'build', '--images-dir', imagesDir]) && ok;
+/** Runs a group in the background with its output kept; `finish` prints it and says whether it passed. */
+function background(title, command, args) {
+  const log = join(reports, `${reportCount}.log`);
+  const out = openSync(log, 'w');
+  const child = spawn(command, args, {
+    cwd: root,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, CLARATEACH_TEST_IMAGES: imagesDir },
+  });
+  const done = new Promise((resolve) => child.on('close', (code) => resolve(code === 0)));
+  return async () => {
+    const passedGroup = await done;
+    closeSync(out);
+    process.stdout.write(`\n### ${title}\n${readFileSync(log, 'utf8')}`);
+    return passedGroup;
+  };
 }
+
+let ok = true;
 const unit = [
   ...find(join(root, 'src'), '.test.ts'),
   ...find(join(root, 'test/support'), '.test.ts'),
   ...find(join(root, 'test/architecture'), '.test.ts'),
 ].map((p) => relative(root, p));
-ok = step(`unit tests (${unit.length} files)`, process.execPath, [...nodeTest(), ...unit]) && ok;
+// Unit tests need no guest image: they run while the image is built.
+const unitDone = background(`unit tests (${unit.length} files)`, process.execPath, [...nodeTest(), ...unit]);
+if (!unitOnly) {
+  ok = step('guest image', process.execPath, [join(root, 'bin/clarateach.js'), 'image', 'build', '--images-dir', imagesDir]) && ok;
+}
+ok = (await unitDone()) && ok;
 if (!unitOnly) {
   for (const file of find(join(root, 'test/integration'), '.test.ts')) {
     const rel = relative(root, file);
