@@ -7,6 +7,7 @@
 import { mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { exists } from '../../shared/files.ts';
 import {
   cgroupPathsOf,
   detectCgroupLayout,
@@ -95,15 +96,6 @@ function validateRelativePath(path: string, what: string): void {
 
 function distinct(dirs: Readonly<Record<VmController, string>>): string[] {
   return [...new Set(VM_CONTROLLERS.map((c) => dirs[c]))];
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function readCgroupFile(file: string): Promise<string> {

@@ -3,6 +3,7 @@
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { shellQuote } from '../../../src/shared/shell.ts';
 
 export interface FakeFirecrackerOptions {
   /** Where the stand-in appends spec violations (JSON lines); a test expects it absent or empty. */
@@ -17,11 +18,6 @@ export interface FakeFirecrackerOptions {
   readonly guestPowersOff?: boolean;
   readonly shutdownDelayMs?: number;
   readonly specPath?: string;
-}
-
-/** One shell word, whatever `value` holds. */
-export function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Writes `<dir>/firecracker`, a shell script that execs the stand-in (same pid), and returns its path. */

@@ -2,7 +2,8 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readJsonLines, shellQuote } from './fake-firecracker-shim.ts';
+import { shellQuote } from '../../../src/shared/shell.ts';
+import { readJsonLines } from './fake-firecracker-shim.ts';
 
 export interface FakeJailerOptions {
   /** Where the stand-in appends its argv and steps (JSON lines). */

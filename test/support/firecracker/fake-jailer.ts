@@ -42,6 +42,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, delimiter, dirname, isAbsolute, join } from 'node:path';
+import { shellQuote } from '../../../src/shared/shell.ts';
 
 const logFile = process.env.FAKE_JAILER_LOG;
 const procMounts = process.env.FAKE_JAILER_PROC_MOUNTS ?? '/proc/mounts';
@@ -103,10 +104,6 @@ function parse(argv: readonly string[]): Args {
     if (!single.has(required)) die(`Arguments parsing error: Missing the required argument '--${required}'.`);
   }
   return { single, multi, flags, extra };
-}
-
-function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 function which(command: string): string {
