@@ -30,6 +30,7 @@ import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:pa
 import type { VmLaunchSpec } from '../../vms/ports.ts';
 import { parseMountinfo } from '../../host/cgroups/index.ts';
 import { run } from '../../shared/exec.ts';
+import { IMAGE_FILES } from '../../image/layout.ts';
 
 export const DEFAULT_JAIL_UID_BASE = 2_000_000_000;
 const MAX_ID = 0xffff_fffe;
@@ -37,9 +38,9 @@ const SLOTS = 0x1_0000;
 
 /** Names of the VM's files inside the jail; the API gets `/<name>`. */
 export const JAIL_FILES = {
-  kernel: 'vmlinux',
-  initrd: 'initrd.img',
-  baseDisk: 'rootfs.ext4',
+  kernel: IMAGE_FILES.kernel,
+  initrd: IMAGE_FILES.initrd,
+  baseDisk: IMAGE_FILES.rootfs,
   layerDisk: 'layer.ext4',
 } as const;
 
