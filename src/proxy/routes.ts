@@ -86,13 +86,19 @@ function filesHandler(o: ProxyRoutesOptions) {
         const { connection: _connection, 'keep-alive': _keepAlive, ...rest } = headers;
         return rest;
       },
+      // The agent's token is not the guest's. `Expect: 100-continue` (curl sends it for bodies
+      // over 1 MiB) was answered by the agent already; undici refuses to send it on.
       rewriteRequestHeaders: (_req, headers) => {
-        const { authorization: _authorization, ...rest } = headers;
+        const { authorization: _authorization, expect: _expect, ...rest } = headers;
         return rest;
       },
       onError: (replyToSend, { error }) => {
         request.log.warn({ err: error, vm: `${vm.workshopId}.${vm.seatId}` }, 'file server unreachable');
-        sendError(replyToSend, new ApiError(502, 'guest_unreachable', `the seat's file server at ${vm.ip}:${FILES_PORT} did not answer`));
+        const reason = error instanceof Error ? error.message : String(error);
+        sendError(
+          replyToSend,
+          new ApiError(502, 'guest_unreachable', `the seat's file server at ${vm.ip}:${FILES_PORT} did not answer (${reason})`),
+        );
       },
     });
   };
