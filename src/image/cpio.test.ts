@@ -1,3 +1,4 @@
+// The newc cpio writer, checked by unpacking and listing its archives with cpio(1).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';

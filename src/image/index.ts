@@ -36,14 +36,12 @@ import {
   tempPathFor,
   writeFileAtomic,
 } from './util.ts';
-
 import { IMAGE_FILES } from './layout.ts';
 import { guestContractEnv } from '../guest/contract.ts';
 
 export { BASE_LABEL } from './rootfs.ts';
 export { defaultRecipePath, loadRecipe, type Recipe } from './recipe.ts';
-
-export { IMAGE_FILES } from './layout.ts';
+export { IMAGE_FILES, imagePaths } from './layout.ts';
 
 /** Bump when a stage's code changes in a way that must rebuild existing images. */
 const BUILDER_VERSION = { kernel: '1', initrd: '1', debian: '1', rootfs: '1' } as const;
@@ -333,7 +331,7 @@ async function buildLocked(
     };
     record('kernel', t0);
     progress(
-      `[kernel] vmlinux ${formatBytes(kernelFile.bytes)} (from ${extracted.compression} bzImage, ${extracted.info.pvh ? 'PVH entry' : 'no PVH entry'}) in ${formatMs(Date.now() - t0)}`,
+      `[kernel] ${IMAGE_FILES.kernel} ${formatBytes(kernelFile.bytes)} (from ${extracted.compression} bzImage, ${extracted.info.pvh ? 'PVH entry' : 'no PVH entry'}) in ${formatMs(Date.now() - t0)}`,
     );
   }
 
@@ -428,7 +426,9 @@ async function buildLocked(
       await rm(staging, { recursive: true, force: true });
     }
     record('rootfs', t0);
-    progress(`[rootfs] rootfs.ext4 ${formatBytes(rootfsFile.bytes)} (node ${rootfsMeta.nodeVersion}) in ${formatMs(Date.now() - t0)}`);
+    progress(
+      `[rootfs] ${IMAGE_FILES.rootfs} ${formatBytes(rootfsFile.bytes)} (node ${rootfsMeta.nodeVersion}) in ${formatMs(Date.now() - t0)}`,
+    );
   }
 
   const manifest: ImageManifest = {

@@ -1,3 +1,4 @@
+// The guest kernel: ELF checks, bzImage payload extraction, resolving the cloud kernel package.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';

@@ -1,3 +1,4 @@
+// The LZ4 legacy-frame decoder, against known frames and the lz4 tool.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -1,3 +1,4 @@
+// Initramfs module selection: name matching, dependency order, built-ins, errors.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { moduleName, parseModuleIndex, selectModules } from './modules.ts';

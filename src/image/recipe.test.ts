@@ -1,3 +1,4 @@
+// The image recipe: the repository one is valid, defaults, errors naming file and field.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defaultRecipePath, loadRecipe, parseRecipe } from './recipe.ts';

@@ -1,3 +1,4 @@
+// Rootfs planning without building: package list, mmdebstrap arguments, guest paths, ext4 sizing.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

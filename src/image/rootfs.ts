@@ -113,7 +113,6 @@ export async function customizeTree(root: string, input: CustomizeInput): Promis
   await copyGuestFile(root, input.nodeBinary, '/usr/local/bin/node', 0o755);
   await copyGuestFile(root, input.busybox, '/opt/clarateach/bin/busybox', 0o755);
   await writeGuestFile(root, '/sbin/clarateach-init', input.initScript, 0o755);
-  await writeGuestFile(root, GUEST_CONTRACT_PATH, guestContractEnv(), 0o644);
 
   // Mount points through which the init reaches the base and the layer (see initrd-init).
   const stateDir = await resolveInRoot(root, '/var/lib/clarateach');
@@ -146,6 +145,9 @@ export async function customizeTree(root: string, input: CustomizeInput): Promis
     await run('chown', ['-R', '-h', `${uid ?? 0}:${gid ?? 0}`, target]);
     if (file.mode !== undefined && st.isFile()) await chmod(target, parseInt(file.mode, 8));
   }
+
+  // After the recipe's files, so none of them (e.g. a whole /etc/clarateach) can replace it.
+  await writeGuestFile(root, GUEST_CONTRACT_PATH, guestContractEnv(), 0o644);
 }
 
 /** Runs the guest's Node inside the tree (chroot): proves its libraries and node-pty load. */

@@ -1,12 +1,12 @@
 // One image set per checkout for tests and benchmarks, built once and reused: every suite that
 // boots a guest calls ensureSharedImages() (concurrent callers wait for each other's build).
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildImage, IMAGE_FILES, type ImageManifest } from './index.ts';
+import { buildImage, imagePaths, type ImageManifest } from './index.ts';
 
-/** `<repo>/.cache/images` (git-ignored), or $CLARATEACH_TEST_IMAGES_DIR. */
+/** $CLARATEACH_TEST_IMAGES (set by scripts/run-tests.js), else `<repo>/.cache/images` (git-ignored). */
 export function sharedImagesDir(): string {
-  const fromEnv = process.env.CLARATEACH_TEST_IMAGES_DIR;
+  const fromEnv = process.env.CLARATEACH_TEST_IMAGES;
   if (fromEnv) return resolve(fromEnv);
   return resolve(dirname(fileURLToPath(import.meta.url)), '../../.cache/images');
 }
@@ -23,11 +23,6 @@ export interface SharedImages {
 export async function ensureSharedImages(onProgress?: (msg: string) => void): Promise<SharedImages> {
   const dir = sharedImagesDir();
   const manifest = await buildImage({ imagesDir: dir, ...(onProgress ? { onProgress } : {}) });
-  return {
-    dir,
-    kernelPath: join(dir, IMAGE_FILES.kernel),
-    initrdPath: join(dir, IMAGE_FILES.initrd),
-    rootfsPath: join(dir, IMAGE_FILES.rootfs),
-    manifest,
-  };
+  const paths = imagePaths(dir);
+  return { dir, kernelPath: paths.kernel, initrdPath: paths.initrd, rootfsPath: paths.rootfs, manifest };
 }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
+import { GUEST_CONTRACT_PATH, guestContractEnv } from '../../src/guest/contract.ts';
 import { buildImage, IMAGE_FILES, readImageManifest } from '../../src/image/index.ts';
 import { inspectVmlinux } from '../../src/image/kernel.ts';
 import { defaultRecipePath } from '../../src/image/recipe.ts';
@@ -48,6 +49,7 @@ test('the shared image set is complete and bootable-looking', { skip, timeout: 3
     /Filesystem volume name:\s+clarateach-base/,
   );
   assert.match(debugfs(images.rootfsPath, 'stat /usr/sbin/clarateach-init'), /Mode:\s+0755/);
+  assert.equal(debugfs(images.rootfsPath, `cat ${GUEST_CONTRACT_PATH}`), guestContractEnv(), 'the guest contract');
   assert.match(debugfs(images.rootfsPath, 'stat /usr/local/bin/node'), /Mode:\s+0755/);
   assert.match(debugfs(images.rootfsPath, 'stat /opt/clarateach/bin/busybox'), /Mode:\s+0755/);
   assert.match(debugfs(images.rootfsPath, 'stat /home/learner'), /User:\s+1000\s+Group:\s+1000/);

@@ -1,3 +1,4 @@
+// File-service helpers: request path parsing and confinement, byte ranges, content types.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, realpath, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';

@@ -1,3 +1,4 @@
+// The file service over real HTTP on a temp workspace: list, download, upload, move, delete, escapes.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';

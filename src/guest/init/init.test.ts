@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { GUEST_PORTS, guestContractEnv } from '../contract.ts';
+import { GUEST_CONTRACT_PATH, GUEST_PORTS, guestContractEnv } from '../contract.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const INIT = join(here, 'clarateach-init');
@@ -129,6 +129,26 @@ test('the init takes the service ports from the contract file the image writes, 
     assert.match(
       bash(`GUEST_CONTRACT=${JSON.stringify(file)}; read_guest_contract || echo refused`),
       /no valid port for files[\s\S]*refused\n$/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the init looks for the contract where the image build writes it', () => {
+  assert.equal(bash('echo "$CONTRACT_FILE"'), `${GUEST_CONTRACT_PATH}\n`);
+});
+
+test('the contract file is plain shell assignments', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-contract-'));
+  try {
+    const file = join(dir, 'guest.env');
+    writeFileSync(file, guestContractEnv());
+    assert.equal(
+      execFileSync('bash', ['-c', 'source "$1"; echo "$CLARATEACH_TERMINAL_PORT $CLARATEACH_FILES_PORT"', 'bash', file], {
+        encoding: 'utf8',
+      }),
+      `${GUEST_PORTS.terminal} ${GUEST_PORTS.files}\n`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

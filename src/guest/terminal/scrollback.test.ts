@@ -1,3 +1,4 @@
+// The scrollback buffer (bounded, never splits a UTF-8 character) and the terminal frame parser.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Scrollback, utf8Tail } from './scrollback.ts';

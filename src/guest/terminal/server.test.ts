@@ -1,3 +1,4 @@
+// The terminal service over a real WebSocket: shells, resize, re-attach with replay, exit, TTL.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
