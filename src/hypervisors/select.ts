@@ -28,7 +28,7 @@ async function kvmWorks(config: SelectConfig, log: Logger): Promise<boolean> {
 }
 
 export async function selectDriver(config: SelectConfig, log: Logger): Promise<HypervisorDriver> {
-  const firecracker = (): HypervisorDriver =>
+  const firecracker = (): Promise<HypervisorDriver> =>
     createFirecrackerDriver({
       firecrackerBin: config.firecrackerBin,
       log,

@@ -57,7 +57,7 @@ describe('Firecracker driver with real cgroups', () => {
 
   test("the VMM runs in a cgroup of its own with the VM's CPU and memory limits; stop removes it", { skip: cgroupSkip }, async () => {
     assert.ok(area && cgroup);
-    const driver = createFirecrackerDriver({
+    const driver = await createFirecrackerDriver({
       firecrackerBin: fx.fakeFirecracker(),
       apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
       cgroup,
@@ -91,7 +91,7 @@ describe('Firecracker driver with real cgroups', () => {
 
   test('reconcile: the VMM and cgroup of a VM that is no longer kept are removed, a kept one untouched', { skip: cgroupSkip }, async () => {
     assert.ok(cgroup);
-    const driver = createFirecrackerDriver({
+    const driver = await createFirecrackerDriver({
       firecrackerBin: fx.fakeFirecracker(),
       apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
       cgroup,

@@ -104,7 +104,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     const link = join(fx.dir, 'current-firecracker');
     symlinkSync(realFirecracker, link);
     const netns = `/proc/${process.pid}/ns/net`;
-    const d = driver({ firecrackerBin: link, jailerBin: fx.fakeJailer(), jail: { netns } });
+    const d = await driver({ firecrackerBin: link, jailerBin: fx.fakeJailer(), jail: { netns } });
     const proc = await d.start(fx.spec);
 
     // The exact command line (docs/jailer.md): everything after `--` goes to Firecracker.
@@ -231,7 +231,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   });
 
   test('--new-pid-ns: the VMM pid comes from the pid file the jailer writes; stop works on it', async () => {
-    const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer(), jail: { newPidNs: true } });
+    const d = await driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer(), jail: { newPidNs: true } });
     const proc = await d.start(fx.spec);
     const [argv] = loggedJailerArgv(fx.jailerLog);
     assert.ok(argv && argv.indexOf('--new-pid-ns') >= 0 && argv.indexOf('--new-pid-ns') < argv.indexOf('--'));
@@ -252,7 +252,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     writeFileSync(join(fake.root, 'cgroup.subtree_control'), 'cpu memory\n');
     fake.kernelMkdir(join(fake.root, 'clarateach'));
     const placement: CgroupPlacement = { detect: { root: fake.root, mountinfoPath: fake.mountinfoPath } };
-    const d = driver({
+    const d = await driver({
       firecrackerBin: fx.fakeFirecracker(),
       jailerBin: fx.fakeJailer({ procMounts: fake.procMountsPath }),
       cgroup: placement,
@@ -286,7 +286,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   });
 
   test('a start that fails leaves no process, no jail and no cgroup', async () => {
-    const d = driver({
+    const d = await driver({
       firecrackerBin: fx.fakeFirecracker({ failInstanceStart: 'Kvm error: Permission denied (os error 13)' }),
       jailerBin: fx.fakeJailer(),
     });
@@ -304,7 +304,11 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   });
 
   test('a jailer that refuses its arguments: rejects with its message on the console, leaves nothing', async () => {
-    const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer(), jail: { netns: join(fx.dir, 'no-such-netns') } });
+    const d = await driver({
+      firecrackerBin: fx.fakeFirecracker(),
+      jailerBin: fx.fakeJailer(),
+      jail: { netns: join(fx.dir, 'no-such-netns') },
+    });
     await assert.rejects(d.start(fx.spec), (error: unknown) => {
       assert.ok(error instanceof FirecrackerStartError);
       assert.match(error.message, /the jailer exited with code 1 before its API socket came up/);
@@ -320,7 +324,10 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     const notFirecracker = join(fx.dir, 'vmm');
     writeFileSync(notFirecracker, '#!/bin/sh\nexit 0\n');
     chmodSync(notFirecracker, 0o755);
-    await assert.rejects(driver({ firecrackerBin: notFirecracker, jailerBin: fx.fakeJailer() }).start(fx.spec), /contains "firecracker"/);
+    await assert.rejects(
+      (await driver({ firecrackerBin: notFirecracker, jailerBin: fx.fakeJailer() })).start(fx.spec),
+      /contains "firecracker"/,
+    );
     assert.deepEqual(loggedJailerArgv(fx.jailerLog), []);
   });
 
@@ -335,7 +342,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
         assert.ok(waited < 10_000, 'setpriv switched to the VM uid');
         await sleep(20);
       }
-      const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer() });
+      const d = await driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer() });
       await assert.rejects(d.start(fx.spec), new RegExp(`uid ${VM_UID} of this VM's jail is in use by pid ${sleeper.pid}`));
       assert.equal(existsSync(join(chrootBase, 'firecracker', ID)), false);
       assert.deepEqual(loggedJailerArgv(fx.jailerLog), [], 'the jailer never ran');
@@ -347,7 +354,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
   });
 
   test('reconcile: a jailed VMM that no VM owns is found in its cgroup and killed; its jail and cgroup go, a kept VM stays', async () => {
-    const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer() });
+    const d = await driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer() });
     assert.ok(d.reclaim);
     // The agent died before it recorded this pid: only the cgroup and the jail lead to it.
     const proc = await d.start(fx.spec);
@@ -378,7 +385,7 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     const shmBase = await mkdtemp('/dev/shm/fcj-');
     chmodSync(shmBase, 0o755);
     try {
-      const d = driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer(), jail: { chrootBaseDir: shmBase } });
+      const d = await driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer(), jail: { chrootBaseDir: shmBase } });
       const proc = await d.start(fx.spec);
       const chrootDir = join(shmBase, 'firecracker', ID, 'root');
       const kernel = statSync(join(chrootDir, 'vmlinux'));

@@ -136,6 +136,33 @@ function requireLimit(name: string, value: number): string {
   return String(value);
 }
 
+/** The jailer's flags that confine the VMM beyond its ids and chroot: cgroup, netns, rlimits, pid namespace. */
+function confinementFlags(jailer: JailerOptions): string[] {
+  const flags: string[] = [];
+  if (jailer.cgroupVersion !== undefined) flags.push('--cgroup-version', String(jailer.cgroupVersion));
+  if (jailer.parentCgroup !== undefined) {
+    const parent = jailer.parentCgroup;
+    if (parent === '' || isAbsolute(parent) || parent.split('/').includes('..')) {
+      throw new Error(`parentCgroup must be a relative path without "..", got "${parent}"`);
+    }
+    flags.push('--parent-cgroup', parent);
+  }
+  for (const [file, value] of Object.entries(jailer.cgroups ?? {})) {
+    if (!CGROUP_FILE.test(file)) throw new Error(`invalid cgroup file name "${file}"`);
+    if (value === '' || /[\n=]/.test(value)) throw new Error(`invalid value for cgroup ${file}: "${value}"`);
+    flags.push('--cgroup', `${file}=${value}`);
+  }
+  if (jailer.netns !== undefined) {
+    if (!isAbsolute(jailer.netns)) throw new Error(`netns must be the absolute path of a namespace handle, got "${jailer.netns}"`);
+    flags.push('--netns', jailer.netns);
+  }
+  const limits = jailer.resourceLimits ?? {};
+  if (limits.fsize !== undefined) flags.push('--resource-limit', `fsize=${requireLimit('fsize', limits.fsize)}`);
+  if (limits.noFile !== undefined) flags.push('--resource-limit', `no-file=${requireLimit('no-file', limits.noFile)}`);
+  if (jailer.newPidNs) flags.push('--new-pid-ns');
+  return flags;
+}
+
 function jailerCommand(input: VmmCommandInput, jailer: JailerOptions): VmmCommand {
   const execFile = input.firecrackerBin;
   if (!isAbsolute(execFile)) throw new Error(`the jailer needs an absolute firecracker path, got "${execFile}"`);
@@ -159,27 +186,7 @@ function jailerCommand(input: VmmCommandInput, jailer: JailerOptions): VmmComman
     '--chroot-base-dir',
     chrootBase,
   ];
-  if (jailer.cgroupVersion !== undefined) args.push('--cgroup-version', String(jailer.cgroupVersion));
-  if (jailer.parentCgroup !== undefined) {
-    const parent = jailer.parentCgroup;
-    if (parent === '' || isAbsolute(parent) || parent.split('/').includes('..')) {
-      throw new Error(`parentCgroup must be a relative path without "..", got "${parent}"`);
-    }
-    args.push('--parent-cgroup', parent);
-  }
-  for (const [file, value] of Object.entries(jailer.cgroups ?? {})) {
-    if (!CGROUP_FILE.test(file)) throw new Error(`invalid cgroup file name "${file}"`);
-    if (value === '' || /[\n=]/.test(value)) throw new Error(`invalid value for cgroup ${file}: "${value}"`);
-    args.push('--cgroup', `${file}=${value}`);
-  }
-  if (jailer.netns !== undefined) {
-    if (!isAbsolute(jailer.netns)) throw new Error(`netns must be the absolute path of a namespace handle, got "${jailer.netns}"`);
-    args.push('--netns', jailer.netns);
-  }
-  const limits = jailer.resourceLimits ?? {};
-  if (limits.fsize !== undefined) args.push('--resource-limit', `fsize=${requireLimit('fsize', limits.fsize)}`);
-  if (limits.noFile !== undefined) args.push('--resource-limit', `no-file=${requireLimit('no-file', limits.noFile)}`);
-  if (jailer.newPidNs) args.push('--new-pid-ns');
+  args.push(...confinementFlags(jailer));
 
   // Everything after `--` goes to Firecracker; the jailer adds `--id` itself.
   const apiSocketInJail = posix.join('/', API_SOCKET_NAME);

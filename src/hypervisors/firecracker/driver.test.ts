@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { listVmCgroups } from '../../host/cgroups/index.ts';
-import type { VmmProcess } from '../../vms/ports.ts';
+import type { HypervisorDriver, VmmProcess } from '../../vms/ports.ts';
 import { describeProcess, processStartTime, waitForExit } from '../../host/process.ts';
 import { FirecrackerApiClient, socketAnswers } from './api-client.ts';
 import { bootCalls } from './boot-requests.ts';
@@ -20,7 +20,6 @@ import { capturingLogger } from '../../../test/support/logs.ts';
 
 /** Node + tsx start in a few hundred ms; leave room on a loaded CI machine. */
 const SOCKET_TIMEOUT_MS = 20_000;
-/** Real cgroups need root; without it the driver runs with cgroups off and the cgroup test skips. */
 
 function sessionOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -54,23 +53,27 @@ describe('Firecracker driver', () => {
     await fx.cleanup();
   });
 
-  const driverWith = (firecrackerBin: string) =>
+  const driverWith = (firecrackerBin: string): Promise<HypervisorDriver> =>
     createFirecrackerDriver({ firecrackerBin, apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, log: capturingLogger(logs), cgroup });
 
   test('cgroup: false runs the VMM without a cgroup', async () => {
-    const driver = createFirecrackerDriver({ firecrackerBin: fx.fakeFirecracker(), apiSocketTimeoutMs: SOCKET_TIMEOUT_MS, cgroup: false });
+    const driver = await createFirecrackerDriver({
+      firecrackerBin: fx.fakeFirecracker(),
+      apiSocketTimeoutMs: SOCKET_TIMEOUT_MS,
+      cgroup: false,
+    });
     const proc = await driver.start(fx.spec);
     if (cgroup) assert.deepEqual(await listVmCgroups(cgroup), []);
     await driver.stop(fx.spec, proc, 5_000);
   });
 
-  test('info', () => {
-    assert.deepEqual(createFirecrackerDriver({ firecrackerBin: 'firecracker' }).info, { name: 'firecracker', acceleration: 'kvm' });
+  test('info', async () => {
+    assert.deepEqual((await createFirecrackerDriver({ firecrackerBin: 'firecracker' })).info, { name: 'firecracker', acceleration: 'kvm' });
   });
 
   test('create -> isAlive -> stop: exact request sequence, no spec violation, graceful exit', async () => {
     writeFileSync(fx.spec.consoleLogPath, 'line from an earlier boot\n');
-    const driver = driverWith(fx.fakeFirecracker());
+    const driver = await driverWith(fx.fakeFirecracker());
 
     const proc = await driver.start(fx.spec);
     assert.deepEqual(proc, describeProcess(proc.pid), 'pid and start time of the running VMM');
@@ -123,14 +126,14 @@ describe('Firecracker driver', () => {
 
   test('removes a stale socket before starting', async () => {
     writeFileSync(socketPath, 'left by a VMM that died');
-    const driver = driverWith(fx.fakeFirecracker());
+    const driver = await driverWith(fx.fakeFirecracker());
     const proc = await driver.start(fx.spec);
     assert.equal(driver.isAlive(proc), true);
     await driver.stop(fx.spec, proc, 5_000);
   });
 
   test('refuses to start over a VMM that still answers on the socket', async () => {
-    const driver = driverWith(fx.fakeFirecracker());
+    const driver = await driverWith(fx.fakeFirecracker());
     const proc = await driver.start(fx.spec);
     const error = await rejection(driver.start(fx.spec));
     assert.match(error.message, /already answers/);
@@ -140,7 +143,7 @@ describe('Firecracker driver', () => {
   });
 
   test("a missing kernel: rejects with Firecracker's fault message, leaves no process and no socket", async () => {
-    const driver = driverWith(fx.fakeFirecracker());
+    const driver = await driverWith(fx.fakeFirecracker());
     const error = await rejection(driver.start({ ...fx.spec, kernelPath: join(fx.dir, 'no-such-vmlinux') }));
     assert.ok(error instanceof FirecrackerStartError);
     assert.equal(error.faultMessage, 'Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)');
@@ -154,7 +157,7 @@ describe('Firecracker driver', () => {
   });
 
   test('InstanceStart refused: rejects with the fault message, leaves nothing behind', async () => {
-    const driver = driverWith(
+    const driver = await driverWith(
       fx.fakeFirecracker({ failInstanceStart: 'Kvm error: Error creating KVM object: Permission denied (os error 13)' }),
     );
     const error = await rejection(driver.start(fx.spec));
@@ -179,19 +182,19 @@ describe('Firecracker driver', () => {
     const bin = join(fx.dir, 'firecracker-broken');
     writeFileSync(bin, '#!/bin/sh\necho "Error: Kvm(OpenKvm(Os { code: 2 }))" >&2\nexit 1\n');
     chmodSync(bin, 0o755);
-    const error = await rejection(driverWith(bin).start(fx.spec));
+    const error = await rejection((await driverWith(bin)).start(fx.spec));
     assert.match(error.message, /exited with code 1 before its API socket came up/);
     assert.match(error.message, /Error: Kvm\(OpenKvm/);
     assert.equal(existsSync(socketPath), false);
   });
 
   test('a missing binary: rejects', async () => {
-    const error = await rejection(driverWith(join(fx.dir, 'no-such-firecracker')).start(fx.spec));
+    const error = await rejection((await driverWith(join(fx.dir, 'no-such-firecracker'))).start(fx.spec));
     assert.match(error.message, /cannot run .*no-such-firecracker.*ENOENT/);
   });
 
   test('stop kills a guest that ignores Ctrl-Alt-Del once the grace period is over', async () => {
-    const driver = driverWith(fx.fakeFirecracker({ ignoreCtrlAltDel: true }));
+    const driver = await driverWith(fx.fakeFirecracker({ ignoreCtrlAltDel: true }));
     const proc = await driver.start(fx.spec);
     const started = Date.now();
     await driver.stop(fx.spec, proc, 400);
@@ -202,7 +205,7 @@ describe('Firecracker driver', () => {
   });
 
   test('stop does not sit out the grace period when the guest powered off (Firecracker lives on)', async () => {
-    const driver = driverWith(fx.fakeFirecracker({ guestPowersOff: true }));
+    const driver = await driverWith(fx.fakeFirecracker({ guestPowersOff: true }));
     const proc = await driver.start(fx.spec);
     const started = Date.now();
     await driver.stop(fx.spec, proc, 20_000);
@@ -213,7 +216,7 @@ describe('Firecracker driver', () => {
   });
 
   test('stop of a VMM that is already gone resolves and cleans up', async () => {
-    const driver = driverWith(fx.fakeFirecracker());
+    const driver = await driverWith(fx.fakeFirecracker());
     const proc = await driver.start(fx.spec);
     process.kill(proc.pid, 'SIGKILL');
     assert.equal(await waitForExit(proc, 10_000), true);
@@ -249,7 +252,7 @@ describe('Firecracker driver', () => {
     await agentExit;
     await new Promise((r) => setTimeout(r, 300));
 
-    const driver = driverWith(bin); // the restarted agent: the VMM is not its child
+    const driver = await driverWith(bin); // the restarted agent: the VMM is not its child
     assert.equal(driver.isAlive(proc), true, 'VMM outlived its parent');
     assert.equal((await new FirecrackerApiClient(socketPath).describeInstance()).state, 'Running');
     await driver.stop(fx.spec, proc, 10_000);

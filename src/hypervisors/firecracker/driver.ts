@@ -15,9 +15,13 @@ import { stopVm } from './stop.ts';
 
 export { DEFAULT_CGROUP_OVERHEAD_MB, FirecrackerStartError, type FirecrackerDriverOptions, type JailSettings } from './options.ts';
 
-export function createFirecrackerDriver(opts: FirecrackerDriverOptions): HypervisorDriver {
+/**
+ * Creates the Firecracker driver. Nothing is checked up front (the binary, KVM and cgroups are
+ * looked at per start); it resolves as a promise so that both drivers are made the same way.
+ */
+export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Promise<HypervisorDriver> {
   const ctx = driverContext(opts, pino({ level: 'silent' }));
-  return {
+  return Promise.resolve({
     info: { name: 'firecracker', acceleration: 'kvm' },
     start: (spec) => startVm(ctx, spec),
     isAlive: (proc) => isProcessAlive(proc),
@@ -25,5 +29,5 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Hypervi
     reclaim: (keep) => reclaimOrphans(ctx, keep),
     // Jailed VMMs run as the VM's own uid/gid: its TAP is given to them.
     vmmOwner: async (spec) => (opts.jailerBin ? jailIdsForVm(spec.mac, opts.jail?.uidBase ?? DEFAULT_JAIL_UID_BASE) : undefined),
-  };
+  });
 }

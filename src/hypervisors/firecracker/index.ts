@@ -28,9 +28,8 @@ export {
   removeJail,
   removeJailsOf,
   resolveExecutable,
-  stageJail,
   type JailIds,
-  type StagedJail,
 } from './jail.ts';
+export { stageJail, type StagedJail } from './jail-stage.ts';
 export { BOOT_ARGS_PREFIX, bootCalls, buildBootArgs, type BootCall } from './boot-requests.ts';
 export type * from './api-types.ts';

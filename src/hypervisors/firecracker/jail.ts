@@ -1,6 +1,6 @@
 // The jail of one VM, around Firecracker's jailer (docs/jailer.md): which unprivileged uid/gid the
-// VMM runs as, what goes into `<chroot_base>/<exec name>/<id>/root` before the jailer runs (the
-// jailed Firecracker sees nothing else), and how it all goes again on stop.
+// VMM runs as, the paths the jailed Firecracker sees, and how a jail goes again on stop. What goes
+// into it before the jailer runs is jail-stage.ts.
 //
 // uid/gid. Each VM runs as its own user and group: uid = gid = uidBase + slot, where the slot is
 // the low 16 bits of the guest's IPv4 address, which the VM's MAC carries in its last four octets
@@ -10,23 +10,8 @@
 // 2_000_000_000, is far above login users (1000-60000), systemd's dynamic users (61184-65519) and
 // the usual /etc/subuid ranges (100000 + 65536 n), and below 2^31.
 import { constants as fsConstants } from 'node:fs';
-import {
-  access,
-  chmod,
-  chown,
-  copyFile,
-  link,
-  mkdir,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rm,
-  stat,
-  unlink,
-  writeFile,
-} from 'node:fs/promises';
-import { basename, delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
+import { access, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { VmLaunchSpec } from '../../vms/ports.ts';
 import { parseMountinfo } from '../../host/cgroups/index.ts';
 import { run } from '../../shared/exec.ts';
@@ -96,105 +81,8 @@ export async function resolveExecutable(file: string, canonical: boolean): Promi
   throw new Error(file.includes('/') ? `${file} is not an executable file` : `${file} not found on PATH`);
 }
 
-export type StagedHow = 'linked' | 'copied' | 'bound';
-
-function code(error: unknown): string | undefined {
+export function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/**
- * Hard-links `src` to `dest`; across filesystems, copies it once into `<cacheDir>` (keyed by the
- * source's identity and mtime, older copies of the same file dropped) and hard-links that copy.
- */
-async function linkOrCopy(src: string, dest: string, cacheDir: string): Promise<StagedHow> {
-  try {
-    await link(src, dest);
-    return 'linked';
-  } catch (error) {
-    if (code(error) !== 'EXDEV') throw new Error(`cannot hard-link ${src} to ${dest}: ${(error as Error).message}`);
-  }
-  const st = await stat(src);
-  const name = basename(src);
-  const key = `${name}.${st.dev}-${st.ino}-${st.size}-${Math.trunc(st.mtimeMs)}`;
-  const cached = join(cacheDir, key);
-  await mkdir(cacheDir, { recursive: true, mode: 0o755 });
-  try {
-    await stat(cached);
-  } catch {
-    const tmp = `${cached}.tmp-${process.pid}-${Date.now()}`;
-    await copyFile(src, tmp, fsConstants.COPYFILE_FICLONE);
-    await chmod(tmp, st.mode & 0o777);
-    await rename(tmp, cached);
-    // Older copies of this file: jails that use them keep their own hard link.
-    for (const entry of await readdir(cacheDir)) {
-      if (entry.startsWith(`${name}.`) && entry !== key && !entry.includes('.tmp-')) await unlink(join(cacheDir, entry)).catch(() => {});
-    }
-  }
-  await link(cached, dest);
-  return 'copied';
-}
-
-/** Hard-links the (writable) layer into the jail; across filesystems, bind-mounts it. */
-async function linkOrBind(src: string, dest: string): Promise<StagedHow> {
-  try {
-    await link(src, dest);
-    return 'linked';
-  } catch (error) {
-    if (code(error) !== 'EXDEV') throw new Error(`cannot hard-link ${src} to ${dest}: ${(error as Error).message}`);
-  }
-  await writeFile(dest, '', { flag: 'wx', mode: 0o600 });
-  await run('mount', ['--bind', src, dest]);
-  return 'bound';
-}
-
-async function requireReadableByOthers(path: string, uid: number): Promise<void> {
-  const st = await stat(path);
-  if ((st.mode & 0o004) === 0) {
-    throw new Error(
-      `the jailed VMM (uid ${uid}) cannot read ${path} (mode ${(st.mode & 0o777).toString(8)}): make it readable by others (chmod o+r)`,
-    );
-  }
-}
-
-export interface StageInput {
-  readonly chrootBaseDir: string;
-  /** `<chroot_base>/<exec name>/<id>/root`. */
-  readonly chrootDir: string;
-  readonly spec: VmLaunchSpec;
-  readonly ids: JailIds;
-}
-
-export interface StagedJail {
-  readonly kernel: StagedHow;
-  readonly initrd: StagedHow;
-  readonly baseDisk: StagedHow;
-  readonly layerDisk: StagedHow;
-}
-
-/**
- * Puts the VM's files at the root of its jail before the jailer runs: kernel, initrd and the
- * shared read-only base image hard-linked (or copied, across filesystems), readable by everyone as
- * they are; the VM's writable layer hard-linked (or bind-mounted) and given to the VM's uid/gid,
- * mode 0600. The jailer itself then chowns the chroot directory and creates /dev/kvm, /dev/net/tun.
- */
-export async function stageJail(input: StageInput): Promise<StagedJail> {
-  const { chrootDir, spec, ids } = input;
-  // The directories above the jail's root as the jailer makes them (create_dir_all, 0755 less the
-  // umask); the root itself is private (the jailer then gives it to the VM's uid).
-  await mkdir(dirname(chrootDir), { recursive: true });
-  await mkdir(chrootDir, { recursive: true, mode: 0o700 });
-  const cacheDir = join(input.chrootBaseDir, JAIL_CACHE_DIR);
-  const readOnly = async (src: string, name: string): Promise<StagedHow> => {
-    await requireReadableByOthers(src, ids.uid);
-    return linkOrCopy(src, join(chrootDir, name), cacheDir);
-  };
-  const kernel = await readOnly(spec.kernelPath, JAIL_FILES.kernel);
-  const initrd = await readOnly(spec.initrdPath, JAIL_FILES.initrd);
-  const baseDisk = await readOnly(spec.baseDiskPath, JAIL_FILES.baseDisk);
-  await chown(spec.layerDiskPath, ids.uid, ids.gid);
-  await chmod(spec.layerDiskPath, 0o600);
-  const layerDisk = await linkOrBind(spec.layerDiskPath, join(chrootDir, JAIL_FILES.layerDisk));
-  return { kernel, initrd, baseDisk, layerDisk };
 }
 
 /** Mount points at or below `dir` (a bind-mounted layer), deepest first. */
@@ -256,7 +144,7 @@ export async function listJailIds(chrootBaseDir: string): Promise<string[]> {
     try {
       return (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
     } catch (error) {
-      if (code(error) === 'ENOENT') return [];
+      if (errnoCode(error) === 'ENOENT') return [];
       throw error;
     }
   };

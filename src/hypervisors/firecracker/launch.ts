@@ -1,45 +1,21 @@
-// Starting a VM (the launch phase): the host prepared (stale socket, cgroup or jail), the VMM
+// Starting a VM (the launch phase): the host prepared (prepare.ts), the VMM
 // spawned detached, found (directly, or through the jailer's pid file), confined to its cgroup,
 // its API socket awaited, and the guest configured and started through the API.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createVmCgroup } from '../../host/cgroups/index.ts';
 import { describeProcess, isProcessAlive, killProcess } from '../../host/process.ts';
-import { readPidFile, readTail } from '../../shared/files.ts';
+import { readPidFile } from '../../shared/files.ts';
 import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { FirecrackerApiClient, FirecrackerApiError, socketAnswers } from './api-client.ts';
 import { bootCalls, sendBootCall } from './boot-requests.ts';
-import { MAX_SOCKET_PATH_BYTES, type VmmCommand } from './command.ts';
-import { processesOfUid, removeJailsOf, stageJail } from './jail.ts';
+import type { VmmCommand } from './command.ts';
+import { consoleSince, describeExit, fileSize, type Exit } from './console-log.ts';
 import { FirecrackerStartError, message, type DriverContext } from './options.ts';
+import { prepareHost } from './prepare.ts';
 import { vmmSetup, type VmmSetup } from './setup.ts';
-import { killCgroupMembers, removeSurroundings, surroundingsOf } from './surroundings.ts';
-
-const CONSOLE_TAIL_BYTES = 2_000;
-
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
-export function describeExit(exit: Exit): string {
-  return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-}
-
-export async function fileSize(path: string): Promise<number> {
-  try {
-    return (await stat(path)).size;
-  } catch {
-    return 0;
-  }
-}
-
-/** What this run of the VMM wrote to the console log (its stderr lands there too), trimmed. */
-export async function consoleSince(path: string, from: number): Promise<string> {
-  return (await readTail(path, CONSOLE_TAIL_BYTES, from)).trim();
-}
+import { removeSurroundings, surroundingsOf } from './surroundings.ts';
 
 /** Starts the VMM in its own session with stdout and stderr appended to the console log. */
 function spawnDetached(command: VmmCommand, spec: VmLaunchSpec): ChildProcess {
@@ -66,49 +42,6 @@ export async function startVm(ctx: DriverContext, spec: VmLaunchSpec): Promise<V
   }
   await prepareHost(ctx, spec, setup, label);
   return new Launch(ctx, spec, setup, label).run();
-}
-
-/** A free API socket path, and the VM's cgroup or jail made; on failure nothing is left. */
-async function prepareHost(ctx: DriverContext, spec: VmLaunchSpec, setup: VmmSetup, label: string): Promise<void> {
-  const socketPath = setup.command.apiSocketPath;
-  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
-    throw new FirecrackerStartError(`${label}: API socket path too long for a unix socket: ${socketPath}`, undefined);
-  }
-  await mkdir(spec.runDir, { recursive: true });
-  // A socket left by a VMM that died is stale: Firecracker refuses to bind over it. A socket that
-  // still answers belongs to a live VMM, which must be stopped first, not orphaned.
-  if (await socketAnswers(socketPath)) {
-    throw new FirecrackerStartError(`${label}: a VMM already answers on ${socketPath}; stop it first`, undefined);
-  }
-  await rm(socketPath, { force: true });
-  try {
-    // Anything still in this VM's cgroup is left from an earlier run of it (a VMM that no longer
-    // answers, a jailer that crashed).
-    await killCgroupMembers(ctx, setup.cgroup, label);
-    if (setup.jail) await prepareJail(ctx, spec, setup, label);
-    else if (setup.cgroup && setup.placement) await createVmCgroup({ name: setup.cgroup.name, ...setup.limits }, setup.placement);
-  } catch (error) {
-    const problems = await removeSurroundings(ctx, surroundingsOf(setup), label);
-    throw new FirecrackerStartError(`${label}: ${message(error)}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}`, undefined);
-  }
-}
-
-async function prepareJail(ctx: DriverContext, spec: VmLaunchSpec, setup: VmmSetup, label: string): Promise<void> {
-  if (!setup.jail) return;
-  const { ids, chrootBaseDir, chrootDir } = setup.jail;
-  const users = await processesOfUid(ids.uid);
-  if (users.length > 0) {
-    throw new Error(
-      `uid ${ids.uid} of this VM's jail is in use by pid ${users.join(', ')}` +
-        ' (a leftover VMM, or another VM whose address has the same low 16 bits)',
-    );
-  }
-  await removeJailsOf(chrootBaseDir, setup.command.instanceId);
-  const staged = await stageJail({ chrootBaseDir, chrootDir, spec, ids });
-  ctx.log.info(
-    { vm: spec.id, uid: ids.uid, files: staged },
-    `${label}: jail ${chrootDir} (uid/gid ${ids.uid}), files ${JSON.stringify(staged)}`,
-  );
 }
 
 /** One start from the spawn on: what has been started so far, so that a failure undoes exactly it. */

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isProcessAlive, killProcess, waitForExit } from '../../host/process.ts';
 import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { FirecrackerApiClient, socketAnswers } from './api-client.ts';
-import { consoleSince, fileSize } from './launch.ts';
+import { consoleSince, fileSize } from './console-log.ts';
 import { message, type DriverContext } from './options.ts';
 import { vmmSetup, type VmmSetup } from './setup.ts';
 import { removeSurroundings, surroundingsOf } from './surroundings.ts';

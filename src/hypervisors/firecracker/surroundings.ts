@@ -16,38 +16,55 @@ export function surroundingsOf(setup: VmmSetup): Surroundings {
   return { instanceId: setup.command.instanceId, cgroup: setup.cgroup, chrootBaseDir: setup.jail?.chrootBaseDir };
 }
 
-/** Ends every process in the VM's cgroup: only this VM's VMM (or its jailer) can be in it. */
-export async function killCgroupMembers(ctx: DriverContext, cgroup: VmCgroup | undefined, label: string): Promise<void> {
-  if (!cgroup) return;
+/** Ends every process in the VM's cgroup: only this VM's VMM (or its jailer) can be in it. Returns how many. */
+export async function killCgroupMembers(ctx: DriverContext, cgroup: VmCgroup | undefined, label: string): Promise<number> {
+  if (!cgroup) return 0;
+  let killed = 0;
   for (const pid of await cgroup.pids()) {
     const proc = pid === process.pid ? undefined : describeProcess(pid);
     if (!proc) continue;
-    ctx.log.info({ pid }, `${label}: killing pid ${pid}, left in the VM's cgroup`);
+    ctx.log.info({ pid, cgroup: cgroup.name }, `${label}: killing pid ${pid}, left in the VM's cgroup`);
     await killProcess(proc);
+    killed++;
   }
+  return killed;
+}
+
+/** What clearSurroundings removed, and what it could not. */
+export interface Cleared {
+  readonly processes: number;
+  /** The jail directories removed. */
+  readonly jails: readonly string[];
+  readonly cgroup: boolean;
+  readonly problems: readonly string[];
+}
+
+/** Kills what is left in the instance's cgroup, removes its jails and its cgroup; reports each part. */
+export async function clearSurroundings(ctx: DriverContext, what: Surroundings, label: string): Promise<Cleared> {
+  const problems: string[] = [];
+  const attempt = async <T>(part: string, fallback: T, work: () => Promise<T>): Promise<T> => {
+    try {
+      return await work();
+    } catch (error) {
+      problems.push(`${part}: ${message(error)}`);
+      return fallback;
+    }
+  };
+  const processes = await attempt('cgroup processes', 0, () => killCgroupMembers(ctx, what.cgroup, label));
+  const base = what.chrootBaseDir;
+  const jails = base === undefined ? [] : await attempt<string[]>('jail', [], () => removeJailsOf(base, what.instanceId));
+  const cg = what.cgroup;
+  // Counted only when there was one: an instance may have left a jail but no cgroup.
+  const removeCgroup = async (): Promise<boolean> => {
+    if (!cg || !(await cg.exists())) return false;
+    await cg.remove();
+    return true;
+  };
+  const cgroup = await attempt('cgroup', false, removeCgroup);
+  return { processes, jails, cgroup, problems };
 }
 
 /** Kills what is left in the instance's cgroup, removes its jails and its cgroup. Returns what failed. */
 export async function removeSurroundings(ctx: DriverContext, what: Surroundings, label: string): Promise<string[]> {
-  const problems: string[] = [];
-  try {
-    await killCgroupMembers(ctx, what.cgroup, label);
-  } catch (error) {
-    problems.push(`cgroup processes: ${message(error)}`);
-  }
-  if (what.chrootBaseDir !== undefined) {
-    try {
-      await removeJailsOf(what.chrootBaseDir, what.instanceId);
-    } catch (error) {
-      problems.push(`jail: ${message(error)}`);
-    }
-  }
-  if (what.cgroup) {
-    try {
-      await what.cgroup.remove();
-    } catch (error) {
-      problems.push(`cgroup: ${message(error)}`);
-    }
-  }
-  return problems;
+  return [...(await clearSurroundings(ctx, what, label)).problems];
 }

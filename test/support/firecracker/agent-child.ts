@@ -13,7 +13,7 @@ if (!firecrackerBin || !specJson) {
 }
 const spec = JSON.parse(specJson) as VmLaunchSpec;
 const options = (optionsJson ? JSON.parse(optionsJson) : {}) as Omit<FirecrackerDriverOptions, 'firecrackerBin'>;
-const driver = createFirecrackerDriver({ apiSocketTimeoutMs: 20_000, ...options, firecrackerBin });
+const driver = await createFirecrackerDriver({ apiSocketTimeoutMs: 20_000, ...options, firecrackerBin });
 try {
   const proc = await driver.start(spec);
   process.stdout.write(`${JSON.stringify(proc)}\n`);
