@@ -16,19 +16,21 @@ export {
 } from './detect.ts';
 export { CPU_PERIOD_US, memoryLimitBytes, validateLimits, vmCgroupSettings, type CgroupSetting, type VmLimits } from './limits.ts';
 export {
-  createVmCgroup,
   DEFAULT_PARENT_CGROUP,
   ensureParentCgroup,
   isSettingSupported,
+  resolvePlacement,
+  type CgroupPlacement,
+  type PlacementInput,
+  type ResolvedPlacement,
+} from './placement.ts';
+export {
+  createVmCgroup,
   listVmCgroups,
   openVmCgroup,
   placeInCgroup,
   removeVmCgroup,
-  resolvePlacement,
-  type CgroupPlacement,
-  type PlacementInput,
   type RemoveOptions,
-  type ResolvedPlacement,
   type VmCgroup,
   type VmCgroupSpec,
 } from './vm-cgroup.ts';

@@ -8,17 +8,8 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import { CgroupError } from './errors.ts';
 import { readProcessCgroups } from './detect.ts';
 import { createFakeCgroupV2, type FakeCgroupV2 } from '../../../test/support/cgroups/fake-cgroupfs.ts';
-import {
-  createVmCgroup,
-  ensureParentCgroup,
-  isSettingSupported,
-  listVmCgroups,
-  openVmCgroup,
-  placeInCgroup,
-  removeVmCgroup,
-  resolvePlacement,
-  type CgroupPlacement,
-} from './vm-cgroup.ts';
+import { ensureParentCgroup, isSettingSupported, resolvePlacement, type CgroupPlacement } from './placement.ts';
+import { createVmCgroup, listVmCgroups, openVmCgroup, placeInCgroup, removeVmCgroup } from './vm-cgroup.ts';
 
 const MIB = 1024 * 1024;
 

@@ -3,52 +3,16 @@
 // hierarchy, with the cpu and memory controllers enabled (cgroup.subtree_control) in every
 // ancestor; with v1 it is the same relative path in the cpu hierarchy and in the memory one.
 // Kernel interfaces: Documentation/admin-guide/cgroup-v2.rst, cgroup-v1/{cgroups,memory}.rst and
-// scheduler/sched-bwc.rst.
-import { mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
-import { isAbsolute, join, relative } from 'node:path';
+// scheduler/sched-bwc.rst. Where the parent is and how it is made: placement.ts.
+import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exists } from '../../shared/files.ts';
-import {
-  cgroupPathsOf,
-  detectCgroupLayout,
-  readProcessCgroups,
-  VM_CONTROLLERS,
-  type CgroupLayout,
-  type CgroupVersion,
-  type DetectOptions,
-  type VmController,
-} from './detect.ts';
+import { distinct, mkdirCgroup, readCgroupFile, writeCgroupFile } from './cgroup-files.ts';
+import type { CgroupVersion, VmController } from './detect.ts';
 import { CgroupError, errnoOf, errorText } from './errors.ts';
 import { vmCgroupSettings, type CgroupSetting, type VmLimits } from './limits.ts';
-
-/** Parent of every VM cgroup, relative to the hierarchy's root (the jailer's `--parent-cgroup`). */
-export const DEFAULT_PARENT_CGROUP = 'clarateach';
-
-export interface CgroupPlacement {
-  /** The hierarchies to use; detected (detectCgroupLayout) when absent. */
-  readonly layout?: CgroupLayout;
-  /** Options for that detection (tests point them at a fake tree). */
-  readonly detect?: DetectOptions;
-  /** Relative path of the parent cgroup; default `clarateach`. */
-  readonly parent?: string;
-  /**
-   * `root` (default): `<mount>/<parent>/<name>`, where the jailer puts its cgroups too.
-   * `self`: below this process's own cgroup in each hierarchy (tests, delegated subtrees); with
-   * v2 that own cgroup must hold no processes once controllers are enabled for its children.
-   */
-  readonly relativeTo?: 'root' | 'self';
-}
-
-/** A placement with its directories worked out. */
-export interface ResolvedPlacement {
-  readonly layout: CgroupLayout;
-  readonly parent: string;
-  readonly relativeTo: 'root' | 'self';
-  /** Absolute directory of the parent cgroup in each controller's hierarchy. */
-  readonly parentDirs: Readonly<Record<VmController, string>>;
-}
-
-export type PlacementInput = CgroupPlacement | ResolvedPlacement;
+import { ensureParentCgroup, resolvePlacement, type PlacementInput, type ResolvedPlacement } from './placement.ts';
 
 export interface VmCgroupSpec extends VmLimits {
   /** Directory name of the VM's cgroup, e.g. the Firecracker instance id. */
@@ -85,132 +49,6 @@ function validateName(name: string): void {
   if (!NAME.test(name)) {
     throw new CgroupError(`invalid cgroup name "${name}": 1..128 of A-Z a-z 0-9 _ . -, not starting with . _ or -`, name);
   }
-}
-
-function validateRelativePath(path: string, what: string): void {
-  const parts = path.split('/');
-  if (path === '' || isAbsolute(path) || parts.some((p) => p === '' || p === '.' || p === '..' || /[\0\n]/.test(p))) {
-    throw new CgroupError(`${what} must be a relative path without empty, "." or ".." components, got "${path}"`, path);
-  }
-}
-
-function distinct(dirs: Readonly<Record<VmController, string>>): string[] {
-  return [...new Set(VM_CONTROLLERS.map((c) => dirs[c]))];
-}
-
-async function readCgroupFile(file: string): Promise<string> {
-  try {
-    return (await readFile(file, 'utf8')).trim();
-  } catch (error) {
-    throw new CgroupError(`cannot read ${file}: ${errorText(error)}`, file, undefined, errnoOf(error));
-  }
-}
-
-async function writeCgroupFile(file: string, value: string, hint = ''): Promise<void> {
-  try {
-    await writeFile(file, value);
-  } catch (error) {
-    throw new CgroupError(`cannot write "${value}" to ${file}: ${errorText(error)}${hint}`, file, value, errnoOf(error));
-  }
-}
-
-/** mkdir of one cgroup; true when this call created it. An existing directory is fine. */
-async function mkdirCgroup(dir: string): Promise<boolean> {
-  try {
-    await mkdir(dir);
-    return true;
-  } catch (error) {
-    if (errnoOf(error) === 'EEXIST') {
-      if ((await stat(dir)).isDirectory()) return false;
-      throw new CgroupError(`${dir} exists and is not a cgroup directory`, dir, undefined, 'EEXIST');
-    }
-    throw new CgroupError(`cannot create cgroup ${dir}: ${errorText(error)}`, dir, undefined, errnoOf(error));
-  }
-}
-
-function isResolved(placement: PlacementInput): placement is ResolvedPlacement {
-  return 'parentDirs' in placement;
-}
-
-/** Works out the parent directories of a placement (detecting the layout if needed). No writes. */
-export async function resolvePlacement(placement: PlacementInput = {}): Promise<ResolvedPlacement> {
-  if (isResolved(placement)) return placement;
-  const layout = placement.layout ?? (await detectCgroupLayout(placement.detect));
-  const parent = placement.parent ?? DEFAULT_PARENT_CGROUP;
-  validateRelativePath(parent, 'the parent cgroup');
-  const relativeTo = placement.relativeTo ?? 'root';
-  let bases: Record<VmController, string> = { ...layout.mounts };
-  if (relativeTo === 'self') {
-    const own = cgroupPathsOf(await readProcessCgroups('self'), layout);
-    const base = (controller: VmController): string => {
-      const path = own[controller];
-      if (path === undefined) throw new CgroupError(`/proc/self/cgroup names no ${controller} cgroup`, '/proc/self/cgroup');
-      return join(layout.mounts[controller], path);
-    };
-    bases = { cpu: base('cpu'), memory: base('memory') };
-  }
-  return { layout, parent, relativeTo, parentDirs: { cpu: join(bases.cpu, parent), memory: join(bases.memory, parent) } };
-}
-
-const NO_INTERNAL_PROCESSES =
-  ' (cgroup v2 enables controllers for the children of a cgroup only while it holds no processes itself: the "no internal process" rule)';
-
-/** v2: makes sure cpu and memory are enabled for the children of `dir`. */
-async function enableControllers(dir: string): Promise<void> {
-  const subtreeControl = join(dir, 'cgroup.subtree_control');
-  let enabled: string[] = [];
-  try {
-    enabled = (await readFile(subtreeControl, 'utf8')).split(/\s+/).map((c) => c.replace(/^\+/, ''));
-  } catch {
-    // A directory this module has just created in a fake tree; the kernel always has the file.
-  }
-  const missing = VM_CONTROLLERS.filter((c) => !enabled.includes(c));
-  if (missing.length === 0) return;
-  const controllersFile = join(dir, 'cgroup.controllers');
-  if (await exists(controllersFile)) {
-    const available = (await readCgroupFile(controllersFile)).split(/\s+/);
-    const absent = missing.filter((c) => !available.includes(c));
-    if (absent.length > 0) {
-      throw new CgroupError(
-        `${absent.length > 1 ? 'controllers' : 'controller'} ${absent.join(' and ')} not available in ${controllersFile} ("${available.join(' ')}"):` +
-          ' bound to a cgroup v1 hierarchy, or not enabled in the parent cgroup',
-        controllersFile,
-      );
-    }
-  }
-  await writeCgroupFile(subtreeControl, missing.map((c) => `+${c}`).join(' '), NO_INTERNAL_PROCESSES);
-}
-
-/**
- * Creates the parent cgroup (and its ancestors) in every hierarchy; with v2 also enables cpu and
- * memory for the children of every level from the hierarchy's root down to the parent.
- */
-export async function ensureParentCgroup(placement: PlacementInput = {}): Promise<ResolvedPlacement> {
-  const resolved = await resolvePlacement(placement);
-  if (resolved.layout.version === 1) {
-    for (const dir of distinct(resolved.parentDirs)) {
-      try {
-        await mkdir(dir, { recursive: true });
-      } catch (error) {
-        throw new CgroupError(`cannot create cgroup ${dir}: ${errorText(error)}`, dir, undefined, errnoOf(error));
-      }
-    }
-    return resolved;
-  }
-  const mount = resolved.layout.mounts.cpu;
-  let dir = mount;
-  await enableControllers(dir);
-  for (const part of relative(mount, resolved.parentDirs.cpu).split('/').filter(Boolean)) {
-    dir = join(dir, part);
-    await mkdirCgroup(dir);
-    await enableControllers(dir);
-  }
-  return resolved;
-}
-
-/** True when the kernel offers this setting's file (checked in the parent cgroup). */
-export async function isSettingSupported(placement: ResolvedPlacement, setting: CgroupSetting): Promise<boolean> {
-  return !setting.optional || (await exists(join(placement.parentDirs[setting.controller], setting.file)));
 }
 
 class VmCgroupHandle implements VmCgroup {

@@ -13,7 +13,7 @@ import {
   VM_CONTROLLERS,
   type CgroupLayout,
 } from '../../../src/host/cgroups/detect.ts';
-import { resolvePlacement, type CgroupPlacement } from '../../../src/host/cgroups/vm-cgroup.ts';
+import { resolvePlacement, type CgroupPlacement } from '../../../src/host/cgroups/placement.ts';
 
 /** Why real-cgroup tests cannot run here, or undefined when they can. */
 export async function realCgroupSkipReason(): Promise<string | undefined> {
