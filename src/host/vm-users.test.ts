@@ -1,3 +1,4 @@
+// Per-VM user names (pure). Creating the users needs root: the QEMU integration tests do (perVmUser is on as root).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { vmUserName } from './vm-users.ts';

@@ -1,3 +1,4 @@
+// Cgroup layout detection against made-up mountinfo and /proc/PID/cgroup texts: v1, v2 and hybrid hosts.
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';

@@ -1,3 +1,4 @@
+// The cgroup files and values a VM's size turns into, on v1 and v2 (pure).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { memoryLimitBytes, vmCgroupSettings } from './limits.ts';

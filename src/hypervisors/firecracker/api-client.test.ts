@@ -1,3 +1,4 @@
+// The Firecracker API client against a plain HTTP server on a unix socket: bodies, answers, fault messages.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';

@@ -1,3 +1,4 @@
+// The API calls that configure and boot a VM: their order, their bodies, and their fit to Firecracker's OpenAPI document.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { VmLaunchSpec } from '../../vms/ports.ts';

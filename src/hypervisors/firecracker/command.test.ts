@@ -1,3 +1,4 @@
+// The VMM's command line, plain and through the jailer, and the Firecracker --id mapping (pure).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { API_SOCKET_NAME, buildVmmCommand, firecrackerInstanceId, MAX_SOCKET_PATH_BYTES, type JailerOptions } from './command.ts';

@@ -1,3 +1,4 @@
+// QEMU's command line and the guest kernel's, per acceleration and per VM user (pure).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { VmLaunchSpec } from '../../vms/ports.ts';
