@@ -56,7 +56,7 @@ export async function selectDriver(config: SelectConfig, log: Logger): Promise<H
       return qemu();
     case 'auto':
       if ((await commandExists(config.firecrackerBin)) && (await kvmWorks(config, log))) return firecracker();
-      log.info('auto: using QEMU (Firecracker needs its binary and a working KVM)');
+      log.info({ hypervisor: 'qemu' }, 'auto: using QEMU (Firecracker needs its binary and a working KVM)');
       return qemu();
   }
 }

@@ -178,7 +178,10 @@ export async function detectAcceleration(opts: DetectOptions): Promise<AccelVerd
     }
   }
   const budget = opts.trialTimeoutMs ?? 15_000;
-  log.info(`qemu: trying KVM with a trial boot of ${opts.kernelPath} (up to ${Math.round(budget / 1000)} s)`);
+  log.info(
+    { kernel: opts.kernelPath, budgetMs: budget },
+    `qemu: trying KVM with a trial boot of ${opts.kernelPath} (up to ${Math.round(budget / 1000)} s)`,
+  );
   const started = Date.now();
   const problem = await kvmTrialBoot(opts.qemuBin, opts.kernelPath, budget);
   const verdict: AccelVerdict = problem
@@ -190,7 +193,7 @@ export async function detectAcceleration(opts: DetectOptions): Promise<AccelVerd
     await writeFile(temp, `${JSON.stringify(verdict, null, 2)}\n`);
     await rename(temp, cachePath);
   } catch (error) {
-    log.warn(`qemu: cannot cache the acceleration verdict in ${cachePath}: ${(error as Error).message}`);
+    log.warn({ path: cachePath }, `qemu: cannot cache the acceleration verdict in ${cachePath}: ${(error as Error).message}`);
   }
   return verdict;
 }

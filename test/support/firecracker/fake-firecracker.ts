@@ -189,6 +189,105 @@ function bootLines(): string[] {
   ];
 }
 
+/** PUT replaces the machine configuration (with Firecracker's defaults), PATCH updates it. */
+function applyMachineConfig(replace: boolean, body: unknown): undefined {
+  const update = (body ?? {}) as Partial<MachineConfiguration>;
+  const next = replace
+    ? { smt: false, track_dirty_pages: false, huge_pages: 'None' as const, ...(update as MachineConfiguration) }
+    : { ...vm.machine, ...update };
+  if (next.mem_size_mib === 0) throw new Refusal('Machine config error: The memory size (MiB) is invalid.');
+  if (next.smt && next.vcpu_count > 1 && next.vcpu_count % 2 === 1) {
+    throw new Refusal(
+      'Machine config error: The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.',
+    );
+  }
+  vm.machine = next;
+  return undefined;
+}
+
+/** The kernel (and initrd) must open, as Firecracker opens them right away. */
+function applyBootSource(body: unknown): undefined {
+  const boot = body as BootSource;
+  const kernel = openError(boot.kernel_image_path, false);
+  if (kernel) throw new Refusal(`Boot source error: The kernel file cannot be opened: ${kernel}`);
+  if (boot.initrd_path !== undefined) {
+    const initrd = openError(boot.initrd_path, false);
+    if (initrd) throw new Refusal(`Boot source error: The initrd file cannot be opened: ${initrd}`);
+  }
+  vm.boot = boot;
+  return undefined;
+}
+
+/** One root device at most; the backing file must open (read-write unless read-only). */
+function applyDrive(pathParams: Readonly<Record<string, string>>, body: unknown): undefined {
+  const drive = body as Drive;
+  checkedPathId(pathParams, 'drive_id', drive.drive_id);
+  if (drive.is_root_device && [...vm.drives.values()].some((d) => d.is_root_device && d.drive_id !== drive.drive_id)) {
+    throw new Refusal('Drive config error: A root block device already exists!');
+  }
+  if (drive.path_on_host === undefined)
+    throw new Refusal('Drive config error: Unable to create the virtio block device: missing path_on_host');
+  const problem = openError(drive.path_on_host, !drive.is_read_only);
+  if (problem) {
+    throw new Refusal(`Drive config error: Unable to create the virtio block device: BackingFile(${problem}, "${drive.path_on_host}")`);
+  }
+  vm.drives.set(drive.drive_id, drive);
+  return undefined;
+}
+
+/** A valid MAC, a TAP name Linux accepts, not used by another interface. */
+function applyNetworkInterface(pathParams: Readonly<Record<string, string>>, body: unknown): undefined {
+  const net = body as NetworkInterface;
+  checkedPathId(pathParams, 'iface_id', net.iface_id);
+  if (net.guest_mac !== undefined && !/^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/.test(net.guest_mac)) {
+    throw new Refusal(`An error occurred when deserializing the json body of a request: invalid MAC address ${net.guest_mac}.`);
+  }
+  // The TAP is opened here; Linux interface names are at most 15 bytes.
+  if (net.host_dev_name === '' || Buffer.byteLength(net.host_dev_name) > 15) {
+    throw new Refusal(
+      `Network config error: Could not create the network device: Open tap device failed: Invalid TUN/TAP Backend provided by ${net.host_dev_name}.`,
+    );
+  }
+  for (const other of vm.nets.values()) {
+    if (other.iface_id !== net.iface_id && other.host_dev_name === net.host_dev_name) {
+      throw new Refusal(`Network config error: The host device name ${net.host_dev_name} is already in use.`);
+    }
+  }
+  vm.nets.set(net.iface_id, net);
+  return undefined;
+}
+
+/** InstanceStart boots (prints a boot log); SendCtrlAltDel reboots, powers off or is ignored, as configured. */
+function applyAction(body: unknown): undefined {
+  const action = (body as { action_type: string }).action_type;
+  if (action === 'InstanceStart') {
+    if (vm.started) throw new Refusal('The requested operation is not supported after starting the microVM.');
+    if (!vm.boot) throw new Refusal('Start microvm error: Cannot start microvm without kernel configuration.');
+    if (failInstanceStart) throw new Refusal(`Start microvm error: ${failInstanceStart}`);
+    const kernel = kernelFormatError(vm.boot.kernel_image_path);
+    if (kernel) throw new Refusal(`Start microvm error: ${kernel}`);
+    vm.started = true;
+    logLine('Successfully started microvm that was configured from API calls');
+    for (const line of bootLines()) process.stdout.write(`${line}\n`);
+    return undefined;
+  }
+  if (!vm.started) throw new Refusal('The requested operation is not supported before starting the microVM.');
+  if (action === 'SendCtrlAltDel') {
+    if (guestPowersOff) {
+      setTimeout(() => process.stdout.write('[   42.000000] reboot: Power down\n'), shutdownDelayMs);
+    } else if (!ignoreCtrlAltDel) {
+      setTimeout(() => {
+        process.stdout.write('[   42.000000] reboot: Restarting system\n');
+        logLine('Vmm is stopping.');
+        record(requestLog, { event: 'exit', code: 0 });
+        process.exit(0);
+      }, shutdownDelayMs);
+    }
+    return undefined;
+  }
+  return undefined; // FlushMetrics
+}
+
 /** Applies a request that conforms to the document; returns the JSON answer (undefined: 204). */
 function apply(operation: SpecOperation, pathParams: Readonly<Record<string, string>>, body: unknown): unknown {
   const preBootOnly = /pre-boot only/i.test(operation.summary) || operation.operationId === 'loadSnapshot';
@@ -204,96 +303,16 @@ function apply(operation: SpecOperation, pathParams: Readonly<Record<string, str
     case 'getMachineConfiguration':
       return vm.machine;
     case 'putMachineConfiguration':
-    case 'patchMachineConfiguration': {
-      const update = (body ?? {}) as Partial<MachineConfiguration>;
-      const next =
-        operation.operationId === 'putMachineConfiguration'
-          ? { smt: false, track_dirty_pages: false, huge_pages: 'None' as const, ...(update as MachineConfiguration) }
-          : { ...vm.machine, ...update };
-      if (next.mem_size_mib === 0) throw new Refusal('Machine config error: The memory size (MiB) is invalid.');
-      if (next.smt && next.vcpu_count > 1 && next.vcpu_count % 2 === 1) {
-        throw new Refusal(
-          'Machine config error: The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.',
-        );
-      }
-      vm.machine = next;
-      return undefined;
-    }
-    case 'putGuestBootSource': {
-      const boot = body as BootSource;
-      const kernel = openError(boot.kernel_image_path, false);
-      if (kernel) throw new Refusal(`Boot source error: The kernel file cannot be opened: ${kernel}`);
-      if (boot.initrd_path !== undefined) {
-        const initrd = openError(boot.initrd_path, false);
-        if (initrd) throw new Refusal(`Boot source error: The initrd file cannot be opened: ${initrd}`);
-      }
-      vm.boot = boot;
-      return undefined;
-    }
-    case 'putGuestDriveByID': {
-      const drive = body as Drive;
-      checkedPathId(pathParams, 'drive_id', drive.drive_id);
-      if (drive.is_root_device && [...vm.drives.values()].some((d) => d.is_root_device && d.drive_id !== drive.drive_id)) {
-        throw new Refusal('Drive config error: A root block device already exists!');
-      }
-      if (drive.path_on_host === undefined)
-        throw new Refusal('Drive config error: Unable to create the virtio block device: missing path_on_host');
-      const problem = openError(drive.path_on_host, !drive.is_read_only);
-      if (problem) {
-        throw new Refusal(`Drive config error: Unable to create the virtio block device: BackingFile(${problem}, "${drive.path_on_host}")`);
-      }
-      vm.drives.set(drive.drive_id, drive);
-      return undefined;
-    }
-    case 'putGuestNetworkInterfaceByID': {
-      const net = body as NetworkInterface;
-      checkedPathId(pathParams, 'iface_id', net.iface_id);
-      if (net.guest_mac !== undefined && !/^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/.test(net.guest_mac)) {
-        throw new Refusal(`An error occurred when deserializing the json body of a request: invalid MAC address ${net.guest_mac}.`);
-      }
-      // The TAP is opened here; Linux interface names are at most 15 bytes.
-      if (net.host_dev_name === '' || Buffer.byteLength(net.host_dev_name) > 15) {
-        throw new Refusal(
-          `Network config error: Could not create the network device: Open tap device failed: Invalid TUN/TAP Backend provided by ${net.host_dev_name}.`,
-        );
-      }
-      for (const other of vm.nets.values()) {
-        if (other.iface_id !== net.iface_id && other.host_dev_name === net.host_dev_name) {
-          throw new Refusal(`Network config error: The host device name ${net.host_dev_name} is already in use.`);
-        }
-      }
-      vm.nets.set(net.iface_id, net);
-      return undefined;
-    }
-    case 'createSyncAction': {
-      const action = (body as { action_type: string }).action_type;
-      if (action === 'InstanceStart') {
-        if (vm.started) throw new Refusal('The requested operation is not supported after starting the microVM.');
-        if (!vm.boot) throw new Refusal('Start microvm error: Cannot start microvm without kernel configuration.');
-        if (failInstanceStart) throw new Refusal(`Start microvm error: ${failInstanceStart}`);
-        const kernel = kernelFormatError(vm.boot.kernel_image_path);
-        if (kernel) throw new Refusal(`Start microvm error: ${kernel}`);
-        vm.started = true;
-        logLine('Successfully started microvm that was configured from API calls');
-        for (const line of bootLines()) process.stdout.write(`${line}\n`);
-        return undefined;
-      }
-      if (!vm.started) throw new Refusal('The requested operation is not supported before starting the microVM.');
-      if (action === 'SendCtrlAltDel') {
-        if (guestPowersOff) {
-          setTimeout(() => process.stdout.write('[   42.000000] reboot: Power down\n'), shutdownDelayMs);
-        } else if (!ignoreCtrlAltDel) {
-          setTimeout(() => {
-            process.stdout.write('[   42.000000] reboot: Restarting system\n');
-            logLine('Vmm is stopping.');
-            record(requestLog, { event: 'exit', code: 0 });
-            process.exit(0);
-          }, shutdownDelayMs);
-        }
-        return undefined;
-      }
-      return undefined; // FlushMetrics
-    }
+    case 'patchMachineConfiguration':
+      return applyMachineConfig(operation.operationId === 'putMachineConfiguration', body);
+    case 'putGuestBootSource':
+      return applyBootSource(body);
+    case 'putGuestDriveByID':
+      return applyDrive(pathParams, body);
+    case 'putGuestNetworkInterfaceByID':
+      return applyNetworkInterface(pathParams, body);
+    case 'createSyncAction':
+      return applyAction(body);
     case 'putLogger':
     case 'putMetrics':
       return undefined;

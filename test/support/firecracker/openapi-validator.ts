@@ -159,6 +159,34 @@ interface Route {
   readonly literal: boolean;
 }
 
+/** Marks "no body to report" apart from a JSON body that is literally null or absent. */
+const NO_BODY: unique symbol = Symbol('no body');
+
+/** The path parameters of a matched route, percent-decoded and checked against the operation's declarations. */
+function pathParamsOf(operation: SpecOperation, route: Route, match: RegExpExecArray, violations: string[]): Record<string, string> {
+  const pathParams: Record<string, string> = {};
+  route.paramNames.forEach((name, i) => {
+    const raw = match[i + 1] ?? '';
+    let value = raw;
+    try {
+      value = decodeURIComponent(raw);
+    } catch {
+      violations.push(`path parameter ${name}: malformed percent-encoding "${raw}"`);
+    }
+    pathParams[name] = value;
+  });
+  for (const param of operation.parameters) {
+    if (param.in === 'path') {
+      const value = pathParams[param.name];
+      if (value === undefined || value === '') violations.push(`path parameter ${param.name} is required`);
+      else if (param.type === 'integer' && !/^-?\d+$/.test(value)) violations.push(`path parameter ${param.name} must be an integer`);
+    } else if (param.in !== 'body' && param.required) {
+      violations.push(`${operation.operationId}: ${param.in} parameter ${param.name} is not supported by this checker`);
+    }
+  }
+  return pathParams;
+}
+
 export class FirecrackerSpecValidator {
   /** Formats the document uses that are not Swagger data-type formats; Swagger says to ignore those. */
   readonly ignoredFormats: readonly string[];
@@ -269,27 +297,15 @@ export class FirecrackerSpecValidator {
       };
     }
     const operation = this.operations.get(`${method} ${found.route.template}`) as SpecOperation;
-    const pathParams: Record<string, string> = {};
-    found.route.paramNames.forEach((name, i) => {
-      const raw = found.match[i + 1] ?? '';
-      let value = raw;
-      try {
-        value = decodeURIComponent(raw);
-      } catch {
-        violations.push(`path parameter ${name}: malformed percent-encoding "${raw}"`);
-      }
-      pathParams[name] = value;
-    });
-    for (const param of operation.parameters) {
-      if (param.in === 'path') {
-        const value = pathParams[param.name];
-        if (value === undefined || value === '') violations.push(`path parameter ${param.name} is required`);
-        else if (param.type === 'integer' && !/^-?\d+$/.test(value)) violations.push(`path parameter ${param.name} must be an integer`);
-      } else if (param.in !== 'body' && param.required) {
-        violations.push(`${operation.operationId}: ${param.in} parameter ${param.name} is not supported by this checker`);
-      }
-    }
+    const pathParams = pathParamsOf(operation, found.route, found.match, violations);
 
+    const body = this.checkBody(request, operation, violations);
+    return { violations, operation, pathParams, ...(body === NO_BODY ? {} : { body }) };
+  }
+
+  /** Checks the body (and its encoding and media type); NO_BODY when there is none to parse. */
+  private checkBody(request: RequestToCheck, operation: SpecOperation, violations: string[]): unknown {
+    const method = request.method.toUpperCase();
     const bodyParam = operation.parameters.find((p) => p.in === 'body');
     const raw = request.body ?? '';
     if (request.transferEncoding && /chunked/i.test(request.transferEncoding)) {
@@ -297,11 +313,11 @@ export class FirecrackerSpecValidator {
     }
     if (raw === '') {
       if (bodyParam?.required) violations.push(`${operation.operationId}: a ${describeSchema(bodyParam.schema)} body is required`);
-      return { violations, operation, pathParams };
+      return NO_BODY;
     }
     if (!bodyParam) {
       violations.push(`${operation.operationId} (${method} ${operation.template}) takes no body`);
-      return { violations, operation, pathParams };
+      return NO_BODY;
     }
     const mediaType = (request.contentType ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
     if (!operation.consumes.includes(mediaType)) {
@@ -312,13 +328,13 @@ export class FirecrackerSpecValidator {
       body = JSON.parse(raw) as unknown;
     } catch (error) {
       violations.push(`body is not JSON: ${(error as Error).message}`);
-      return { violations, operation, pathParams };
+      return NO_BODY;
     }
     const validate = this.bodyValidators.get(operation.operationId);
     if (validate && !validate(body)) {
       for (const error of validate.errors ?? []) violations.push(`${operation.operationId} ${describeError(error)}`);
     }
-    return { violations, operation, pathParams, body };
+    return body;
   }
 
   private addFormats(formats: Set<string>): string[] {
