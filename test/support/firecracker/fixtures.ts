@@ -4,6 +4,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { imagePaths } from '../../../src/image/layout.ts';
 import type { VmLaunchSpec } from '../../../src/vms/ports.ts';
 import { describeProcess, killProcess } from '../../../src/host/process.ts';
 import { loggedPids, writeFakeFirecracker, type FakeFirecrackerOptions } from './fake-firecracker-shim.ts';
@@ -37,11 +38,14 @@ export interface FixtureOptions {
 export async function createVmFixture(vmId = 'my-test.1', options: FixtureOptions = {}): Promise<VmFixture> {
   // Short prefix: the API socket path must fit in a sockaddr_un.
   const dir = await mkdtemp(join(tmpdir(), 'fc-'));
-  const kernelPath = join(dir, 'vmlinux');
+  // The directory doubles as an images directory: file names from image/layout.ts.
+  const images = imagePaths(dir);
+  const kernelPath = images.kernel;
   const kernel = Buffer.alloc(4096);
   kernel.write('\x7fELF', 0, 'latin1');
   writeFileSync(kernelPath, kernel);
-  for (const name of ['initrd.img', 'rootfs.ext4', 'layer.ext4']) writeFileSync(join(dir, name), Buffer.alloc(4096));
+  const layerDiskPath = join(dir, 'layer.ext4');
+  for (const path of [images.initrd, images.rootfs, layerDiskPath]) writeFileSync(path, Buffer.alloc(4096));
   const runDir = join(dir, 'run');
   mkdirSync(runDir);
   const spec: VmLaunchSpec = {
@@ -49,10 +53,10 @@ export async function createVmFixture(vmId = 'my-test.1', options: FixtureOption
     vcpus: 2,
     memoryMb: 512,
     kernelPath,
-    initrdPath: join(dir, 'initrd.img'),
+    initrdPath: images.initrd,
     kernelArgs: 'ip=10.0.0.2::10.0.0.1:255.255.255.0:seat-1:eth0:off',
-    baseDiskPath: join(dir, 'rootfs.ext4'),
-    layerDiskPath: join(dir, 'layer.ext4'),
+    baseDiskPath: images.rootfs,
+    layerDiskPath,
     tapName: 'ct-tap1',
     mac: '06:00:0a:00:00:02',
     runDir,
