@@ -8,7 +8,7 @@ import { after, afterEach, before, beforeEach, describe, test } from 'node:test'
 import { cgroupPathsOf, listVmCgroups, openVmCgroup, readProcessCgroups, type CgroupPlacement } from '../../src/host/cgroups/index.ts';
 import { processStartTime } from '../../src/host/process.ts';
 import { firecrackerInstanceId } from '../../src/hypervisors/firecracker/command.ts';
-import { createFirecrackerDriver } from '../../src/hypervisors/firecracker/driver.ts';
+import { createFirecrackerDriver } from '../../src/hypervisors/firecracker/index.ts';
 import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../support/cgroups/test-cgroups.ts';
 import { createVmFixture, type VmFixture } from '../support/firecracker/fixtures.ts';
 

@@ -24,7 +24,7 @@ import { realCgroupSkipReason, testCgroupArea, type TestCgroupArea } from '../su
 import { processStartTime } from '../../src/host/process.ts';
 import { bootCalls } from '../../src/hypervisors/firecracker/boot-requests.ts';
 import { firecrackerInstanceId } from '../../src/hypervisors/firecracker/command.ts';
-import { createFirecrackerDriver, FirecrackerStartError, type FirecrackerDriverOptions } from '../../src/hypervisors/firecracker/driver.ts';
+import { createFirecrackerDriver, FirecrackerStartError, type FirecrackerDriverOptions } from '../../src/hypervisors/firecracker/index.ts';
 import { JAIL_CACHE_DIR, jailedSpec } from '../../src/hypervisors/firecracker/jail.ts';
 import { loggedPids, loggedRequests, readJsonLines } from '../support/firecracker/fake-firecracker-shim.ts';
 import { loggedJailerArgv } from '../support/firecracker/fake-jailer-shim.ts';

@@ -13,7 +13,7 @@ import { describeProcess, processStartTime, waitForExit } from '../../host/proce
 import { FirecrackerApiClient, socketAnswers } from './api-client.ts';
 import { bootCalls } from './boot-requests.ts';
 import { API_SOCKET_NAME, firecrackerInstanceId } from './command.ts';
-import { createFirecrackerDriver, FirecrackerStartError } from './driver.ts';
+import { createFirecrackerDriver, FirecrackerStartError } from './index.ts';
 import { loggedPids, loggedRequests, readJsonLines } from '../../../test/support/firecracker/fake-firecracker-shim.ts';
 import { createVmFixture, type VmFixture } from '../../../test/support/firecracker/fixtures.ts';
 import { capturingLogger } from '../../../test/support/logs.ts';

@@ -1,11 +1,20 @@
-// Firecracker hypervisor driver: see driver.ts and README.md. The rest is exported for tools and tests.
-export {
-  createFirecrackerDriver,
-  DEFAULT_CGROUP_OVERHEAD_MB,
-  FirecrackerStartError,
-  type FirecrackerDriverOptions,
-  type JailSettings,
-} from './driver.ts';
+// HypervisorDriver for Firecracker (>= 1.8): one detached VMM per VM, configured through its API
+// socket (docs/getting-started.md), stopped with SendCtrlAltDel and SIGKILL after a grace period.
+// Every VMM is held to the VM's size by a cgroup of its own (src/host/cgroups); with `jailerBin`
+// it also runs through Firecracker's jailer (docs/jailer.md): chroot, a uid/gid of its own, the
+// cgroup set up by the jailer itself (README.md, "Jailer"). The phases live in their own files:
+// setup.ts (configuration), prepare.ts and launch.ts, the API client (api-client.ts), stop.ts,
+// reclaim.ts. The other exports are for tools and tests.
+import pino from 'pino';
+import { isProcessAlive } from '../../host/process.ts';
+import type { HypervisorDriver } from '../../vms/ports.ts';
+import { DEFAULT_JAIL_UID_BASE, jailIdsForVm } from './jail.ts';
+import { startVm } from './launch.ts';
+import { driverContext, type FirecrackerDriverOptions } from './options.ts';
+import { reclaimOrphans } from './reclaim.ts';
+import { stopVm } from './stop.ts';
+
+export { DEFAULT_CGROUP_OVERHEAD_MB, FirecrackerStartError, type FirecrackerDriverOptions, type JailSettings } from './options.ts';
 export { FirecrackerApiClient, FirecrackerApiError, socketAnswers, type ApiMethod, type ApiResponse } from './api-client.ts';
 export {
   API_SOCKET_NAME,
@@ -33,3 +42,20 @@ export {
 export { stageJail, type StagedJail } from './jail-stage.ts';
 export { BOOT_ARGS_PREFIX, bootCalls, buildBootArgs, type BootCall } from './boot-requests.ts';
 export type * from './api-types.ts';
+
+/**
+ * Creates the Firecracker driver. Nothing is checked up front (the binary, KVM and cgroups are
+ * looked at per start); it resolves as a promise so that both drivers are made the same way.
+ */
+export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Promise<HypervisorDriver> {
+  const ctx = driverContext(opts, pino({ level: 'silent' }));
+  return Promise.resolve({
+    info: { name: 'firecracker', acceleration: 'kvm' },
+    start: (spec) => startVm(ctx, spec),
+    isAlive: (proc) => isProcessAlive(proc),
+    stop: (spec, proc, gracefulMs) => stopVm(ctx, spec, proc, gracefulMs),
+    reclaim: (keep) => reclaimOrphans(ctx, keep),
+    // Jailed VMMs run as the VM's own uid/gid: its TAP is given to them.
+    vmmOwner: async (spec) => (opts.jailerBin ? jailIdsForVm(spec.mac, opts.jail?.uidBase ?? DEFAULT_JAIL_UID_BASE) : undefined),
+  });
+}

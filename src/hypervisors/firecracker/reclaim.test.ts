@@ -9,7 +9,7 @@ import { afterEach, beforeEach, test } from 'node:test';
 import { createFakeCgroupV2, type FakeCgroupV2 } from '../../../test/support/cgroups/fake-cgroupfs.ts';
 import { capturingLogger } from '../../../test/support/logs.ts';
 import { firecrackerInstanceId } from './command.ts';
-import { createFirecrackerDriver } from './driver.ts';
+import { createFirecrackerDriver } from './index.ts';
 
 let dir: string;
 let fake: FakeCgroupV2;

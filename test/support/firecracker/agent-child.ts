@@ -4,7 +4,7 @@
 //
 //   node --import tsx agent-child.ts FIRECRACKER_BIN SPEC_JSON [DRIVER_OPTIONS_JSON]
 import type { VmLaunchSpec } from '../../../src/vms/ports.ts';
-import { createFirecrackerDriver, type FirecrackerDriverOptions } from '../../../src/hypervisors/firecracker/driver.ts';
+import { createFirecrackerDriver, type FirecrackerDriverOptions } from '../../../src/hypervisors/firecracker/index.ts';
 
 const [firecrackerBin, specJson, optionsJson] = process.argv.slice(2);
 if (!firecrackerBin || !specJson) {
