@@ -18,7 +18,11 @@ export const PARTS = {
   },
   http: { job: 'the one error shape and the seat path parameters, for API and proxy', mayImport: ['vms', 'shared'] },
   proxy: { job: "a seat's terminal (WebSocket) and files (HTTP) proxied into its guest", mayImport: ['http', 'vms', 'guest', 'shared'] },
-  api: { job: 'the HTTP API: auth, audit, routes', mayImport: ['http', 'proxy', 'vms', 'shared'] },
+  api: { job: 'the HTTP API: auth, audit, routes, serving the learner page', mayImport: ['http', 'proxy', 'vms', 'shared'] },
+  'learner-page': {
+    job: "the learner's workspace page in the browser (terminal tabs, file tree, editor), built by Vite",
+    mayImport: ['guest'],
+  },
   cli: {
     job: 'command lines and the composition root (cli/agent.ts)',
     mayImport: ['api', 'config', 'disks', 'host', 'hypervisors', 'image', 'network', 'proxy', 'shared', 'store', 'vms'],

@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 # QEMU (the microvm hypervisor); mmdebstrap, busybox, cpio, e2fsprogs, kmod, xz, zstd (the guest
 # image); iproute2, nftables (bridge, TAPs, NAT); ping, curl, jq (scripts/test-e2e-local.sh);
-# python3, make, g++ (native npm modules build from source: no prebuilt binaries are fetched).
+# python3, make, g++ (native npm modules build from source: no prebuilt binaries are fetched);
+# chromium (the learner page's browser tests, headless).
 PACKAGES=(
   qemu-system-x86 qemu-utils mmdebstrap busybox-static cpio e2fsprogs kmod xz-utils zstd
-  iproute2 nftables iputils-ping curl jq ca-certificates python3 make g++
+  iproute2 nftables iputils-ping curl jq ca-certificates python3 make g++ chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps: run as root (sudo)" >&2; exit 1; fi
@@ -38,3 +39,6 @@ fi
 
 echo "==> npm ci"
 npm ci --no-audit --no-fund
+
+echo "==> the learner page (src/learner-page -> dist/learner-page)"
+npm run build

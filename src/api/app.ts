@@ -9,6 +9,7 @@ import { ApiError, errorHandler, sendError, writeRawError } from '../http/errors
 import { statusRoutes, type StatusRoutesOptions } from './routes/status.ts';
 import { vmRoutes, type VmRoutesOptions } from './routes/vms.ts';
 import { tokenRoutes } from './routes/tokens.ts';
+import { workspaceRoutes } from './routes/workspace.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
 import { TerminalProxy } from '../proxy/terminal.ts';
 import { createTerminalUpgrade } from '../proxy/terminal-upgrade.ts';
@@ -29,6 +30,8 @@ export interface ApiOptions {
   readonly status: StatusRoutesOptions;
   readonly vms: VmRoutesOptions;
   readonly probe: GuestProbe;
+  /** The built learner page (src/learner-page → dist/learner-page). */
+  readonly pageDir: string;
 }
 
 const UNAUTHENTICATED = new Set(['/health']);
@@ -37,9 +40,12 @@ function pathOf(url: string): string {
   return url.split('?')[0] ?? '';
 }
 
-/** `/health/` is `/health` (the router ignores trailing slashes; the auth check must too). */
+/**
+ * `/health/` is `/health` (the router ignores trailing slashes; the auth check must too). The
+ * learner page is static and holds no data: the calls it makes are authenticated.
+ */
 function isUnauthenticated(path: string): boolean {
-  return UNAUTHENTICATED.has(path.replace(/\/+$/, '') || '/');
+  return UNAUTHENTICATED.has(path.replace(/\/+$/, '') || '/') || path.startsWith('/workspace/');
 }
 
 function queryToken(url: string): string | undefined {
@@ -60,6 +66,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   await app.register(statusRoutes, o.status);
   await app.register(vmRoutes, o.vms);
   await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
+  await app.register(workspaceRoutes, { pageDir: o.pageDir });
   await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
   addTerminalUpgrades(app, o, vmCreatedAt);
   app.addHook('onClose', async () => o.audit.close());

@@ -67,9 +67,9 @@ export class Authenticator {
    */
   async identify(authorization: string | undefined, queryToken: string | undefined): Promise<Identity | undefined> {
     if (this.agentToken === undefined) return { kind: 'loopback' };
-    const presented = bearerToken(authorization);
-    if (tokenMatches(presented, this.agentToken)) return { kind: 'agent' };
-    const candidate = presented ?? queryToken;
+    // Browsers cannot set headers on WebSockets or links: the page passes its token in the query.
+    const candidate = bearerToken(authorization) ?? queryToken;
+    if (tokenMatches(candidate, this.agentToken)) return { kind: 'agent' };
     if (this.key === undefined || candidate === undefined) return undefined;
     try {
       const { payload } = await jwtVerify(candidate, this.key, { audience: AUDIENCE, issuer: this.issuer, algorithms: ['HS256'] });

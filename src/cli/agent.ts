@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import { totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/config.ts';
@@ -26,6 +27,9 @@ import { selectDriver } from '../hypervisors/select.ts';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
   .version;
+
+/** Where `npm run build` puts the learner page (src/learner-page). */
+export const LEARNER_PAGE_DIR: string = fileURLToPath(new URL('../../dist/learner-page', import.meta.url));
 
 const WATCH_INTERVAL_MS = 5_000;
 const READINESS_INTERVAL_MS = 1_000;
@@ -59,6 +63,8 @@ export interface AgentSettings {
   readonly maxSeat: number;
   readonly vmDefaults: { readonly vcpus: number; readonly memoryMb: number };
   readonly vmLimits: { readonly vcpus: number; readonly memoryMb: number };
+  /** The built learner page (default: LEARNER_PAGE_DIR). */
+  readonly pageDir?: string;
 }
 
 export interface ComposedAgent {
@@ -96,6 +102,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     audit: new AuditLog(s.log, join(s.stateDir, 'audit.log')),
     learnerTokenTtlS: s.learnerTokenTtlS,
     probe: a.probe,
+    pageDir: s.pageDir ?? LEARNER_PAGE_DIR,
     status: {
       manager,
       workerId: s.workerId,

@@ -80,7 +80,7 @@ test('imports the map allows pass', async () => {
 test("the README's folder table lists every part with the imports the map allows", () => {
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   const rows = new Map<string, string[]>();
-  for (const match of readme.matchAll(/^\| `src\/([a-z]+)` \| [^|]+ \| ([^|]*) \|$/gm)) {
+  for (const match of readme.matchAll(/^\| `src\/([a-z-]+)` \| [^|]+ \| ([^|]*) \|$/gm)) {
     const cell = (match[2] ?? '').trim();
     rows.set(match[1] ?? '', cell === '—' ? [] : cell.split(',').map((p) => p.trim()));
   }

@@ -23,6 +23,8 @@ export interface TestApiOptions {
   readonly guestAnswers?: boolean;
   /** The lifecycle's clock (default Date.now). */
   readonly now?: () => number;
+  /** The learner page's build (default: the repository's dist/learner-page). */
+  readonly pageDir?: string;
 }
 
 export interface TestApi {
@@ -61,6 +63,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
       maxSeat: maxSeatId(parseCidr(cidrText)),
       vmDefaults: { vcpus: 1, memoryMb: 512 },
       vmLimits: { vcpus: 4, memoryMb: 4096 },
+      ...(o.pageDir === undefined ? {} : { pageDir: o.pageDir }),
     },
     {
       driver: new StandInDriver(),

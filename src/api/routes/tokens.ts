@@ -14,6 +14,11 @@ export interface TokenRoutesOptions {
 
 const MAX_TTL_S = 24 * 3600;
 
+/** The learner page of a seat, opened with `token`: the link to hand to the learner. */
+export function workspaceUrl(origin: string, workshopId: string, seatId: number, token: string): string {
+  return `${origin}/workspace/${encodeURIComponent(workshopId)}/${seatId}/?token=${encodeURIComponent(token)}`;
+}
+
 export async function tokenRoutes(app: FastifyInstance, o: TokenRoutesOptions): Promise<void> {
   app.post<{ Params: VmParams; Body: { ttl_s?: number } | undefined }>(
     '/vms/:workshopID/:seatID/token',
@@ -42,6 +47,7 @@ export async function tokenRoutes(app: FastifyInstance, o: TokenRoutesOptions): 
         seat_id: vm.seatId,
         expires_at: issued.expiresAt.toISOString(),
         proxy_base: `/proxy/${vm.workshopId}/${vm.seatId}/`,
+        workspace_url: workspaceUrl(`${request.protocol}://${request.host}`, vm.workshopId, vm.seatId, issued.token),
       });
     },
   );

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'invalid_request'
   | 'method_not_allowed'
   | 'range_not_satisfiable'
+  | 'precondition_failed'
   | 'no_space'
   | 'internal';
 
@@ -23,6 +24,16 @@ export class HttpError extends Error {
   ) {
     super(message);
     this.name = 'HttpError';
+  }
+}
+
+/** 412 on a conditional write, carrying the file's current ETag (absent when it is gone or not a file). */
+export class PreconditionFailed extends HttpError {
+  constructor(
+    message: string,
+    readonly etag: string | undefined,
+  ) {
+    super(412, 'precondition_failed', message);
   }
 }
 

@@ -196,6 +196,36 @@ describe('files server', () => {
     assert.equal((await call('GET', '/files/hello.txt/below')).status, 404);
   });
 
+  it('saves only over the version the editor read (If-Match), creates only when asked (If-None-Match: *)', async () => {
+    const first = await call('PUT', '/files/edit/notes.txt', { body: 'v1' });
+    assert.equal(first.status, 201);
+    const v1 = first.headers.etag;
+    assert.ok(typeof v1 === 'string' && v1.startsWith('"'));
+    assert.equal((await call('GET', '/files/edit/notes.txt')).headers.etag, v1);
+
+    const saved = await call('PUT', '/files/edit/notes.txt', { body: 'v2 from the editor', headers: { 'If-Match': v1 } });
+    assert.equal(saved.status, 200);
+    const v2 = saved.headers.etag;
+    assert.notEqual(v2, v1);
+
+    // Someone changed it meanwhile (the terminal): the stale save is refused and the file kept.
+    const stale = await call('PUT', '/files/edit/notes.txt', { body: 'lost edit', headers: { 'If-Match': v1 } });
+    assert.equal(stale.status, 412);
+    assert.equal(stale.json().code, 'precondition_failed');
+    assert.equal(stale.headers.etag, v2);
+    assert.equal(await readFile(path.join(workspace, 'edit', 'notes.txt'), 'utf8'), 'v2 from the editor');
+
+    const createOnly = await call('PUT', '/files/edit/notes.txt', { body: 'x', headers: { 'If-None-Match': '*' } });
+    assert.equal(createOnly.status, 412);
+    assert.equal((await call('PUT', '/files/edit/new.txt', { body: 'x', headers: { 'If-None-Match': '*' } })).status, 201);
+    const gone = await call('PUT', '/files/edit/missing.txt', { body: 'x', headers: { 'If-Match': '*' } });
+    assert.equal(gone.status, 412);
+    assert.equal(existsSync(path.join(workspace, 'edit', 'missing.txt')), false);
+
+    assert.equal((await call('DELETE', '/files/edit/notes.txt', { headers: { 'If-Match': v1 } })).status, 412);
+    assert.equal((await call('DELETE', '/files/edit/notes.txt', { headers: { 'If-Match': String(v2) } })).status, 204);
+  });
+
   it('creates directories with mkdir', async () => {
     const made = await call('POST', '/files/made/a/b', { body: JSON.stringify({ action: 'mkdir' }) });
     assert.equal(made.status, 201);

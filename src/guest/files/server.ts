@@ -2,9 +2,10 @@
 //
 //   GET    /health                      {"status":"ok","service":"files"}
 //   GET    /files/{path}                directory -> JSON listing; file -> bytes (Range, ETag, HEAD)
-//   PUT    /files/{path}                raw body -> file (temp + fsync + rename); 201 created / 200 replaced
+//   PUT    /files/{path}                raw body -> file (temp + fsync + rename); 201 created / 200 replaced;
+//                                       If-Match / If-None-Match: * -> 412 when the file changed (ETag)
 //   POST   /files/{path}                {"action":"mkdir"} | {"action":"move","to":"/x","overwrite"?:bool}
-//   DELETE /files/{path}[?recursive=true]
+//   DELETE /files/{path}[?recursive=true]   (If-Match honoured as for PUT)
 import type { Stats } from 'node:fs';
 import { constants as fsConstants } from 'node:fs';
 import { lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
@@ -17,7 +18,7 @@ import type { FilesConfig } from '../shared/config.ts';
 import { listen, sendJson, splitTarget } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
 import { describeError } from '../shared/log.ts';
-import { HttpError, errnoOf, forbidden, fromFsError, invalid, tooLarge } from './errors.ts';
+import { HttpError, PreconditionFailed, errnoOf, forbidden, fromFsError, invalid, tooLarge } from './errors.ts';
 import { contentTypeFor } from './mime.ts';
 import { Workspace, logicalPath, parseRequestPath, parseWorkspacePath } from './paths.ts';
 import { parseRange } from './range.ts';
@@ -79,6 +80,27 @@ function ifRangeAllows(header: string | undefined, etag: string, st: Stats): boo
   if (value.startsWith('"') || value.startsWith('W/')) return value === etag;
   const date = Date.parse(value);
   return !Number.isNaN(date) && Math.floor(st.mtimeMs / 1000) * 1000 <= date;
+}
+
+/**
+ * If-Match / If-None-Match on a write: an editor saves only over the version it opened, and
+ * "create only" never replaces. `current` is the target's stats, null when it does not exist.
+ * Throws 412 with the current version so the client can show what it would overwrite.
+ */
+function checkWritePreconditions(req: IncomingMessage, current: Stats | null, logical: string): void {
+  const ifMatch = singleHeader(req, 'if-match');
+  const ifNoneMatch = singleHeader(req, 'if-none-match');
+  const etag = current !== null && current.isFile() ? etagOf(current) : undefined;
+  if (ifMatch !== undefined && (current === null || (ifMatch.trim() !== '*' && (etag === undefined || !etagMatches(ifMatch, etag))))) {
+    throw new PreconditionFailed(current === null ? `${logical} no longer exists` : `${logical} changed since that version was read`, etag);
+  }
+  if (
+    ifNoneMatch !== undefined &&
+    current !== null &&
+    (ifNoneMatch.trim() === '*' || (etag !== undefined && etagMatches(ifNoneMatch, etag)))
+  ) {
+    throw new PreconditionFailed(`${logical} already exists`, etag);
+  }
 }
 
 function compareEntries(a: Entry, b: Entry): number {
@@ -210,9 +232,10 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
     if (declared !== undefined && declared > max) throw tooLarge(max);
     if (segments.length === 0) throw new HttpError(409, 'exists', 'the workspace root is a directory');
     const target = await workspace.resolveThrough(segments);
+    checkWritePreconditions(req, await stat(target).catch(() => null), logicalPath(segments));
     const result = await writeUpload(req, workspace, target, max);
     logger.info('file_written', { path: logicalPath(segments), bytes: result.bytes, created: result.created });
-    sendJson(res, result.created ? 201 : 200, entryOf(segments, result.stats));
+    sendJson(res, result.created ? 201 : 200, entryOf(segments, result.stats), { ETag: etagOf(result.stats) });
   }
 
   async function post(req: IncomingMessage, res: ServerResponse, segments: readonly string[]): Promise<void> {
@@ -274,10 +297,11 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
     throw invalid(`unknown action ${JSON.stringify(typeof body.action === 'string' ? body.action : null)}; expected "mkdir" or "move"`);
   }
 
-  async function del(res: ServerResponse, segments: readonly string[], query: URLSearchParams): Promise<void> {
+  async function del(req: IncomingMessage, res: ServerResponse, segments: readonly string[], query: URLSearchParams): Promise<void> {
     if (segments.length === 0) throw forbidden('the workspace root cannot be deleted');
     const target = await workspace.resolveEntry(segments);
     const st = await lstat(target);
+    if (singleHeader(req, 'if-match') !== undefined) checkWritePreconditions(req, st, logicalPath(segments));
     if (st.isDirectory()) {
       const recursive = query.get('recursive');
       if (recursive === 'true' || recursive === '1') {
@@ -326,7 +350,8 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
       return;
     }
     if (req.method === 'PUT' || req.method === 'POST') discardBody(req);
-    sendJson(res, httpError.status, { error: httpError.message, code: httpError.code });
+    const headers = httpError instanceof PreconditionFailed && httpError.etag !== undefined ? { ETag: httpError.etag } : undefined;
+    sendJson(res, httpError.status, { error: httpError.message, code: httpError.code }, headers);
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse, ctx: { logical: string }): Promise<void> {
@@ -348,7 +373,7 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
       case 'POST':
         return post(req, res, segments);
       case 'DELETE':
-        return del(res, segments, query);
+        return del(req, res, segments, query);
       default:
         res.setHeader('Allow', ALLOW);
         throw new HttpError(405, 'method_not_allowed', 'method not allowed');

@@ -1,0 +1,158 @@
+// The learner's page in a real browser (Debian's chromium, headless, driven by playwright-core)
+// against a real agent and QEMU guest in this test's network namespace: terminal tabs, the
+// editor and its conflict check, reload and a dropped connection. Screenshots are kept in
+// test-results/learner-page/.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
+import { json, requireTestNetns, startAgent, type AgentProcess } from '../support/agent-process.ts';
+
+requireTestNetns();
+const WS = 'pagelab';
+const SEAT = 1;
+const PORT = 19097;
+const TOKEN = 'page-test-agent-token';
+const ENV = { WORKSPACE_TOKEN_SECRET: 'page-test-secret-that-is-long-enough-0123456789' };
+const ARTIFACTS = join(import.meta.dirname, '../../test-results/learner-page');
+// Playwright gives each launch a fresh profile of its own (--user-data-dir is its to set).
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const activeRows = (page: Page): Locator => page.locator('.terminal-pane.active .xterm-rows');
+
+/** Types a command into the active terminal and waits until `expected` shows on its screen. */
+async function run(page: Page, command: string, expected: string | RegExp): Promise<string> {
+  await page.locator('.terminal-pane.active').click();
+  await page.keyboard.type(`${command}\n`);
+  await page.waitForFunction(
+    ([pattern, flags]) =>
+      new RegExp(pattern ?? '', flags).test(document.querySelector('.terminal-pane.active .xterm-rows')?.textContent ?? ''),
+    typeof expected === 'string' ? [expected.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), ''] : [expected.source, expected.flags],
+    { timeout: 30_000 },
+  );
+  return (await activeRows(page).textContent()) ?? '';
+}
+
+async function connected(page: Page): Promise<void> {
+  await page.waitForSelector('#conn-state[data-state="connected"]', { timeout: 60_000 });
+}
+
+describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
+  let agent: AgentProcess;
+  let browser: Browser;
+  let page: Page;
+  let workspaceUrl: string;
+  const shot = (name: string): Promise<Buffer> => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+
+  before(async () => {
+    rmSync(ARTIFACTS, { recursive: true, force: true });
+    mkdirSync(ARTIFACTS, { recursive: true });
+    agent = await startAgent({ port: PORT, token: TOKEN, env: ENV });
+    const created = await agent.api('/vms', json({ workshop_id: WS, seat_id: SEAT, wait: 'ready', wait_timeout_s: 180 }));
+    assert.equal(created.status, 201, await created.text());
+    const issued = (await (await agent.api(`/vms/${WS}/${SEAT}/token`, json({}))).json()) as { token: string; workspace_url: string };
+    workspaceUrl = issued.workspace_url;
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+  });
+  after(async () => {
+    await browser?.close();
+    await agent.api(`/vms/${WS}/${SEAT}`, { method: 'DELETE' });
+    await agent.kill('SIGTERM');
+  });
+
+  test('the token response carries the page URL for that token', () => {
+    assert.match(workspaceUrl, new RegExp(`^http://127\\.0\\.0\\.1:${PORT}/workspace/${WS}/${SEAT}/\\?token=[\\w.-]+$`));
+  });
+
+  test('a command typed in the terminal shows its output', async () => {
+    await page.goto(workspaceUrl);
+    await connected(page);
+    await run(page, 'echo first-tab-$((6*7)) pid-$$', 'first-tab-42');
+    await shot('terminal');
+  });
+
+  test('a file made and saved in the editor is what the terminal reads', async () => {
+    await page.click('#new-file');
+    await page.fill('#dialog-input', 'notes.py');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#editor-path:text("/notes.py")');
+    await page.locator('.cm-content').click();
+    await page.keyboard.type('print("saved from the editor")');
+    await page.keyboard.press('Control+s');
+    await page.waitForSelector('#editor-status:text("saved")');
+    await run(page, 'cat notes.py', 'print("saved from the editor")');
+    await shot('editor-saved');
+  });
+
+  test('a file changed in the terminal is not overwritten silently by the editor', async () => {
+    await run(page, 'echo changed-in-terminal > notes.py; echo done-$((1+1))', 'done-2');
+    await page.locator('.cm-content').click();
+    await page.keyboard.press('End');
+    await page.keyboard.type(' # my edit');
+    await page.keyboard.press('Control+s');
+    const dialog = page.locator('dialog[open]');
+    await dialog.waitFor({ timeout: 10_000 });
+    assert.match((await dialog.textContent()) ?? '', /changed on disk/);
+    await shot('conflict');
+    await dialog.locator('button', { hasText: 'Cancel' }).click();
+    const onDisk = await agent.api(`/proxy/${WS}/${SEAT}/files/notes.py`);
+    assert.equal(await onDisk.text(), 'changed-in-terminal\n');
+    // Taking the disk's version puts it in the editor.
+    await page.keyboard.press('Control+s');
+    await dialog.waitFor();
+    await dialog.locator('button', { hasText: 'Load the version on disk' }).click();
+    await page.waitForFunction(() => document.querySelector('.cm-content')?.textContent === 'changed-in-terminal');
+  });
+
+  test('two tabs are two shells', async () => {
+    const first = /pid-(\d+)/.exec(await run(page, 'echo pid-$$', /pid-\d+/))?.[1];
+    await page.click('#new-terminal');
+    await connected(page);
+    const second = /pid-(\d+)/.exec(await run(page, 'echo pid-$$', /pid-\d+/))?.[1];
+    assert.ok(first && second);
+    assert.notEqual(first, second);
+    assert.equal(await page.locator('#terminal-tabs .tab').count(), 2);
+    await shot('two-tabs');
+  });
+
+  test('after a reload both tabs return to their shells with their history', async () => {
+    await page.reload();
+    await connected(page);
+    assert.equal(await page.locator('#terminal-tabs .tab').count(), 2);
+    await page.locator('#terminal-tabs .tab').first().click();
+    await page.waitForFunction(() => /first-tab-42/.test(document.querySelector('.terminal-pane.active .xterm-rows')?.textContent ?? ''));
+  });
+
+  test('a dropped connection shows "reconnecting" and comes back to the same shell and history', async () => {
+    const before = /pid-(\d+)/.exec(await run(page, 'echo again-pid-$$', /again-pid-\d+/))?.[1];
+    await agent.kill('SIGKILL'); // the connection drops; the VM keeps running
+    await page.waitForSelector('#conn-state[data-state="reconnecting"]', { timeout: 20_000 });
+    await shot('reconnecting');
+    agent = await startAgent({ port: PORT, token: TOKEN, env: ENV, stateDir: agent.stateDir });
+    await connected(page);
+    const text = await run(page, 'echo back-pid-$$', /back-pid-\d+/);
+    assert.match(text, /first-tab-42/, 'the history is replayed');
+    assert.equal(/back-pid-(\d+)/.exec(text)?.[1], before, 'the same shell');
+    await shot('reconnected');
+  });
+
+  test('on a narrow screen the panels stack', async () => {
+    await page.setViewportSize({ width: 480, height: 1000 });
+    const files = await page.locator('aside.files').boundingBox();
+    const terminals = await page.locator('section.terminals').boundingBox();
+    assert.ok(files && terminals);
+    assert.ok(terminals.y >= files.y + files.height - 1, 'the terminal is below the files, not beside them');
+    assert.ok(files.width > 400);
+    await shot('narrow');
+  });
+});
