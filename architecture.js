@@ -11,6 +11,10 @@ export const PARTS = {
   disks: { job: "each VM's writable layer (the DiskPort)", mayImport: ['vms', 'shared'] },
   network: { job: 'bridge, TAPs, addressing, firewall (the NetworkPort)', mayImport: ['vms', 'shared'] },
   image: { job: 'building the guest images (kernel, initrd, rootfs) and naming their files', mayImport: ['guest', 'host', 'shared'] },
+  templates: {
+    job: 'templates (named guest images) and their immutable builds, hard-linked per build (the ImageCatalog)',
+    mayImport: ['vms', 'image', 'shared'],
+  },
   config: { job: 'the agent configuration from environment and flags', mayImport: ['network', 'shared'] },
   hypervisors: {
     job: 'the VMM drivers, QEMU and Firecracker (the HypervisorDriver port)',
@@ -25,7 +29,7 @@ export const PARTS = {
   },
   cli: {
     job: 'command lines and the composition root (cli/agent.ts)',
-    mayImport: ['api', 'config', 'disks', 'host', 'hypervisors', 'image', 'network', 'proxy', 'shared', 'store', 'vms'],
+    mayImport: ['api', 'config', 'disks', 'host', 'hypervisors', 'image', 'network', 'proxy', 'shared', 'store', 'templates', 'vms'],
   },
 };
 

@@ -10,11 +10,12 @@ import { statusRoutes, type StatusRoutesOptions } from './routes/status.ts';
 import { vmRoutes, type VmRoutesOptions } from './routes/vms.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { workspaceRoutes } from './routes/workspace.ts';
+import { templateRoutes } from './routes/templates.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
 import { TerminalProxy } from '../proxy/terminal.ts';
 import { createTerminalUpgrade } from '../proxy/terminal-upgrade.ts';
 import { serveIgnoringUpgrade, wantsWebSocket } from '../http/upgrade.ts';
-import type { GuestProbe } from '../vms/ports.ts';
+import type { GuestProbe, ImageCatalog } from '../vms/ports.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -32,6 +33,7 @@ export interface ApiOptions {
   readonly probe: GuestProbe;
   /** The built learner page (src/learner-page → dist/learner-page). */
   readonly pageDir: string;
+  readonly templates: ImageCatalog;
 }
 
 const UNAUTHENTICATED = new Set(['/health']);
@@ -66,6 +68,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   await app.register(statusRoutes, o.status);
   await app.register(vmRoutes, o.vms);
   await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
+  await app.register(templateRoutes, { templates: o.templates, manager: o.vms.manager });
   await app.register(workspaceRoutes, { pageDir: o.pageDir });
   await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
   addTerminalUpgrades(app, o, vmCreatedAt);

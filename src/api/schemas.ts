@@ -1,5 +1,5 @@
 // JSON schemas of the API's inputs and the VM's JSON shape.
-import type { VmRecord } from '../vms/model.ts';
+import { TEMPLATE_NAME_PATTERN, type VmRecord } from '../vms/model.ts';
 import { WORKSHOP_ID_PATTERN } from '../http/seat.ts';
 
 export { WORKSHOP_ID_PATTERN, vmParamsSchema } from '../http/seat.ts';
@@ -16,6 +16,7 @@ export function createVmBodySchema(maxSeat: number, maxVcpus: number, maxMemoryM
       memory_mb: { type: 'integer', minimum: 128, maximum: maxMemoryMb },
       wait: { type: 'string', enum: ['running', 'ready'] },
       wait_timeout_s: { type: 'integer', minimum: 1, maximum: 600 },
+      template: { type: 'string', pattern: TEMPLATE_NAME_PATTERN },
     },
   } as const;
 }
@@ -27,6 +28,7 @@ export interface CreateVmBody {
   memory_mb?: number;
   wait?: 'running' | 'ready';
   wait_timeout_s?: number;
+  template?: string;
 }
 
 export const listQuerySchema = {
@@ -58,6 +60,8 @@ export function vmJson(vm: VmRecord) {
     vcpus: vm.vcpus,
     memory_mb: vm.memoryMb,
     hypervisor: vm.hypervisor,
+    template: vm.template,
+    build_id: vm.buildId,
     pid: vm.pid,
     created_at: iso(vm.createdAt),
     restarts: vm.restarts,

@@ -12,7 +12,8 @@ import { VmStore } from '../store/vm-store.ts';
 import { VmManager } from '../vms/manager.ts';
 import { endpoint } from '../vms/plans.ts';
 import { ReadinessTracker } from '../vms/readiness.ts';
-import type { Clock, DiskPort, GuestProbe, HypervisorDriver, ImagePaths, NetworkPort, ProcessPort, ReclaimCounts } from '../vms/ports.ts';
+import type { Clock, DiskPort, GuestProbe, HypervisorDriver, ImageCatalog, NetworkPort, ProcessPort, ReclaimCounts } from '../vms/ports.ts';
+import { TemplateCatalog } from '../templates/catalog.ts';
 import { buildApi } from '../api/app.ts';
 import { Authenticator } from '../api/auth.ts';
 import { AuditLog } from '../api/audit.ts';
@@ -21,7 +22,6 @@ import { createHostNetwork } from '../network/host-network.ts';
 import { applyFirewall } from '../network/firewall.ts';
 import { layerDisks } from '../disks/layer.ts';
 import { hostProcesses } from '../host/process.ts';
-import { imagePaths } from '../image/layout.ts';
 import { probeGuest } from '../proxy/guest.ts';
 import { selectDriver } from '../hypervisors/select.ts';
 
@@ -39,6 +39,7 @@ export interface AgentAdapters {
   readonly driver: HypervisorDriver;
   readonly network: NetworkPort;
   readonly disks: DiskPort;
+  readonly images: ImageCatalog;
   readonly processes: ProcessPort;
   readonly probe: GuestProbe;
   readonly clock: Clock;
@@ -48,7 +49,6 @@ export interface AgentAdapters {
 export interface AgentSettings {
   readonly log: Logger;
   readonly stateDir: string;
-  readonly images: ImagePaths;
   readonly workerId: string;
   readonly version: string;
   readonly bridgeName: string;
@@ -82,10 +82,9 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
   const startedAt = Date.now();
   const store = new VmStore(join(s.stateDir, 'agent.db'));
   const manager = new VmManager({
-    ports: { driver: a.driver, network: a.network, disks: a.disks, store, processes: a.processes, clock: a.clock },
+    ports: { driver: a.driver, network: a.network, disks: a.disks, images: a.images, store, processes: a.processes, clock: a.clock },
     log: s.log,
     stateDir: s.stateDir,
-    images: s.images,
     capacity: s.capacity,
     vmDiskMb: s.vmDiskMb,
     ...(s.memoryBudgetMb === undefined ? {} : { memoryBudgetMb: s.memoryBudgetMb }),
@@ -94,6 +93,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
   });
   const reclaimed = await manager.reconcile();
   s.log.info({ vms: manager.count() }, 'state reconciled');
+  await manager.pruneBuilds();
 
   const readiness = new ReadinessTracker(manager, a.probe);
   const app = await buildApi({
@@ -103,6 +103,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     learnerTokenTtlS: s.learnerTokenTtlS,
     probe: a.probe,
     pageDir: s.pageDir ?? LEARNER_PAGE_DIR,
+    templates: a.images,
     status: {
       manager,
       workerId: s.workerId,
@@ -145,7 +146,6 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     {
       log,
       stateDir: config.stateDir,
-      images: imagePaths(config.imagesDir),
       workerId: config.workerId,
       version: VERSION,
       bridgeName: config.bridgeName,
@@ -160,7 +160,15 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       vmDefaults: { vcpus: config.vmVcpus, memoryMb: config.vmMemoryMb },
       vmLimits: { vcpus: config.vmMaxVcpus, memoryMb: config.vmMaxMemoryMb },
     },
-    { driver, network, disks: layerDisks, processes: hostProcesses, probe: (ip) => probeGuest(ip, 1000), clock: { now: Date.now } },
+    {
+      driver,
+      network,
+      disks: layerDisks,
+      images: new TemplateCatalog(config.imagesDir),
+      processes: hostProcesses,
+      probe: (ip) => probeGuest(ip, 1000),
+      clock: { now: Date.now },
+    },
   );
 
   const timers = [

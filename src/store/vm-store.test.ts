@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { VmStore } from './vm-store.ts';
 import type { Addressing } from '../vms/ports.ts';
 import { allocateIp, intToIp, parseCidr } from '../network/cidr.ts';
@@ -23,7 +24,15 @@ function withStore(fn: (store: VmStore, path: string) => void): void {
   }
 }
 
-const req = (workshopId: string, seatId: number) => ({ workshopId, seatId, vcpus: 1, memoryMb: 512, hypervisor: 'qemu' });
+const req = (workshopId: string, seatId: number) => ({
+  workshopId,
+  seatId,
+  vcpus: 1,
+  memoryMb: 512,
+  hypervisor: 'qemu',
+  template: 'default',
+  buildId: 'b1',
+});
 
 test('reserve allocates the seat address and refuses the same seat twice', () => {
   withStore((store) => {
@@ -120,4 +129,40 @@ test('restart bookkeeping: restarts counted, readiness reset', () => {
     assert.equal(store.get('ws', 1)?.status, 'failed');
     assert.equal(store.get('ws', 1)?.lastError, 'kernel missing');
   });
+});
+
+test('a VM keeps the template and build it was made from; an older database gains the columns, its VMs on the default template', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-store-'));
+  const path = join(dir, 'agent.db');
+  try {
+    const store = new VmStore(path);
+    const made = store.reserve(
+      { ...req('ws-t', 1), template: 'python', buildId: '20261203T0700-abcd' },
+      { capacity: 5, memoryBudgetMb: 1e9 },
+      addressing,
+      1,
+    );
+    store.close();
+    assert.ok(made.ok);
+    assert.deepEqual([made.vm.template, made.vm.buildId], ['python', '20261203T0700-abcd']);
+    // An agent.db from before templates: the table without the two columns.
+    const old = new Database(path);
+    old.exec('DROP TABLE vms');
+    old.exec(`CREATE TABLE vms (workshop_id TEXT NOT NULL, seat_id INTEGER NOT NULL, ip TEXT NOT NULL UNIQUE, ip_int INTEGER NOT NULL UNIQUE,
+      mac TEXT NOT NULL UNIQUE, tap_name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, hypervisor TEXT NOT NULL,
+      status TEXT NOT NULL, pid INTEGER, pid_start_time INTEGER, created_at INTEGER NOT NULL, running_at INTEGER, ready_at INTEGER,
+      restarts INTEGER NOT NULL DEFAULT 0, last_error TEXT, PRIMARY KEY (workshop_id, seat_id))`);
+    old
+      .prepare(
+        `INSERT INTO vms VALUES ('old', 1, '192.168.100.11', 3232261131, '06:00:c0:a8:64:0b', 'ctc0a8640b', 1, 512, 'qemu', 'running', 7, 1, 5, 6, NULL, 0, NULL)`,
+      )
+      .run();
+    old.close();
+    const reopened = new VmStore(path);
+    const vm = reopened.get('old', 1);
+    reopened.close();
+    assert.deepEqual([vm?.template, vm?.buildId, vm?.pid], ['default', '', 7]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

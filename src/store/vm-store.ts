@@ -16,6 +16,8 @@ interface Row {
   vcpus: number;
   memory_mb: number;
   hypervisor: string;
+  template: string;
+  build_id: string;
   status: VmStatus;
   pid: number | null;
   pid_start_time: number | null;
@@ -45,9 +47,17 @@ CREATE TABLE IF NOT EXISTS vms (
   ready_at       INTEGER,
   restarts       INTEGER NOT NULL DEFAULT 0,
   last_error     TEXT,
+  template       TEXT    NOT NULL DEFAULT 'default',
+  build_id       TEXT    NOT NULL DEFAULT '',
   PRIMARY KEY (workshop_id, seat_id)
 );
 `;
+
+/** Columns added after the first release: an older agent.db gets them on open (its VMs: the default template, build ''). */
+const ADDED_COLUMNS: readonly (readonly [string, string])[] = [
+  ['template', "TEXT NOT NULL DEFAULT 'default'"],
+  ['build_id', "TEXT NOT NULL DEFAULT ''"],
+];
 
 function toRecord(row: Row): VmRecord {
   return {
@@ -59,6 +69,8 @@ function toRecord(row: Row): VmRecord {
     vcpus: row.vcpus,
     memoryMb: row.memory_mb,
     hypervisor: row.hypervisor,
+    template: row.template,
+    buildId: row.build_id,
     status: row.status,
     pid: row.pid,
     pidStartTime: row.pid_start_time,
@@ -81,6 +93,14 @@ export class VmStore implements VmRepository {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    this.addMissingColumns();
+  }
+
+  private addMissingColumns(): void {
+    const have = new Set((this.db.prepare('PRAGMA table_info(vms)').all() as { name: string }[]).map((c) => c.name));
+    for (const [name, definition] of ADDED_COLUMNS) {
+      if (!have.has(name)) this.db.exec(`ALTER TABLE vms ADD COLUMN ${name} ${definition}`);
+    }
   }
 
   close(): void {
@@ -99,8 +119,8 @@ export class VmStore implements VmRepository {
       if (ip === undefined) return { ok: false, reason: 'no_address' };
       this.db
         .prepare(
-          `INSERT INTO vms (workshop_id, seat_id, ip, ip_int, mac, tap_name, vcpus, memory_mb, hypervisor, status, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?)`,
+          `INSERT INTO vms (workshop_id, seat_id, ip, ip_int, mac, tap_name, vcpus, memory_mb, hypervisor, template, build_id, status, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?)`,
         )
         .run(
           request.workshopId,
@@ -112,6 +132,8 @@ export class VmStore implements VmRepository {
           request.vcpus,
           request.memoryMb,
           request.hypervisor,
+          request.template,
+          request.buildId,
           now,
         );
       const vm = this.get(request.workshopId, request.seatId);

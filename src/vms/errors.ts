@@ -1,7 +1,14 @@
 // Domain errors of the VM lifecycle. The API maps each code to an HTTP status in one place.
 
 export type VmErrorCode =
-  'vm_not_found' | 'vm_exists' | 'at_capacity' | 'insufficient_memory' | 'create_failed' | 'delete_failed' | 'invalid_field';
+  | 'vm_not_found'
+  | 'vm_exists'
+  | 'at_capacity'
+  | 'insufficient_memory'
+  | 'create_failed'
+  | 'delete_failed'
+  | 'invalid_field'
+  | 'template_not_found';
 
 export class VmError extends Error {
   constructor(

@@ -12,7 +12,7 @@ import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/support/s
 import { VmStore } from '../store/vm-store.ts';
 import { VmError } from './errors.ts';
 import { layerDisks } from '../disks/layer.ts';
-import { imagePaths } from '../image/layout.ts';
+import { TemplateCatalog } from '../templates/catalog.ts';
 import { findProcessesUnder, hostProcesses, isProcessAlive, killProcess } from '../host/process.ts';
 
 interface Fixture {
@@ -36,10 +36,17 @@ async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
   const store = new VmStore(join(stateDir, 'agent.db'));
   const make = (s: VmStore = store): VmManager =>
     new VmManager({
-      ports: { store: s, driver, network, disks: layerDisks, processes: hostProcesses, clock: { now: Date.now } },
+      ports: {
+        store: s,
+        driver,
+        network,
+        disks: layerDisks,
+        images: new TemplateCatalog(imagesDir),
+        processes: hostProcesses,
+        clock: { now: Date.now },
+      },
       log: pino({ level: 'silent' }),
       stateDir,
-      images: imagePaths(imagesDir),
       capacity: 5,
       vmDiskMb: 256,
       gracefulStopMs: 100,
@@ -56,7 +63,7 @@ async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
 test('create boots a VM with its own TAP and writable layer; delete removes all of it', async () => {
   await withFixture(async ({ manager, network, driver }) => {
     const m = manager();
-    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
     assert.equal(vm.status, 'running');
     assert.equal(vm.ip, '192.168.100.11');
     assert.ok(network.taps.has(vm.tapName));
@@ -84,7 +91,7 @@ test('a create that fails part-way leaves no TAP, directory, process or record',
     const m = manager();
     driver.failNext = 'qemu: could not load kernel';
     await assert.rejects(
-      m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256 }),
+      m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256, template: 'default' }),
       (e: unknown) => e instanceof VmError && e.code === 'create_failed' && /could not load kernel/.test(e.message),
     );
     assert.equal(m.count(), 0);
@@ -98,8 +105,8 @@ test('a missing image fails the create with a hint and leaves nothing', async ()
   await withFixture(async ({ manager, network, imagesDir }) => {
     rmSync(join(imagesDir, 'vmlinux'));
     await assert.rejects(
-      manager().create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 }),
-      /vmlinux is missing: run `clarateach image build`/,
+      manager().create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' }),
+      /vmlinux missing\): run clarateach image build/,
     );
     assert.equal(network.taps.size, 0);
   });
@@ -108,7 +115,9 @@ test('a missing image fails the create with a hint and leaves nothing', async ()
 test('the same seat created twice at once yields one VM and one vm_exists', async () => {
   await withFixture(async ({ manager }) => {
     const m = manager();
-    const results = await Promise.allSettled([1, 2].map(() => m.create({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256 })));
+    const results = await Promise.allSettled(
+      [1, 2].map(() => m.create({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, template: 'default' })),
+    );
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
     const rejected = results.find((r) => r.status === 'rejected');
     assert.ok(rejected && rejected.status === 'rejected' && rejected.reason instanceof VmError && rejected.reason.code === 'vm_exists');
@@ -119,8 +128,8 @@ test('the same seat created twice at once yields one VM and one vm_exists', asyn
 test('reconcile adopts live VMMs, reboots dead ones from their kept disk, and removes orphans', async () => {
   await withFixture(async ({ manager, network, driver, stateDir, store }) => {
     const m = manager();
-    const alive = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
-    const dead = await m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256 });
+    const alive = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
+    const dead = await m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256, template: 'default' });
     const deadSpec = m.launchSpec(dead);
     writeFileSync(join(deadSpec.runDir, 'learner-file'), 'kept');
     const layerBefore = statSync(deadSpec.layerDiskPath).ino;
@@ -131,7 +140,7 @@ test('reconcile adopts live VMMs, reboots dead ones from their kept disk, and re
     mkdirSync(strayDir, { recursive: true });
     const stray = spawnStandIn(strayDir);
     const interrupted = store.reserve(
-      { workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, hypervisor: 'qemu' },
+      { workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, hypervisor: 'qemu', template: 'default', buildId: '' },
       { capacity: 10, memoryBudgetMb: 1e9 },
       {
         allocate: () => 3232261220,
@@ -165,7 +174,7 @@ test('reconcile adopts live VMMs, reboots dead ones from their kept disk, and re
 test('the watchdog boots again a VM whose VMM died while the agent runs', async () => {
   await withFixture(async ({ manager }) => {
     const m = manager();
-    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
     await killProcess({ pid: vm.pid ?? -1, startTime: vm.pidStartTime ?? -1 });
     await m.watch();
     const after = m.get('ws', 1);
@@ -177,9 +186,11 @@ test('the watchdog boots again a VM whose VMM died while the agent runs', async 
 test('capacity is enforced with at_capacity', async () => {
   await withFixture(async ({ manager }) => {
     const m = manager();
-    await Promise.all([1, 2, 3, 4, 5].map((seat) => m.create({ workshopId: 'ws', seatId: seat, vcpus: 1, memoryMb: 256 })));
+    await Promise.all(
+      [1, 2, 3, 4, 5].map((seat) => m.create({ workshopId: 'ws', seatId: seat, vcpus: 1, memoryMb: 256, template: 'default' })),
+    );
     await assert.rejects(
-      m.create({ workshopId: 'ws', seatId: 6, vcpus: 1, memoryMb: 256 }),
+      m.create({ workshopId: 'ws', seatId: 6, vcpus: 1, memoryMb: 256, template: 'default' }),
       (e: unknown) => e instanceof VmError && e.code === 'at_capacity',
     );
   });
@@ -188,7 +199,7 @@ test('capacity is enforced with at_capacity', async () => {
 test('a teardown that fails keeps the record, says why, and a second DELETE finishes the job', async () => {
   await withFixture(async ({ manager, network, driver }) => {
     const m = manager();
-    await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
     network.failNextDetach = 'Device or resource busy';
     await assert.rejects(
       m.delete('ws', 1),
@@ -202,7 +213,7 @@ test('a teardown that fails keeps the record, says why, and a second DELETE fini
     // The same for a create whose cleanup fails: the record stays, failed, with both reasons.
     driver.failNext = 'qemu: no kernel';
     network.failNextDetach = 'Device or resource busy';
-    await assert.rejects(m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256 }), /no kernel/);
+    await assert.rejects(m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256, template: 'default' }), /no kernel/);
     const left = m.get('ws', 2);
     assert.equal(left.status, 'failed');
     assert.match(left.lastError ?? '', /no kernel; cleanup: remove tap: Device or resource busy/);

@@ -7,7 +7,7 @@ import { VmError } from './errors.ts';
 import { vmId, type VmRecord } from './model.ts';
 import { runPlan, runTeardown, StepError } from './plan.ts';
 import { bootPlan, networkPlan, recordedProcess, teardownPlan, type VmPlanContext } from './plans.ts';
-import type { ImagePaths, ReclaimCounts, VmLaunchSpec, VmmProcess } from './ports.ts';
+import type { ImageBuild, ReclaimCounts, VmLaunchSpec, VmmProcess } from './ports.ts';
 import { addCounts, killUnrecordedVmms, reclaimOrphans } from './reclaim.ts';
 import { VmDirectories } from './vm-directory.ts';
 
@@ -15,7 +15,6 @@ export interface ManagerOptions {
   readonly ports: LifecyclePorts;
   readonly log: Logger;
   readonly stateDir: string;
-  readonly images: ImagePaths;
   readonly capacity: number;
   /** Most memory (MiB) all VMs together may be given: host memory times the overcommit ratio. */
   readonly memoryBudgetMb?: number;
@@ -30,6 +29,8 @@ export interface CreateRequest {
   readonly seatId: number;
   readonly vcpus: number;
   readonly memoryMb: number;
+  /** The template to make it from (its current build). */
+  readonly template: string;
 }
 
 export class VmManager {
@@ -64,14 +65,16 @@ export class VmManager {
   launchSpec(vm: VmRecord): VmLaunchSpec {
     const { gateway, netmask } = this.ports.network.subnet;
     const ipArg = `ip=${vm.ip}::${gateway}:${netmask}:seat-${vm.seatId}:eth0:off`;
+    // Always the build it was made from, never a newer one: its layer was written over that base.
+    const images = this.ports.images.paths(vm.template, vm.buildId);
     return {
       id: vmId(vm.workshopId, vm.seatId),
       vcpus: vm.vcpus,
       memoryMb: vm.memoryMb,
-      kernelPath: this.o.images.kernel,
-      initrdPath: this.o.images.initrd,
+      kernelPath: images.kernel,
+      initrdPath: images.initrd,
       kernelArgs: [ipArg, this.o.extraKernelArgs ?? ''].join(' ').trim(),
-      baseDiskPath: this.o.images.rootfs,
+      baseDiskPath: images.rootfs,
       layerDiskPath: this.dirs.layerPath(vm),
       tapName: vm.tapName,
       mac: vm.mac,
@@ -95,14 +98,15 @@ export class VmManager {
 
   /** Creates and boots a VM. Resolves once the VMM runs the guest; on failure nothing is left. */
   async create(request: CreateRequest): Promise<VmRecord> {
-    const vm = this.reserve(request);
+    const vm = this.reserve(request, await this.ports.images.current(request.template));
     const id = vmId(vm.workshopId, vm.seatId);
     const log = this.o.log.child({ vm: id, ip: vm.ip });
     return this.lock.with(id, async () => {
       try {
         const onStarted = (p: VmmProcess): void => this.ports.store.markRunning(vm.workshopId, vm.seatId, p.pid, p.startTime, this.now());
         await runPlan(bootPlan(this.planContext(vm, onStarted)));
-        log.info({ tap: vm.tapName }, 'vm running');
+        log.info({ tap: vm.tapName, template: vm.template, build: vm.buildId }, 'vm running');
+        void this.pruneBuilds();
         return this.get(vm.workshopId, vm.seatId);
       } catch (error) {
         log.error({ err: error }, 'create failed; removing what it made');
@@ -121,9 +125,17 @@ export class VmManager {
     });
   }
 
-  private reserve(request: CreateRequest): VmRecord {
+  private reserve(request: CreateRequest, build: ImageBuild): VmRecord {
     const reserved = this.ports.store.reserve(
-      { ...request, hypervisor: this.ports.driver.info.name },
+      {
+        workshopId: request.workshopId,
+        seatId: request.seatId,
+        vcpus: request.vcpus,
+        memoryMb: request.memoryMb,
+        hypervisor: this.ports.driver.info.name,
+        template: build.template,
+        buildId: build.buildId,
+      },
       { capacity: this.o.capacity, memoryBudgetMb: this.o.memoryBudgetMb ?? Number.MAX_SAFE_INTEGER },
       this.ports.network.addressing,
       this.now(),
@@ -159,6 +171,18 @@ export class VmManager {
       this.ports.store.remove(workshopId, seatId);
       this.o.log.info({ vm: vmId(workshopId, seatId) }, 'vm deleted');
     });
+    void this.pruneBuilds();
+  }
+
+  /** Removes the template builds no VM uses any more (never a template's current one). */
+  async pruneBuilds(): Promise<void> {
+    try {
+      const inUse = new Set(this.list().map((vm) => `${vm.template}/${vm.buildId}`));
+      const removed = await this.ports.images.prune(inUse);
+      if (removed.length > 0) this.o.log.info({ builds: removed }, 'template builds no VM uses removed');
+    } catch (error) {
+      this.o.log.warn({ err: error }, 'could not remove unused template builds');
+    }
   }
 
   /** The last `bytes` of the guest's serial console. */

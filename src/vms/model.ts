@@ -1,5 +1,10 @@
 // Plain data describing a seat's VM, as stored and as returned by the API.
 
+/** What a VM is made from when its create names no template. */
+export const DEFAULT_TEMPLATE = 'default';
+/** Template names: short, lower case, safe as a directory name and a metric label. */
+export const TEMPLATE_NAME_PATTERN = '^[a-z0-9][a-z0-9-]{0,39}$';
+
 export type VmStatus = 'creating' | 'running' | 'failed' | 'deleting';
 
 export interface VmRecord {
@@ -11,6 +16,9 @@ export interface VmRecord {
   readonly vcpus: number;
   readonly memoryMb: number;
   readonly hypervisor: string;
+  /** The template and the build of it the VM was created from (and is booted again from). */
+  readonly template: string;
+  readonly buildId: string;
   readonly status: VmStatus;
   /** VMM process id and start time; both null while no VMM runs. */
   readonly pid: number | null;

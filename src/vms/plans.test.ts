@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { layerDisks } from '../disks/layer.ts';
 import { imagePaths } from '../image/layout.ts';
+import { TemplateCatalog } from '../templates/catalog.ts';
 import { hostProcesses, isProcessAlive } from '../host/process.ts';
 import { VmStore } from '../store/vm-store.ts';
 import { MemoryNetwork, StandInDriver } from '../../test/support/stand-ins.ts';
@@ -26,10 +27,17 @@ async function withManager(fn: (m: VmManager, driver: StandInDriver, store: VmSt
   const driver = new StandInDriver();
   const network = new MemoryNetwork();
   const manager = new VmManager({
-    ports: { store, driver, network, disks: layerDisks, processes: hostProcesses, clock: { now: Date.now } },
+    ports: {
+      store,
+      driver,
+      network,
+      disks: layerDisks,
+      images: new TemplateCatalog(imagesDir),
+      processes: hostProcesses,
+      clock: { now: Date.now },
+    },
     log: pino({ level: 'silent' }),
     stateDir: join(dir, 'state'),
-    images,
     capacity: 4,
     vmDiskMb: 64,
     gracefulStopMs: 100,
@@ -45,7 +53,7 @@ async function withManager(fn: (m: VmManager, driver: StandInDriver, store: VmSt
 
 function reserve(store: VmStore, network: MemoryNetwork, seatId: number): VmRecord {
   const reserved = store.reserve(
-    { workshopId: 'ws', seatId, vcpus: 1, memoryMb: 256, hypervisor: 'qemu' },
+    { workshopId: 'ws', seatId, vcpus: 1, memoryMb: 256, hypervisor: 'qemu', template: 'default', buildId: '' },
     { capacity: 4, memoryBudgetMb: 1e9 },
     network.addressing,
     1,
@@ -68,7 +76,7 @@ test('a create is: bridge, tap, vm directory, writable layer, images, vmm — ea
 
 test('a recovery of a VM whose VMM died keeps its directory and layer and only starts the VMM', async () => {
   await withManager(async (m, driver, store) => {
-    const vm = await m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256 });
+    const vm = await m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256, template: 'default' });
     const proc = { pid: vm.pid ?? -1, startTime: vm.pidStartTime ?? -1 };
     await hostProcesses.kill(proc);
     const report = await runPlan(bootPlan(m.planContext(m.get('ws', 2), (p) => store.markRestarted('ws', 2, p.pid, p.startTime))));
@@ -82,7 +90,7 @@ test('a recovery of a VM whose VMM died keeps its directory and layer and only s
 
 test('a VM whose VMM still runs needs nothing but its network repaired; its boot plan skips the VMM', async () => {
   await withManager(async (m, driver, store) => {
-    await m.create({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256 });
+    await m.create({ workshopId: 'ws', seatId: 3, vcpus: 1, memoryMb: 256, template: 'default' });
     const vm = m.get('ws', 3);
     assert.deepEqual(stepNames(networkPlan(m.planContext(vm))), ['bridge', 'tap']);
     const report = await runPlan(bootPlan(m.planContext(vm)));
@@ -94,7 +102,7 @@ test('a VM whose VMM still runs needs nothing but its network repaired; its boot
 
 test('a teardown is: stop vmm, remove tap, remove vm directory', async () => {
   await withManager(async (m) => {
-    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
     assert.deepEqual(stepNames(teardownPlan(m.planContext(vm))), ['stop vmm', 'remove tap', 'remove vm directory']);
   });
 });

@@ -129,11 +129,44 @@ export interface DiskPort {
   ensureLayer(path: string, sizeMb: number): Promise<void>;
 }
 
-/** Absolute paths of the boot images every VM uses. */
+/** Absolute paths of the boot images of one build. */
 export interface ImagePaths {
   readonly kernel: string;
   readonly initrd: string;
   readonly rootfs: string;
+}
+
+/** One immutable build of a template: what a VM is created from and booted again from. */
+export interface ImageBuild {
+  readonly template: string;
+  readonly buildId: string;
+  readonly paths: ImagePaths;
+}
+
+export interface TemplateBuildInfo {
+  readonly id: string;
+  readonly builtAt: string;
+  readonly current: boolean;
+}
+
+export interface TemplateInfo {
+  readonly name: string;
+  readonly currentBuild: string | null;
+  readonly builds: readonly TemplateBuildInfo[];
+}
+
+/**
+ * The templates (named images) and their builds. A template's current build is whatever its image
+ * build last wrote; the catalog keeps each build it hands out unchanged until no VM uses it.
+ */
+export interface ImageCatalog {
+  /** The template's current build; throws VmError template_not_found when it has none. */
+  current(template: string): Promise<ImageBuild>;
+  /** The files of a build handed out before (they may be gone: the boot plan's image check says so). */
+  paths(template: string, buildId: string): ImagePaths;
+  /** Removes the builds that are neither a template's current one nor in `inUse` (`template/buildId`); returns them. */
+  prune(inUse: ReadonlySet<string>): Promise<string[]>;
+  list(): Promise<TemplateInfo[]>;
 }
 
 // ---- store ------------------------------------------------------------------------------------
@@ -144,6 +177,8 @@ export interface Reservation {
   readonly vcpus: number;
   readonly memoryMb: number;
   readonly hypervisor: string;
+  readonly template: string;
+  readonly buildId: string;
 }
 
 export type ReserveResult =

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { layerDisks } from '../disks/layer.ts';
 import { imagePaths } from '../image/layout.ts';
+import { TemplateCatalog } from '../templates/catalog.ts';
 import { findProcessesUnder, hostProcesses, isProcessAlive, killProcess } from '../host/process.ts';
 import { VmStore } from '../store/vm-store.ts';
 import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/support/stand-ins.ts';
@@ -34,16 +35,23 @@ test('reconcile removes orphaned processes, TAPs and directories, counts them by
   const lines: { msg: string; reclaimed?: ReclaimCounts }[] = [];
   const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string }) });
   const manager = new VmManager({
-    ports: { store, driver, network, disks: layerDisks, processes: hostProcesses, clock: { now: Date.now } },
+    ports: {
+      store,
+      driver,
+      network,
+      disks: layerDisks,
+      images: new TemplateCatalog(imagesDir),
+      processes: hostProcesses,
+      clock: { now: Date.now },
+    },
     log,
     stateDir,
-    images,
     capacity: 4,
     vmDiskMb: 64,
     gracefulStopMs: 100,
   });
   try {
-    const vm = await manager.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256 });
+    const vm = await manager.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
     network.taps.add('ct0a0b0c0d');
     network.taps.add('ct0a0b0c0f');
     const strayDir = join(manager.vmsDir, 'ct0a0b0c0e');

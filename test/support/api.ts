@@ -10,6 +10,7 @@ import type { VmManager } from '../../src/vms/manager.ts';
 import { maxSeatId, parseCidr } from '../../src/network/cidr.ts';
 import { layerDisks } from '../../src/disks/layer.ts';
 import { imagePaths } from '../../src/image/layout.ts';
+import { TemplateCatalog } from '../../src/templates/catalog.ts';
 import { findProcessesUnder, hostProcesses, killProcess } from '../../src/host/process.ts';
 import { MemoryNetwork, StandInDriver } from './stand-ins.ts';
 
@@ -50,7 +51,6 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
     {
       log: pino({ level: 'silent' }),
       stateDir,
-      images,
       workerId: o.workerId ?? 'test-worker',
       version: '0.0.0-test',
       bridgeName: 'ct-test0',
@@ -69,6 +69,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
       driver: new StandInDriver(),
       network,
       disks: layerDisks,
+      images: new TemplateCatalog(imagesDir),
       processes: hostProcesses,
       probe: async () => ({ terminal: answers, files: answers }),
       clock: { now: o.now ?? Date.now },

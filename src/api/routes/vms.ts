@@ -4,6 +4,7 @@ import { createVmBodySchema, listQuerySchema, logsQuerySchema, vmJson, type Crea
 import { seatFromParam, vmParamsSchema, type VmParams } from '../../http/seat.ts';
 import type { VmManager } from '../../vms/manager.ts';
 import type { ReadinessTracker } from '../../vms/readiness.ts';
+import { DEFAULT_TEMPLATE } from '../../vms/model.ts';
 
 export interface VmRoutesOptions {
   readonly manager: VmManager;
@@ -34,6 +35,7 @@ export async function vmRoutes(app: FastifyInstance, o: VmRoutesOptions): Promis
         seatId: body.seat_id,
         vcpus: body.vcpus ?? o.defaults.vcpus,
         memoryMb: body.memory_mb ?? o.defaults.memoryMb,
+        template: body.template ?? DEFAULT_TEMPLATE,
       });
       if (body.wait !== 'ready') return reply.code(201).send(vmJson(vm));
       try {

@@ -1,0 +1,175 @@
+// Templates (named guest images) and their immutable builds, on disk:
+//   IMAGES_DIR/{vmlinux,initrd.img,rootfs.ext4}   the default template's current build (the guide's paths)
+//   IMAGES_DIR/templates/<name>/…                  another template's current build
+//   IMAGES_DIR/builds/<name>/<build id>/…          every build a VM was made from: hard links, no copies
+// `clarateach image build` writes new files and renames them into place, so a build once linked
+// into builds/ never changes: a VM boots again from exactly the files it was made from.
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, type Stats } from 'node:fs';
+import { copyFile, link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { IMAGE_FILES, imagePaths } from '../image/layout.ts';
+import { VmError } from '../vms/errors.ts';
+import { DEFAULT_TEMPLATE, TEMPLATE_NAME_PATTERN } from '../vms/model.ts';
+import type { ImageBuild, ImageCatalog, ImagePaths, TemplateInfo } from '../vms/ports.ts';
+
+const TEMPLATE_NAME = new RegExp(TEMPLATE_NAME_PATTERN);
+const BOOT_FILES = [IMAGE_FILES.kernel, IMAGE_FILES.initrd, IMAGE_FILES.rootfs] as const;
+/** Builds made before templates existed: their VMs use the template's files as they are. */
+const LEGACY_BUILD = '';
+
+export function isTemplateName(name: string): boolean {
+  return TEMPLATE_NAME.test(name);
+}
+
+/** Which files these are: a rebuild renames new files into place, so new inodes mean a new build. */
+function fingerprintOf(stats: readonly Stats[]): string {
+  return stats.map((s) => `${s.dev}:${s.ino}`).join('/');
+}
+
+async function bootFileStats(dir: string): Promise<Stats[] | undefined> {
+  try {
+    return await Promise.all(BOOT_FILES.map((name) => stat(join(dir, name))));
+  } catch {
+    return undefined;
+  }
+}
+
+function missingFiles(dir: string): string[] {
+  return BOOT_FILES.filter((name) => !existsSync(join(dir, name)));
+}
+
+/**
+ * `20261203T071200-3f2a9c1e`: when its rootfs was written, then a digest of which files it is.
+ * Only the files decide it (not the manifest, which every build run rewrites), so the same files
+ * are the same build in every process.
+ */
+function buildIdFor(stats: readonly Stats[]): string {
+  const stamp = (stats[2]?.mtime ?? new Date(0))
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, '');
+  const digest = createHash('sha256').update(fingerprintOf(stats)).digest('hex').slice(0, 8);
+  return `${stamp}-${digest}`;
+}
+
+async function linkOrCopy(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EXDEV' && code !== 'EPERM') throw error;
+    await copyFile(from, to);
+  }
+}
+
+export class TemplateCatalog implements ImageCatalog {
+  /** fingerprint of a template's current files → the build id they were published as. */
+  private readonly published = new Map<string, string>();
+
+  constructor(private readonly imagesDir: string) {}
+
+  /** Where `clarateach image build --template NAME` writes, and the catalog finds, a template's current build. */
+  workDir(template: string): string {
+    return template === DEFAULT_TEMPLATE ? this.imagesDir : join(this.imagesDir, 'templates', template);
+  }
+
+  private buildsDir(template: string): string {
+    return join(this.imagesDir, 'builds', template);
+  }
+
+  private pathsOf(template: string, buildId: string): ImagePaths {
+    return imagePaths(join(this.buildsDir(template), buildId));
+  }
+
+  async current(template: string): Promise<ImageBuild> {
+    if (!isTemplateName(template)) throw new VmError('invalid_field', `template must match ${TEMPLATE_NAME_PATTERN}`);
+    const dir = this.workDir(template);
+    const stats = await bootFileStats(dir);
+    if (!stats) {
+      throw new VmError(
+        'template_not_found',
+        `template "${template}" has no build in ${dir} (${missingFiles(dir).join(', ')} missing): ` +
+          `run clarateach image build${template === DEFAULT_TEMPLATE ? '' : ` --template ${template}`}`,
+      );
+    }
+    const buildId = await this.publish(template, dir, stats);
+    return { template, buildId, paths: this.pathsOf(template, buildId) };
+  }
+
+  /** Links the template's current files into builds/ once; later calls find them by fingerprint. */
+  private async publish(template: string, dir: string, stats: readonly Stats[]): Promise<string> {
+    const key = `${template}|${fingerprintOf(stats)}`;
+    const known = this.published.get(key);
+    if (known !== undefined && existsSync(this.pathsOf(template, known).rootfs)) return known;
+    const buildId = buildIdFor(stats);
+    const target = join(this.buildsDir(template), buildId);
+    if (!existsSync(join(target, IMAGE_FILES.rootfs))) {
+      const temp = join(this.buildsDir(template), `.new-${randomBytes(6).toString('hex')}`);
+      await mkdir(temp, { recursive: true });
+      try {
+        const files = existsSync(join(dir, IMAGE_FILES.manifest)) ? [...BOOT_FILES, IMAGE_FILES.manifest] : [...BOOT_FILES];
+        for (const name of files) await linkOrCopy(join(dir, name), join(temp, name));
+        await rename(temp, target).catch((error: NodeJS.ErrnoException) => {
+          // Published meanwhile by a concurrent create: the same files either way.
+          if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
+        });
+      } finally {
+        await rm(temp, { recursive: true, force: true });
+      }
+    }
+    this.published.set(key, buildId);
+    return buildId;
+  }
+
+  paths(template: string, buildId: string): ImagePaths {
+    return buildId === LEGACY_BUILD ? imagePaths(this.workDir(template)) : this.pathsOf(template, buildId);
+  }
+
+  async prune(inUse: ReadonlySet<string>): Promise<string[]> {
+    const removed: string[] = [];
+    for (const template of await this.dirNames(join(this.imagesDir, 'builds'))) {
+      const stats = await bootFileStats(this.workDir(template));
+      const current = stats && buildIdFor(stats);
+      for (const buildId of await this.dirNames(this.buildsDir(template))) {
+        if (buildId === current || inUse.has(`${template}/${buildId}`)) continue;
+        await rm(join(this.buildsDir(template), buildId), { recursive: true, force: true });
+        removed.push(`${template}/${buildId}`);
+      }
+    }
+    return removed;
+  }
+
+  async list(): Promise<TemplateInfo[]> {
+    const names = new Set([
+      ...((await bootFileStats(this.imagesDir)) ? [DEFAULT_TEMPLATE] : []),
+      ...(await this.dirNames(join(this.imagesDir, 'templates'))),
+      ...(await this.dirNames(join(this.imagesDir, 'builds'))),
+    ]);
+    const templates: TemplateInfo[] = [];
+    for (const name of [...names].sort()) {
+      const stats = await bootFileStats(this.workDir(name));
+      const current = stats ? buildIdFor(stats) : null;
+      const ids = new Set(await this.dirNames(this.buildsDir(name)));
+      if (current !== null) ids.add(current);
+      // Oldest first, the current build last.
+      const ordered = [...ids].filter((id) => id !== current).sort();
+      if (current !== null) ordered.push(current);
+      const builds = ordered.map((id) => ({ id, builtAt: builtAtOf(id), current: id === current }));
+      templates.push({ name, currentBuild: current, builds });
+    }
+    return templates;
+  }
+
+  /** Names of the directories in `dir` that are templates or builds (not half-made `.new-…` ones). */
+  private async dirNames(dir: string): Promise<string[]> {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    return entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name);
+  }
+}
+
+/** `20261203T071200-…` → `2026-12-03T07:12:00Z`. */
+function builtAtOf(buildId: string): string {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})/.exec(buildId);
+  return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z` : '';
+}
