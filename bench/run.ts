@@ -1,72 +1,98 @@
-// Benchmarks, each printed as a ratio against a baseline measured in the same run.
-//   disk: making a VM's disk. Baseline: copying the base image (what the original design did for
-//   every seat). Ours: a sparse writable layer over the shared base. Measured for two base sizes to
-//   show that our cost does not grow with the image.
-import { copyFile, mkdtemp, rm, writeFile, open } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+// `npm run bench`: every figure as a ratio against a baseline measured in the same run, printed as
+// one table and written to bench/RESULTS.md (date, machine, hypervisor), so a regression shows in
+// its diff. Real QEMU guests, so it runs as root inside a network namespace of its own (made by
+// scripts/in-netns.sh, removed after). `npm run bench -- disk seats` runs only those sections.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { ensureLayerDisk, diskUsageBytes } from '../src/disks/layer.ts';
+import { BenchAgent } from './agent.ts';
+import { diskBench } from './disk.ts';
+import { proxyBench } from './proxy.ts';
+import { scaleBench } from './scale.ts';
+import { seatsBench } from './seats.ts';
+import { Results } from './stats.ts';
 
-async function makeBase(path: string, sizeMb: number): Promise<void> {
-  // Real data (not sparse) so a copy costs what copying an image costs.
-  const handle = await open(path, 'w');
-  const chunk = randomBytes(1024 * 1024);
-  for (let i = 0; i < sizeMb; i++) await handle.write(chunk);
-  await handle.sync();
-  await handle.close();
+const ROOT = new URL('..', import.meta.url).pathname;
+const SECTIONS = ['disk', 'seats', 'proxy', 'scale'] as const;
+const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const unknown = asked.filter((a) => !(SECTIONS as readonly string[]).includes(a));
+if (unknown.length > 0) {
+  process.stderr.write(`bench: unknown section ${unknown.join(', ')}; sections: ${SECTIONS.join(', ')}\n`);
+  process.exit(2);
 }
+const wanted = new Set(asked.length > 0 ? asked : SECTIONS);
 
-async function timed(fn: () => Promise<void>): Promise<number> {
-  const start = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - start) / 1e6;
+if (process.getuid?.() !== 0) {
+  process.stderr.write('bench: run as root (it boots QEMU guests and makes a network namespace)\n');
+  process.exit(1);
 }
-
-async function median(runs: number, fn: (i: number) => Promise<number>): Promise<number> {
-  const values: number[] = [];
-  for (let i = 0; i < runs; i++) values.push(await fn(i));
-  values.sort((a, b) => a - b);
-  return values[Math.floor(values.length / 2)] ?? NaN;
-}
-
-async function diskBench(dir: string, baseMb: number): Promise<void> {
-  const base = join(dir, `base-${baseMb}.ext4`);
-  await makeBase(base, baseMb);
-  const runs = 5;
-  let copyUse = 0;
-  let layerUse = 0;
-  const copyMs = await median(runs, async (i) => {
-    const target = join(dir, `copy-${baseMb}-${i}`);
-    const ms = await timed(async () => {
-      await copyFile(base, target);
-      const h = await open(target, 'r+');
-      await h.sync();
-      await h.close();
-    });
-    copyUse = await diskUsageBytes(target);
-    await rm(target);
-    return ms;
-  });
-  const layerMs = await median(runs, async (i) => {
-    const target = join(dir, `layer-${baseMb}-${i}.ext4`);
-    const ms = await timed(() => ensureLayerDisk(target, 10240));
-    layerUse = await diskUsageBytes(target);
-    await rm(target);
-    return ms;
-  });
-  const mb = (b: number): string => `${(b / 1048576).toFixed(1)} MiB`;
-  console.log(
-    `disk, base ${baseMb} MiB: copy ${copyMs.toFixed(0)} ms / ${mb(copyUse)}  layer ${layerMs.toFixed(0)} ms / ${mb(layerUse)}` +
-      `  -> time ratio layer/copy ${(layerMs / copyMs).toFixed(3)}, disk ratio ${(layerUse / copyUse).toFixed(4)}`,
+if (!process.env['CLARATEACH_TEST_NETNS']) {
+  const self = spawnSync(
+    join(ROOT, 'scripts/in-netns.sh'),
+    [process.execPath, '--import', 'tsx', join(ROOT, 'bench/run.ts'), ...process.argv.slice(2)],
+    {
+      stdio: 'inherit',
+      cwd: ROOT,
+    },
   );
-  await rm(base);
+  process.exit(self.status ?? 1);
 }
 
-const dir = await mkdtemp(join(tmpdir(), 'ct-bench-'));
-try {
-  await writeFile(join(dir, '.keep'), '');
-  for (const size of [256, 1024]) await diskBench(dir, size);
-} finally {
-  await rm(dir, { recursive: true, force: true });
+const imagesDir = process.env['CLARATEACH_TEST_IMAGES'] || join(ROOT, '.cache/images');
+process.env['CLARATEACH_TEST_IMAGES'] = imagesDir;
+if (!existsSync(join(imagesDir, 'rootfs.ext4')) && (wanted.has('seats') || wanted.has('proxy') || wanted.has('scale'))) {
+  process.stdout.write(`bench: building the guest image into ${imagesDir}\n`);
+  if (
+    spawnSync(process.execPath, [join(ROOT, 'bin/clarateach.js'), 'image', 'build', '--images-dir', imagesDir], { stdio: 'inherit' })
+      .status !== 0
+  )
+    process.exit(1);
 }
+
+const results = new Results();
+const started = new Date();
+const dir = mkdtempSync(join(tmpdir(), 'ct-bench-'));
+let hypervisor = 'none (disk only)';
+try {
+  if (wanted.has('disk')) await diskBench(dir, results);
+  if (wanted.has('seats') || wanted.has('proxy') || wanted.has('scale')) {
+    const agent = await BenchAgent.start(19190);
+    try {
+      const info = (await (await agent.process.api('/info')).json()) as { hypervisor?: string; acceleration?: string };
+      hypervisor = `${info.hypervisor ?? '?'}, acceleration ${info.acceleration ?? '?'}`;
+      process.stdout.write(`\nhypervisor: ${hypervisor}\n`);
+      let oneSeatRunningMs = NaN;
+      if (wanted.has('seats')) oneSeatRunningMs = (await seatsBench(agent, results)).runningMs;
+      if (wanted.has('proxy')) await proxyBench(agent, results);
+      if (wanted.has('scale')) {
+        if (Number.isNaN(oneSeatRunningMs)) {
+          await agent.create('bench-base', 1);
+          oneSeatRunningMs = (await agent.get('bench-base', 1)).timeline.running_ms ?? NaN;
+          await agent.delete('bench-base', 1);
+        }
+        await scaleBench(agent, results, oneSeatRunningMs);
+      }
+    } finally {
+      await agent.stop();
+    }
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}`;
+const table = results.table();
+process.stdout.write(`\n${table}\n`);
+const sections = [...wanted].join(', ');
+writeFileSync(
+  join(ROOT, 'bench/RESULTS.md'),
+  `# Benchmark results
+
+\`npm run bench\` (sections: ${sections}), ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC, on ${machine};
+hypervisor ${hypervisor}. Each ratio is ours against the baseline measured in the same run.
+
+${table}
+`,
+);
+process.stdout.write('\nwritten to bench/RESULTS.md\n');

@@ -104,8 +104,8 @@ export class VmManager {
     return this.lock.with(id, async () => {
       try {
         const onStarted = (p: VmmProcess): void => this.ports.store.markRunning(vm.workshopId, vm.seatId, p.pid, p.startTime, this.now());
-        await runPlan(bootPlan(this.planContext(vm, onStarted)));
-        log.info({ tap: vm.tapName, template: vm.template, build: vm.buildId }, 'vm running');
+        const report = await runPlan(bootPlan(this.planContext(vm, onStarted)));
+        log.info({ tap: vm.tapName, template: vm.template, build: vm.buildId, steps_ms: report.ms }, 'vm running');
         void this.pruneBuilds();
         return this.get(vm.workshopId, vm.seatId);
       } catch (error) {

@@ -14,6 +14,8 @@ export interface Step {
 export interface PlanReport {
   readonly done: readonly string[];
   readonly skipped: readonly string[];
+  /** How long each step that ran took (ms): where a slow create spent its time. */
+  readonly ms: Readonly<Record<string, number>>;
 }
 
 export class StepError extends Error {
@@ -34,7 +36,9 @@ export function stepNames(steps: readonly Step[]): string[] {
 export async function runPlan(steps: readonly Step[]): Promise<PlanReport> {
   const done: string[] = [];
   const skipped: string[] = [];
+  const ms: Record<string, number> = {};
   for (const step of steps) {
+    const started = performance.now();
     try {
       if (step.needed && !(await step.needed())) {
         skipped.push(step.name);
@@ -42,25 +46,29 @@ export async function runPlan(steps: readonly Step[]): Promise<PlanReport> {
       }
       await step.do();
       done.push(step.name);
+      ms[step.name] = Math.round((performance.now() - started) * 10) / 10;
     } catch (error) {
       throw new StepError(step.name, error);
     }
   }
-  return { done, skipped };
+  return { done, skipped, ms };
 }
 
 /** Runs every step even when some fail (a teardown must remove all it can); throws the first error. */
 export async function runTeardown(steps: readonly Step[]): Promise<PlanReport> {
   const done: string[] = [];
+  const ms: Record<string, number> = {};
   let first: StepError | undefined;
   for (const step of steps) {
+    const started = performance.now();
     try {
       await step.do();
       done.push(step.name);
     } catch (error) {
       first ??= new StepError(step.name, error);
     }
+    ms[step.name] = Math.round((performance.now() - started) * 10) / 10;
   }
   if (first) throw first;
-  return { done, skipped: [] };
+  return { done, skipped: [], ms };
 }

@@ -1,0 +1,157 @@
+// Through the agent's proxy against straight to the guest: file download throughput and the
+// terminal's keystroke round trip, with 1 and with 50 concurrent sessions (over two seats: a
+// guest allows 32 shells).
+import { randomBytes } from 'node:crypto';
+import { request } from 'undici';
+import { WebSocket } from 'ws';
+import type { BenchAgent, VmJson } from './agent.ts';
+import { median, mibps, ms, p95, timed, type Results } from './stats.ts';
+
+const FILES_PORT = 3002;
+const TERMINAL_PORT = 3001;
+
+async function download(url: string): Promise<number> {
+  const res = await request(url);
+  if (res.statusCode !== 200) throw new Error(`GET ${url}: ${res.statusCode}`);
+  let bytes = 0;
+  for await (const chunk of res.body) bytes += (chunk as Buffer).length;
+  return bytes;
+}
+
+async function upload(url: string, body: Buffer): Promise<void> {
+  const res = await request(url, { method: 'PUT', body });
+  await res.body.dump();
+  if (res.statusCode >= 300) throw new Error(`PUT ${url}: ${res.statusCode}`);
+}
+
+/**
+ * Bytes per ms of parallel downloads, direct and through the proxy, median over `runs` rounds.
+ * One unmeasured round first (the guest's page cache), then the two alternate, so neither gets
+ * the warmer machine.
+ */
+async function throughputs(
+  direct: readonly string[],
+  proxied: readonly string[],
+  bytesEach: number,
+  runs: number,
+): Promise<[number, number]> {
+  const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map((u) => download(u))));
+  await round(direct);
+  const rates: [number[], number[]] = [[], []];
+  for (let i = 0; i < runs; i++) {
+    rates[0].push((bytesEach * direct.length) / (await round(direct)));
+    rates[1].push((bytesEach * proxied.length) / (await round(proxied)));
+  }
+  return [median(rates[0]), median(rates[1])];
+}
+
+/** One shell; `type` sends a key and resolves with the time until the shell echoed it. */
+async function openShell(url: string): Promise<{ type(key: string): Promise<number>; clearLine(): void; close(): void }> {
+  const ws = new WebSocket(url);
+  let output = '';
+  let waiter: (() => void) | undefined;
+  ws.on('message', (data) => {
+    const frame = JSON.parse(String(data)) as { type: string; data?: string };
+    if (frame.type === 'output') output += frame.data ?? '';
+    waiter?.();
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  const until = (predicate: () => boolean, what: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${url}: no ${what} within 30 s`)), 30_000);
+      const check = (): void => {
+        if (predicate()) {
+          waiter = undefined;
+          clearTimeout(timer);
+          resolve();
+        } else waiter = check;
+      };
+      check();
+    });
+  await until(() => output.includes('$ '), 'prompt');
+  return {
+    async type(key: string): Promise<number> {
+      const before = output.length;
+      const started = performance.now();
+      ws.send(JSON.stringify({ type: 'input', data: key }));
+      await until(() => output.slice(before).includes(key), `echo of ${JSON.stringify(key)}`);
+      return performance.now() - started;
+    },
+    clearLine: () => ws.send(JSON.stringify({ type: 'input', data: '\u0015' })), // Ctrl-U: redrawn, not echoed
+    close: () => ws.close(),
+  };
+}
+
+/** Keystroke round trips of `sessions` shells typing at once, `keys` keys each. */
+async function keystrokes(urls: readonly string[], keys: number): Promise<number[]> {
+  const shells = await Promise.all(urls.map((u) => openShell(u)));
+  const rtts: number[] = [];
+  await Promise.all(
+    shells.map(async (shell) => {
+      for (let i = 0; i < keys; i++) rtts.push(await shell.type(String.fromCharCode(97 + (i % 26))));
+      shell.clearLine();
+    }),
+  );
+  shells.forEach((s) => s.close());
+  return rtts;
+}
+
+export async function proxyBench(agent: BenchAgent, results: Results): Promise<void> {
+  process.stdout.write('\n## proxy against direct\n');
+  const seats: VmJson[] = [];
+  for (const seat of [1, 2]) {
+    await agent.create('bench-proxy', seat);
+    seats.push(await agent.waitReady('bench-proxy', seat));
+  }
+  const big = randomBytes(64 * 1024 * 1024);
+  const small = big.subarray(0, 4 * 1024 * 1024);
+  const proxied = (vm: VmJson, path: string): string => `${agent.url}/proxy/${vm.workshop_id}/${vm.seat_id}/files/${path}`;
+  const direct = (vm: VmJson, path: string): string => `http://${vm.ip}:${FILES_PORT}/files/${path}`;
+  for (const vm of seats) {
+    await upload(proxied(vm, 'big.bin'), big);
+    await upload(proxied(vm, 'small.bin'), small);
+  }
+  const [a, b] = seats as [VmJson, VmJson];
+  const [oneDirect, oneProxy] = await throughputs([direct(a, 'big.bin')], [proxied(a, 'big.bin')], big.length, 3);
+  results.add(
+    'proxy',
+    'download 64 MiB, 1 session',
+    `direct ${mibps(oneDirect * 1000, 1000)}`,
+    `proxy ${mibps(oneProxy * 1000, 1000)}`,
+    oneProxy / oneDirect,
+  );
+  const fifty = (to: (vm: VmJson, p: string) => string): string[] => Array.from({ length: 50 }, (_, i) => to(i % 2 ? b : a, 'small.bin'));
+  const [manyDirect, manyProxy] = await throughputs(fifty(direct), fifty(proxied), small.length, 3);
+  results.add(
+    'proxy',
+    'download 4 MiB × 50 at once, total',
+    `direct ${mibps(manyDirect * 1000, 1000)}`,
+    `proxy ${mibps(manyProxy * 1000, 1000)}`,
+    manyProxy / manyDirect,
+  );
+
+  const terminal = (vm: VmJson, via: 'proxy' | 'direct', session: string): string =>
+    via === 'proxy'
+      ? `${agent.url.replace('http:', 'ws:')}/proxy/${vm.workshop_id}/${vm.seat_id}/terminal?session=${session}`
+      : `ws://${vm.ip}:${TERMINAL_PORT}/terminal?session=${session}`;
+  for (const sessions of [1, 50]) {
+    const urls = (via: 'proxy' | 'direct'): string[] =>
+      // The same shells both ways (a guest allows 32, and a detached shell lives on): the proxied
+      // run re-attaches to the sessions the direct run made.
+      Array.from({ length: sessions }, (_, i) => terminal(i % 2 ? b : a, via, `bench-${sessions}-${i}`));
+    const keys = sessions === 1 ? 200 : 20;
+    const viaDirect = await keystrokes(urls('direct'), keys);
+    const viaProxy = await keystrokes(urls('proxy'), keys);
+    results.add(
+      'proxy',
+      `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, median / p95 (added: ${ms(median(viaProxy) - median(viaDirect))})`,
+      `direct ${ms(median(viaDirect))} / ${ms(p95(viaDirect))}`,
+      `proxy ${ms(median(viaProxy))} / ${ms(p95(viaProxy))}`,
+      median(viaProxy) / median(viaDirect),
+    );
+  }
+  for (const vm of seats) await agent.delete(vm.workshop_id, vm.seat_id);
+}
