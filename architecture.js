@@ -16,12 +16,16 @@ export const PARTS = {
     job: 'the VMM drivers, QEMU and Firecracker (the HypervisorDriver port)',
     mayImport: ['vms', 'host', 'network', 'image', 'config', 'shared'],
   },
-  http: { job: 'the one error shape and the seat path parameters, for API and proxy', mayImport: ['vms', 'shared'] },
+  http: { job: 'the one error shape, the seat path parameters and request ids, for API and proxy', mayImport: ['vms', 'shared'] },
   proxy: { job: "a seat's terminal (WebSocket) and files (HTTP) proxied into its guest", mayImport: ['http', 'vms', 'guest', 'shared'] },
+  metrics: {
+    job: 'the Prometheus metrics: lifecycle, proxy and error observers, VM gauges',
+    mayImport: ['http', 'proxy', 'vms'],
+  },
   api: { job: 'the HTTP API: auth, audit, routes', mayImport: ['http', 'proxy', 'vms', 'shared'] },
   cli: {
     job: 'command lines and the composition root (cli/agent.ts)',
-    mayImport: ['api', 'config', 'disks', 'host', 'hypervisors', 'image', 'network', 'proxy', 'shared', 'store', 'vms'],
+    mayImport: ['api', 'config', 'disks', 'host', 'hypervisors', 'image', 'metrics', 'network', 'proxy', 'shared', 'store', 'vms'],
   },
 };
 
