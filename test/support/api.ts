@@ -3,7 +3,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { composeAgent } from '../../src/cli/agent.ts';
 import type { VmManager } from '../../src/vms/manager.ts';
@@ -23,6 +23,8 @@ export interface TestApiOptions {
   readonly guestAnswers?: boolean;
   /** The lifecycle's clock (default Date.now). */
   readonly now?: () => number;
+  /** The agent's logger (default: silent). */
+  readonly log?: Logger;
 }
 
 export interface TestApi {
@@ -46,7 +48,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
   const stateDir = join(dir, 'state');
   const agent = await composeAgent(
     {
-      log: pino({ level: 'silent' }),
+      log: o.log ?? pino({ level: 'silent' }),
       stateDir,
       images,
       workerId: o.workerId ?? 'test-worker',
