@@ -75,8 +75,16 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
 
     const handler = filesHandler(o, traffic);
     const schema = { params, description: FILES_DESCRIPTION };
+    // The wildcard is a path parameter too (`{*}` in the OpenAPI document), so it is declared.
+    const wildcard = { type: 'string', description: 'the path inside the workspace, as the client encoded it' } as const;
+    const wildcardParams = { ...params, properties: { ...params.properties, '*': wildcard } };
     files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files', schema, handler });
-    files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files/*', schema, handler });
+    files.route({
+      method: [...FILE_METHODS],
+      url: '/proxy/:workshopID/:seatID/files/*',
+      schema: { ...schema, params: wildcardParams },
+      handler,
+    });
   });
 }
 
