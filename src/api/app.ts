@@ -106,8 +106,8 @@ function createServer(log: Logger, errorSent: ErrorObserver | undefined): Fastif
     // Requests that are not valid HTTP (or whose headers are too large) still get { error, code }.
     clientErrorHandler: (error, socket) => {
       if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW')
-        writeRawError(socket, 431, 'headers_too_large', 'request headers are too large', errorSent);
-      else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request', errorSent);
+        writeRawError(socket, 431, 'headers_too_large', 'request headers are too large', { observe: errorSent });
+      else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request', { observe: errorSent });
     },
   });
   app.setErrorHandler(errorHandler);

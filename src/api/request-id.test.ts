@@ -97,3 +97,22 @@ test('a learner token in ?token= never appears in the logs, in HTTP requests or 
     for (const line of lines) assert.ok(!line.includes(token), `token in log line: ${line}`);
   });
 });
+
+test('a refused terminal upgrade echoes its request id and logs nothing of the token', async () => {
+  await withLoggedApi(async (api, lines) => {
+    await api.app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = api.app.server.address() as AddressInfo;
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/proxy/ws/1/terminal?token=not-a-valid-token`, {
+      headers: { 'x-request-id': 'refused-1' },
+    });
+    const refusal = await new Promise<{ status: number | undefined; id: unknown }>((resolve) => {
+      socket.once('unexpected-response', (_request, response) =>
+        resolve({ status: response.statusCode, id: response.headers['x-request-id'] }),
+      );
+      socket.once('error', () => resolve({ status: undefined, id: undefined }));
+    });
+    socket.terminate();
+    assert.deepEqual(refusal, { status: 401, id: 'refused-1' });
+    for (const line of lines) assert.ok(!line.includes('not-a-valid-token'), `token in log line: ${line}`);
+  });
+});

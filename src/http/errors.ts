@@ -129,24 +129,32 @@ const REASONS: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
+/** Who hears of a raw error answer, and the request id it echoes. */
+export interface RawErrorContext {
+  readonly observe?: ErrorObserver | undefined;
+  readonly requestId?: string | undefined;
+}
+
 /** Any error, mapped as for an HTTP reply, written to a socket that has no Fastify reply. */
-export function writeErrorToSocket(socket: Duplex, error: unknown, observe?: ErrorObserver): void {
+export function writeErrorToSocket(socket: Duplex, error: unknown, context: RawErrorContext = {}): void {
   const apiError = toApiError(error);
-  writeRawError(socket, apiError.statusCode, apiError.code, apiError.message, observe);
+  writeRawError(socket, apiError.statusCode, apiError.code, apiError.message, context);
 }
 
 /**
  * The same `{ error, code }` answer written straight to a socket, where no Fastify reply exists:
  * refused WebSocket upgrades and requests that are not valid HTTP.
  */
-export function writeRawError(socket: Duplex, status: number, code: string, message: string, observe?: ErrorObserver): void {
-  observe?.(status, code);
+export function writeRawError(socket: Duplex, status: number, code: string, message: string, context: RawErrorContext = {}): void {
+  context.observe?.(status, code);
   if (!socket.writable) {
     socket.destroy();
     return;
   }
   const body = JSON.stringify({ error: message, code });
+  // The id was checked (requestIdFrom): it cannot break the header block.
+  const requestIdLine = context.requestId === undefined ? '' : `x-request-id: ${context.requestId}\r\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${requestIdLine}Connection: close\r\n\r\n${body}`,
   );
 }

@@ -23,10 +23,10 @@ export function serveIgnoringUpgrade(server: Server, request: IncomingMessage, s
       400,
       'invalid_request',
       `a request with a body cannot ask to upgrade to "${request.headers.upgrade ?? ''}"`,
-      observe,
+      { observe },
     );
   }
-  if (!(socket instanceof Socket)) return writeRawError(socket, 400, 'invalid_request', 'unsupported upgrade', observe);
+  if (!(socket instanceof Socket)) return writeRawError(socket, 400, 'invalid_request', 'unsupported upgrade', { observe });
   const response = new ServerResponse(request);
   response.shouldKeepAlive = false;
   response.assignSocket(socket);

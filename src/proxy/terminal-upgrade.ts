@@ -29,7 +29,7 @@ export function createTerminalUpgrade(o: TerminalUpgradeOptions): (request: Inco
     const log = o.log.child({ reqId: requestId });
     void upgrade(o, { request, socket, head, requestId, log }).catch((error: unknown) => {
       if (toApiError(error).statusCode >= 500) log.error({ err: error }, 'terminal upgrade failed');
-      writeErrorToSocket(socket, error, o.errorSent);
+      writeErrorToSocket(socket, error, { observe: o.errorSent, requestId });
     });
   };
 }
