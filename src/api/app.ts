@@ -72,6 +72,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   if (errorSent) observeErrors(app, errorSent);
   const vmCreatedAt = (workshopId: string, seatId: number): number | undefined =>
     o.vms.manager.list(workshopId).find((vm) => vm.seatId === seatId)?.createdAt;
+  // The first hook: refusals (401, 403) echo the id too.
   app.addHook('onRequest', async (request, reply) => void reply.header(REQUEST_ID_HEADER, request.id));
   addAuthAndAudit(app, o, vmCreatedAt);
   await registerOpenApi(app, o.status.version);
