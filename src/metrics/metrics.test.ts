@@ -79,15 +79,29 @@ test('every error answer is counted by code, including refused authentication', 
   });
 });
 
-test("create-to-ready is observed once a new VM's guest answers; a VMM that died is counted as a restart", async () => {
+test('a create whose boot fails is counted as create_failed', async () => {
+  await withApi(await buildTestApi({ agentToken: undefined, capacity: 1 }), async (api) => {
+    api.driver.failNext = 'the stand-in VMM would not start';
+    const failed = await api.app.inject({ method: 'POST', url: '/vms', payload: { workshop_id: 'ws', seat_id: 1 } });
+    assert.equal(failed.statusCode, 500);
+    const text = await scrape(api, {});
+    assert.equal(sample(text, 'clarateach_vm_creates_total', { outcome: 'create_failed' }), 1);
+    assert.equal(sample(text, 'clarateach_http_errors_total', { code: 'create_failed', status: '500' }), 1);
+    assert.equal(sample(text, 'clarateach_vms', { status: 'creating' }), 0);
+  });
+});
+
+test("create-to-ready is observed once a new VM's guest answers; live VMMs adopted and dead ones booted again are counted", async () => {
   await withApi(await buildTestApi({ agentToken: undefined, capacity: 1, guestAnswers: true }), async (api) => {
     const created = await api.app.inject({ method: 'POST', url: '/vms', payload: { workshop_id: 'ws', seat_id: 1, wait: 'ready' } });
     assert.equal(created.json<{ ready: boolean }>().ready, true);
+    await api.manager.reconcile(); // as after an agent restart: the live VMM is adopted
     const vm = api.manager.get('ws', 1);
     await killProcess({ pid: vm.pid ?? -1, startTime: vm.pidStartTime ?? -1 });
     await api.manager.watch();
     const text = await scrape(api, {});
     assert.equal(sample(text, 'clarateach_vm_create_to_ready_seconds_count'), 1);
+    assert.equal(sample(text, 'clarateach_vm_recoveries_total', { outcome: 'adopted' }), 1);
     assert.equal(sample(text, 'clarateach_vm_recoveries_total', { outcome: 'restarted' }), 1);
   });
 });

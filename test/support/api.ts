@@ -31,6 +31,8 @@ export interface TestApi {
   readonly app: FastifyInstance;
   readonly manager: VmManager;
   readonly network: MemoryNetwork;
+  /** The stand-in VMM driver (`failNext` makes the next boot fail). */
+  readonly driver: StandInDriver;
   readonly dir: string;
   readonly auditPath: string;
   close(): Promise<void>;
@@ -46,6 +48,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
   const network = new MemoryNetwork(cidrText);
   const answers = o.guestAnswers ?? false;
   const stateDir = join(dir, 'state');
+  const driver = new StandInDriver();
   const agent = await composeAgent(
     {
       log: o.log ?? pino({ level: 'silent' }),
@@ -65,7 +68,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
       vmLimits: { vcpus: 4, memoryMb: 4096 },
     },
     {
-      driver: new StandInDriver(),
+      driver,
       network,
       disks: layerDisks,
       processes: hostProcesses,
@@ -77,6 +80,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
     app: agent.app,
     manager: agent.manager,
     network,
+    driver,
     dir,
     auditPath: join(stateDir, 'audit.log'),
     async close() {
