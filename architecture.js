@@ -20,8 +20,12 @@ export const PARTS = {
     job: 'the VMM drivers, QEMU and Firecracker (the HypervisorDriver port)',
     mayImport: ['vms', 'host', 'network', 'image', 'config', 'shared'],
   },
-  http: { job: 'the one error shape and the seat path parameters, for API and proxy', mayImport: ['vms', 'shared'] },
+  http: { job: 'the one error shape, the seat path parameters and request ids, for API and proxy', mayImport: ['vms', 'shared'] },
   proxy: { job: "a seat's terminal (WebSocket) and files (HTTP) proxied into its guest", mayImport: ['http', 'vms', 'guest', 'shared'] },
+  metrics: {
+    job: 'the Prometheus metrics: lifecycle, proxy and error observers, VM gauges',
+    mayImport: ['http', 'proxy', 'vms'],
+  },
   api: { job: 'the HTTP API: auth, audit, routes, serving the learner page', mayImport: ['http', 'proxy', 'vms', 'shared'] },
   'learner-page': {
     job: "the learner's workspace page in the browser (terminal tabs, file tree, editor), built by Vite",
@@ -29,7 +33,21 @@ export const PARTS = {
   },
   cli: {
     job: 'command lines and the composition root (cli/agent.ts)',
-    mayImport: ['api', 'config', 'disks', 'host', 'hypervisors', 'image', 'network', 'proxy', 'shared', 'store', 'templates', 'vms'],
+    mayImport: [
+      'api',
+      'config',
+      'disks',
+      'host',
+      'hypervisors',
+      'image',
+      'metrics',
+      'network',
+      'proxy',
+      'shared',
+      'store',
+      'templates',
+      'vms',
+    ],
   },
 };
 

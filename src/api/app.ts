@@ -1,18 +1,24 @@
 // The agent's HTTP server: one Fastify app, auth in one hook, errors in one handler, one plugin
 // per route group, an audit line per control action. WebSocket upgrades go to the terminal proxy
-// with the same authentication.
+// with the same authentication. Every request has an id (the caller's `X-Request-Id` or a new
+// one) that its log lines carry and its answer echoes.
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { actorOf, type Authenticator, type Identity } from './auth.ts';
 import type { AuditLog } from './audit.ts';
-import { ApiError, errorHandler, sendError, writeRawError } from '../http/errors.ts';
+import { ApiError, errorHandler, observeErrors, sendError, writeRawError, type ErrorObserver } from '../http/errors.ts';
+import { REQUEST_ID_HEADER, requestIdFrom } from '../http/request-id.ts';
+import { requestSerializers } from '../shared/logger.ts';
 import { statusRoutes, type StatusRoutesOptions } from './routes/status.ts';
 import { vmRoutes, type VmRoutesOptions } from './routes/vms.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { workspaceRoutes } from './routes/workspace.ts';
 import { templateRoutes } from './routes/templates.ts';
+import { metricsRoutes, type MetricsSource } from './routes/metrics.ts';
+import { openApiRoutes, registerOpenApi } from './openapi.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
 import { TerminalProxy } from '../proxy/terminal.ts';
+import type { ProxyTraffic } from '../proxy/traffic.ts';
 import { createTerminalUpgrade } from '../proxy/terminal-upgrade.ts';
 import { serveIgnoringUpgrade, wantsWebSocket } from '../http/upgrade.ts';
 import type { GuestProbe, ImageCatalog } from '../vms/ports.ts';
@@ -34,6 +40,14 @@ export interface ApiOptions {
   /** The built learner page (src/learner-page → dist/learner-page). */
   readonly pageDir: string;
   readonly templates: ImageCatalog;
+  readonly observability: Observability;
+}
+
+/** Where the API reports what it does (metrics), and what `/metrics` shows. */
+export interface Observability {
+  readonly metrics: MetricsSource;
+  readonly traffic?: ProxyTraffic;
+  readonly errorSent?: ErrorObserver;
 }
 
 const UNAUTHENTICATED = new Set(['/health']);
@@ -61,16 +75,23 @@ function isControlAction(method: string, path: string): boolean {
 }
 
 export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
-  const app = createServer(o.log);
+  const { metrics, traffic, errorSent } = o.observability;
+  const app = createServer(o.log, errorSent);
+  if (errorSent) observeErrors(app, errorSent);
   const vmCreatedAt = (workshopId: string, seatId: number): number | undefined =>
     o.vms.manager.list(workshopId).find((vm) => vm.seatId === seatId)?.createdAt;
+  // The first hook: refusals (401, 403) echo the id too.
+  app.addHook('onRequest', async (request, reply) => void reply.header(REQUEST_ID_HEADER, request.id));
   addAuthAndAudit(app, o, vmCreatedAt);
+  await registerOpenApi(app, o.status.version);
   await app.register(statusRoutes, o.status);
   await app.register(vmRoutes, o.vms);
   await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
   await app.register(templateRoutes, { templates: o.templates, manager: o.vms.manager });
   await app.register(workspaceRoutes, { pageDir: o.pageDir });
-  await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe });
+  await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe, ...(traffic ? { traffic } : {}) });
+  await app.register(metricsRoutes, { source: metrics });
+  await app.register(openApiRoutes);
   addTerminalUpgrades(app, o, vmCreatedAt);
   app.addHook('onClose', async () => o.audit.close());
   return app;
@@ -79,10 +100,14 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
 type CreatedAt = (workshopId: string, seatId: number) => number | undefined;
 
 /** Fastify with the one error shape for every failure, also for requests that are not valid HTTP. */
-function createServer(log: Logger): FastifyInstance {
+function createServer(log: Logger, errorSent: ErrorObserver | undefined): FastifyInstance {
   const logger: FastifyBaseLogger = log;
   const app = Fastify({
     loggerInstance: logger,
+    genReqId: (request) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
+    // A request's lines never show its headers or a `?token=`, whichever logger the agent was given.
+    childLoggerFactory: (parent, bindings, options) =>
+      parent.child(bindings, { ...options, serializers: { ...options.serializers, ...requestSerializers } }),
     bodyLimit: 16 * 1024,
     // Types are what the schema says: "1" is not a seat number.
     ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false } },
@@ -92,8 +117,8 @@ function createServer(log: Logger): FastifyInstance {
     // Requests that are not valid HTTP (or whose headers are too large) still get { error, code }.
     clientErrorHandler: (error, socket) => {
       if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW')
-        writeRawError(socket, 431, 'headers_too_large', 'request headers are too large');
-      else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request');
+        writeRawError(socket, 431, 'headers_too_large', 'request headers are too large', { observe: errorSent });
+      else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request', { observe: errorSent });
     },
   });
   app.setErrorHandler(errorHandler);
@@ -130,25 +155,30 @@ function addAuthAndAudit(app: FastifyInstance, o: ApiOptions, vmCreatedAt: Creat
     const path = pathOf(request.url);
     if (!isControlAction(request.method, path)) return;
     const status = reply.statusCode;
-    o.audit.record({
-      actor: actorOf(request.identity),
-      action: `${request.method} ${request.routeOptions.url ?? path}`,
-      target: path,
-      status,
-      result: status < 400 ? 'ok' : status === 401 || status === 403 ? 'denied' : 'failed',
-      remote: request.ip,
-    });
+    o.audit.record(
+      {
+        actor: actorOf(request.identity),
+        action: `${request.method} ${request.routeOptions.url ?? path}`,
+        target: path,
+        status,
+        result: status < 400 ? 'ok' : status === 401 || status === 403 ? 'denied' : 'failed',
+        remote: request.ip,
+      },
+      request.log,
+    );
   });
 }
 
 /** WebSocket upgrades go to the terminal proxy, authenticated as HTTP requests are; others are served as HTTP/1.1. */
 function addTerminalUpgrades(app: FastifyInstance, o: ApiOptions, vmCreatedAt: CreatedAt): void {
-  const terminals = new TerminalProxy();
+  const { traffic, errorSent } = o.observability;
+  const terminals = new TerminalProxy(traffic);
   const terminalUpgrade = createTerminalUpgrade({
     seats: o.vms.manager,
     maxSeat: o.vms.maxSeat,
     terminals,
     log: o.log,
+    ...(errorSent ? { errorSent } : {}),
     authorize: async (request, url) => {
       const identity = await o.auth.identify(request.headers.authorization, url.searchParams.get('token') ?? undefined);
       if (!identity) throw new ApiError(401, 'unauthorized', 'missing or invalid bearer token');
@@ -160,7 +190,7 @@ function addTerminalUpgrades(app: FastifyInstance, o: ApiOptions, vmCreatedAt: C
     // Node removes its own error listener before 'upgrade': a client resetting the connection
     // must not become an uncaught exception.
     socket.on('error', () => socket.destroy());
-    if (!wantsWebSocket(request)) return serveIgnoringUpgrade(app.server, request, socket);
+    if (!wantsWebSocket(request)) return serveIgnoringUpgrade(app.server, request, socket, errorSent);
     terminalUpgrade(request, socket, head);
   });
   // Upgraded sockets still count as the HTTP server's connections: end them before it closes.

@@ -28,9 +28,10 @@ export class AuditLog {
     }
   }
 
-  record(entry: AuditEntry): void {
+  /** `log` is the request's, so the line carries its id. */
+  record(entry: AuditEntry, log: Pick<Logger, 'info'> = this.log): void {
     const line = { at: new Date().toISOString(), ...entry };
-    this.log.info({ audit: true, ...line }, `audit: ${entry.actor} ${entry.action} ${entry.target} -> ${entry.status}`);
+    log.info({ audit: true, ...line }, `audit: ${entry.actor} ${entry.action} ${entry.target} -> ${entry.status}`);
     this.file?.write(`${JSON.stringify(line)}\n`);
   }
 

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
 import type { AgentConfig } from '../config/config.ts';
 import { createLogger } from '../shared/logger.ts';
 import { VmStore } from '../store/vm-store.ts';
@@ -24,6 +25,7 @@ import { layerDisks } from '../disks/layer.ts';
 import { hostProcesses } from '../host/process.ts';
 import { probeGuest } from '../proxy/guest.ts';
 import { selectDriver } from '../hypervisors/select.ts';
+import { createAgentMetrics } from '../metrics/index.ts';
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
   .version;
@@ -73,6 +75,8 @@ export interface ComposedAgent {
   readonly readiness: ReadinessTracker;
   /** What the start-up sweep removed, by kind. */
   readonly reclaimed: ReclaimCounts;
+  /** The agent's own metrics registry (what `/metrics` shows). */
+  readonly metrics: Registry;
   /** Closes the API and the store (VMs keep running). */
   close(): Promise<void>;
 }
@@ -81,7 +85,11 @@ export interface ComposedAgent {
 export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<ComposedAgent> {
   const startedAt = Date.now();
   const store = new VmStore(join(s.stateDir, 'agent.db'));
+  // The agent's own registry, not prom-client's global one: two agents in one process never mix.
+  const registry = new Registry();
+  const metrics = createAgentMetrics(registry, () => store.list());
   const manager = new VmManager({
+    observer: metrics.lifecycle,
     ports: { driver: a.driver, network: a.network, disks: a.disks, images: a.images, store, processes: a.processes, clock: a.clock },
     log: s.log,
     stateDir: s.stateDir,
@@ -104,6 +112,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     probe: a.probe,
     pageDir: s.pageDir ?? LEARNER_PAGE_DIR,
     templates: a.images,
+    observability: { metrics: registry, traffic: metrics.traffic, errorSent: metrics.errorSent },
     status: {
       manager,
       workerId: s.workerId,
@@ -121,6 +130,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     manager,
     readiness,
     reclaimed,
+    metrics: registry,
     async close() {
       await app.close();
       store.close();

@@ -1,8 +1,23 @@
 // The one error shape of the agent's HTTP answers, `{ error, code }`, made here and nowhere else:
 // for Fastify replies and for raw sockets (refused upgrades), from one mapping of domain errors.
 import type { Duplex } from 'node:stream';
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { VmError, type VmErrorCode } from '../vms/errors.ts';
+
+/** Told of every `{ error, code }` answer sent (metrics). */
+export type ErrorObserver = (statusCode: number, code: string) => void;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Set by `observeErrors`; every error answer of this server is reported to it. */
+    errorSent?: ErrorObserver;
+  }
+}
+
+/** Reports every error answer `app` (and its plugins) sends; call before registering routes. */
+export function observeErrors(app: FastifyInstance, observer: ErrorObserver): void {
+  app.decorate('errorSent', observer);
+}
 
 export class ApiError extends Error {
   constructor(
@@ -84,12 +99,14 @@ export function toApiError(error: unknown): ApiError {
 /** Any Fastify reply (reply-from hands its error hook a differently typed one). */
 interface ReplyLike<R> {
   code(statusCode: number): R;
+  readonly server?: { readonly errorSent?: ErrorObserver | undefined };
 }
 interface Sendable<R> {
   type(contentType: string): { send(payload: unknown): R };
 }
 
 export function sendError<R extends ReplyLike<R> & Sendable<R>>(reply: R, error: ApiError): R {
+  reply.server?.errorSent?.(error.statusCode, error.code);
   return reply.code(error.statusCode).type('application/json').send({ error: error.message, code: error.code });
 }
 
@@ -113,23 +130,32 @@ const REASONS: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
+/** Who hears of a raw error answer, and the request id it echoes. */
+export interface RawErrorContext {
+  readonly observe?: ErrorObserver | undefined;
+  readonly requestId?: string | undefined;
+}
+
+/** Any error, mapped as for an HTTP reply, written to a socket that has no Fastify reply. */
+export function writeErrorToSocket(socket: Duplex, error: unknown, context: RawErrorContext = {}): void {
+  const apiError = toApiError(error);
+  writeRawError(socket, apiError.statusCode, apiError.code, apiError.message, context);
+}
+
 /**
  * The same `{ error, code }` answer written straight to a socket, where no Fastify reply exists:
  * refused WebSocket upgrades and requests that are not valid HTTP.
  */
-/** Any error, mapped as for an HTTP reply, written to a socket that has no Fastify reply. */
-export function writeErrorToSocket(socket: Duplex, error: unknown): void {
-  const apiError = toApiError(error);
-  writeRawError(socket, apiError.statusCode, apiError.code, apiError.message);
-}
-
-export function writeRawError(socket: Duplex, status: number, code: string, message: string): void {
+export function writeRawError(socket: Duplex, status: number, code: string, message: string, context: RawErrorContext = {}): void {
+  context.observe?.(status, code);
   if (!socket.writable) {
     socket.destroy();
     return;
   }
   const body = JSON.stringify({ error: message, code });
+  // The id was checked (requestIdFrom): it cannot break the header block.
+  const requestIdLine = context.requestId === undefined ? '' : `x-request-id: ${context.requestId}\r\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${requestIdLine}Connection: close\r\n\r\n${body}`,
   );
 }

@@ -3,7 +3,7 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { writeRawError } from './errors.ts';
+import { writeRawError, type ErrorObserver } from './errors.ts';
 
 export function wantsWebSocket(request: IncomingMessage): boolean {
   return (request.headers.upgrade ?? '').split(',').some((protocol) => protocol.trim().toLowerCase() === 'websocket');
@@ -15,7 +15,7 @@ export function wantsWebSocket(request: IncomingMessage): boolean {
  * such a request is served as plain HTTP/1.1 instead. Node's parser has already let go of the
  * connection, so the answer closes it, and a body could not be read: one is refused.
  */
-export function serveIgnoringUpgrade(server: Server, request: IncomingMessage, socket: Duplex): void {
+export function serveIgnoringUpgrade(server: Server, request: IncomingMessage, socket: Duplex, observe?: ErrorObserver): void {
   const length = request.headers['content-length'];
   if (request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
     return writeRawError(
@@ -23,9 +23,10 @@ export function serveIgnoringUpgrade(server: Server, request: IncomingMessage, s
       400,
       'invalid_request',
       `a request with a body cannot ask to upgrade to "${request.headers.upgrade ?? ''}"`,
+      { observe },
     );
   }
-  if (!(socket instanceof Socket)) return writeRawError(socket, 400, 'invalid_request', 'unsupported upgrade');
+  if (!(socket instanceof Socket)) return writeRawError(socket, 400, 'invalid_request', 'unsupported upgrade', { observe });
   const response = new ServerResponse(request);
   response.shouldKeepAlive = false;
   response.assignSocket(socket);

@@ -1,16 +1,19 @@
 // /proxy/{workshopID}/{seatID}/...: guest health, and the file server's HTTP API streamed both ways.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import replyFrom from '@fastify/reply-from';
+import { pipeline } from 'node:stream';
 import { ApiError, sendError } from '../http/errors.ts';
 import { seatFromParam, vmParamsSchema, type VmParams } from '../http/seat.ts';
 import type { GuestProbe } from '../vms/ports.ts';
 import { FILES_PORT } from './guest.ts';
 import type { SeatLookup } from './seats.ts';
+import { countingStream, untracked, type ProxyTraffic } from './traffic.ts';
 
 export interface ProxyRoutesOptions {
   readonly seats: SeatLookup;
   readonly maxSeat: number;
   readonly probe: GuestProbe;
+  readonly traffic?: ProxyTraffic;
 }
 
 /**
@@ -34,8 +37,12 @@ export function escapesWorkspace(rawPath: string): boolean {
 
 const FILE_METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'PATCH'] as const;
 
+const FILES_DESCRIPTION =
+  "The seat's file server, streamed both ways (any method; the guest's own API). Bodies are never buffered by the agent.";
+
 export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): Promise<void> {
   const params = vmParamsSchema();
+  const traffic = o.traffic ?? untracked;
 
   app.get<{ Params: VmParams }>('/proxy/:workshopID/:seatID/health', { schema: { params } }, async (request) => {
     const seat = seatFromParam(request.params.seatID, o.maxSeat);
@@ -54,20 +61,37 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
   await app.register(async (files) => {
     // Bodies pass through as streams: an upload never sits in the agent's memory.
     files.removeAllContentTypeParsers();
-    files.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    // Counted on the way through, chunk by chunk; an aborted upload destroys the counter too.
+    files.addContentTypeParser('*', (_request, payload, done) => {
+      const counted = countingStream((bytes) => traffic.transferred('files', 'to_guest', bytes));
+      done(
+        null,
+        pipeline(payload, counted, () => undefined),
+      );
+    });
     await files.register(replyFrom, {
       undici: { connections: 16, pipelining: 1, connect: { timeout: 5_000 }, headersTimeout: 30_000, bodyTimeout: 0 },
     });
 
-    const handler = filesHandler(o);
-    files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files', schema: { params }, handler });
-    files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files/*', schema: { params }, handler });
+    const handler = filesHandler(o, traffic);
+    const schema = { params, description: FILES_DESCRIPTION };
+    // The wildcard is a path parameter too (`{*}` in the OpenAPI document), so it is declared.
+    const wildcard = { type: 'string', description: 'the path inside the workspace, as the client encoded it' } as const;
+    const wildcardParams = { ...params, properties: { ...params.properties, '*': wildcard } };
+    files.route({ method: [...FILE_METHODS], url: '/proxy/:workshopID/:seatID/files', schema, handler });
+    files.route({
+      method: [...FILE_METHODS],
+      url: '/proxy/:workshopID/:seatID/files/*',
+      schema: { ...schema, params: wildcardParams },
+      handler,
+    });
   });
 }
 
 /** Streams one files request to the seat's guest file server, path as the client encoded it. */
-function filesHandler(o: ProxyRoutesOptions) {
+function filesHandler(o: ProxyRoutesOptions, traffic: ProxyTraffic) {
   return async (request: FastifyRequest<{ Params: VmParams & { '*': string } }>, reply: FastifyReply) => {
+    traffic.connected('files');
     const seat = seatFromParam(request.params.seatID, o.maxSeat);
     const vm = o.seats.get(request.params.workshopID, seat);
     const rawUrl = request.raw.url ?? '';
@@ -81,6 +105,10 @@ function filesHandler(o: ProxyRoutesOptions) {
     query.delete('token'); // a learner token is for the agent, never for the guest
     return reply.from(target, {
       queryString: () => query.toString(),
+      onResponse: (_request, replyToSend, response) => {
+        const counted = countingStream((bytes) => traffic.transferred('files', 'from_guest', bytes));
+        replyToSend.send(pipeline(response.stream, counted, () => undefined));
+      },
       // Hop-by-hop headers of the agent-to-guest connection are not the client's.
       rewriteHeaders: (headers) => {
         const { connection: _connection, 'keep-alive': _keepAlive, ...rest } = headers;

@@ -4,6 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { TERMINAL_PORT } from './guest.ts';
+import { untracked, type ProxyTraffic } from './traffic.ts';
 
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
@@ -24,13 +25,14 @@ const pausedForBackPressure = new WeakSet<WebSocket>();
  * Forwards frames from `from` to `to`, pausing `from` while `to` has too much unsent data.
  * ws's send callback fires once a frame is handed to the kernel, which tracks what is still queued.
  */
-function pipeFrames(from: WebSocket, to: WebSocket): void {
+function pipeFrames(from: WebSocket, to: WebSocket, count: (bytes: number) => void): void {
   let queued = 0;
   let paused = false;
   from.on('message', (data: RawData, isBinary: boolean) => {
     if (to.readyState !== WebSocket.OPEN) return;
     const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
     queued += size;
+    count(size);
     to.send(data, { binary: isBinary }, () => {
       queued -= size;
       if (paused && queued < LOW_WATER) {
@@ -65,10 +67,23 @@ function keepAlive(socket: WebSocket): () => void {
 
 export class TerminalProxy {
   private readonly server = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024 });
+  private readonly requestIds = new WeakMap<IncomingMessage, string>();
+
+  constructor(private readonly traffic: ProxyTraffic = untracked) {
+    // The 101 answer carries the request id too, as every HTTP answer does.
+    this.server.on('headers', (headers, request) => {
+      const id = this.requestIds.get(request);
+      if (id !== undefined) headers.push(`x-request-id: ${id}`);
+    });
+  }
 
   /** Completes the client's upgrade and connects it to the guest at `ip`. */
-  handle(request: IncomingMessage, socket: Duplex, head: Buffer, ip: string, query: URLSearchParams): void {
-    this.server.handleUpgrade(request, socket, head, (client) => this.connect(client, ip, query));
+  handle(request: IncomingMessage, socket: Duplex, head: Buffer, ip: string, query: URLSearchParams, requestId: string): void {
+    this.requestIds.set(request, requestId);
+    this.server.handleUpgrade(request, socket, head, (client) => {
+      this.traffic.connected('terminal');
+      this.connect(client, ip, query);
+    });
   }
 
   private connect(client: WebSocket, ip: string, query: URLSearchParams): void {
@@ -85,8 +100,8 @@ export class TerminalProxy {
     upstream.on('open', () => {
       opened = true;
       stopPings.push(keepAlive(upstream));
-      pipeFrames(upstream, client);
-      pipeFrames(client, upstream);
+      pipeFrames(upstream, client, (bytes) => this.traffic.transferred('terminal', 'from_guest', bytes));
+      pipeFrames(client, upstream, (bytes) => this.traffic.transferred('terminal', 'to_guest', bytes));
       client.resume();
     });
     upstream.on('error', () => {

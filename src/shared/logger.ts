@@ -30,14 +30,17 @@ export function redactUrl(url: string): string {
   return `${url.slice(0, at)}?${query}`;
 }
 
+/** How a request and its answer appear in log lines: no headers, no token. */
+export const requestSerializers = {
+  req: (req: LoggedRequest) => ({ method: req.method, url: req.url === undefined ? undefined : redactUrl(req.url), remote: req.ip }),
+  res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
+};
+
 export function createLogger(level: string): Logger {
   return pino({
     level,
     base: { service: 'clarateach-agent' },
-    serializers: {
-      req: (req: LoggedRequest) => ({ method: req.method, url: req.url === undefined ? undefined : redactUrl(req.url), remote: req.ip }),
-      err: pino.stdSerializers.err,
-    },
+    serializers: { ...requestSerializers, err: pino.stdSerializers.err },
     redact: { paths: ['authorization', 'headers.authorization', 'token'], censor: '[redacted]' },
   });
 }

@@ -2,7 +2,7 @@
 // order; how it happens is up to the ports (lifecycle-ports.ts) it is given.
 import type { Logger } from 'pino';
 import { KeyedLock } from './keyed-lock.ts';
-import type { LifecyclePorts } from './lifecycle-ports.ts';
+import { unobserved, type LifecycleObserver, type LifecyclePorts, type OperationLog, type OperationOutcome } from './lifecycle-ports.ts';
 import { VmError } from './errors.ts';
 import { vmId, type VmRecord } from './model.ts';
 import { runPlan, runTeardown, StepError } from './plan.ts';
@@ -22,6 +22,8 @@ export interface ManagerOptions {
   /** Extra kernel arguments every guest gets (e.g. DNS). */
   readonly extraKernelArgs?: string;
   readonly gracefulStopMs?: number;
+  /** Told of every create, delete, readiness and recovery (metrics). */
+  readonly observer?: LifecycleObserver;
 }
 
 export interface CreateRequest {
@@ -37,9 +39,11 @@ export class VmManager {
   private readonly lock = new KeyedLock();
   private readonly dirs: VmDirectories;
   private readonly ports: LifecyclePorts;
+  private readonly observer: LifecycleObserver;
 
   constructor(private readonly o: ManagerOptions) {
     this.ports = o.ports;
+    this.observer = o.observer ?? unobserved;
     this.dirs = new VmDirectories(o.stateDir);
   }
 
@@ -96,11 +100,34 @@ export class VmManager {
     };
   }
 
-  /** Creates and boots a VM. Resolves once the VMM runs the guest; on failure nothing is left. */
-  async create(request: CreateRequest): Promise<VmRecord> {
+  /**
+   * Creates and boots a VM. Resolves once the VMM runs the guest; on failure nothing is left.
+   * `log` is the asker's (a request's, so its lines carry the request id).
+   */
+  create(request: CreateRequest, log: OperationLog = this.o.log): Promise<VmRecord> {
+    return this.timed(
+      () => this.createVm(request, log),
+      (outcome, ms) => this.observer.createFinished(outcome, ms),
+    );
+  }
+
+  /** Runs `operation`, then reports how it ended and how long it took. */
+  private async timed<T>(operation: () => Promise<T>, report: (outcome: OperationOutcome, ms: number) => void): Promise<T> {
+    const started = this.now();
+    try {
+      const result = await operation();
+      report('ok', this.now() - started);
+      return result;
+    } catch (error) {
+      report(error instanceof VmError ? error.code : 'error', this.now() - started);
+      throw error;
+    }
+  }
+
+  private async createVm(request: CreateRequest, requestLog: OperationLog): Promise<VmRecord> {
     const vm = this.reserve(request, await this.ports.images.current(request.template));
     const id = vmId(vm.workshopId, vm.seatId);
-    const log = this.o.log.child({ vm: id, ip: vm.ip });
+    const log = requestLog.child({ vm: id, ip: vm.ip });
     return this.lock.with(id, async () => {
       try {
         const onStarted = (p: VmmProcess): void => this.ports.store.markRunning(vm.workshopId, vm.seatId, p.pid, p.startTime, this.now());
@@ -157,7 +184,14 @@ export class VmManager {
   }
 
   /** Stops the guest (gracefully, then by force) and removes its TAP, disk and record. */
-  async delete(workshopId: string, seatId: number): Promise<void> {
+  delete(workshopId: string, seatId: number, log: OperationLog = this.o.log): Promise<void> {
+    return this.timed(
+      () => this.deleteVm(workshopId, seatId, log),
+      (outcome, ms) => this.observer.deleteFinished(outcome, ms),
+    );
+  }
+
+  private async deleteVm(workshopId: string, seatId: number, log: OperationLog): Promise<void> {
     this.get(workshopId, seatId);
     await this.lock.with(vmId(workshopId, seatId), async () => {
       const vm = this.get(workshopId, seatId);
@@ -169,7 +203,7 @@ export class VmManager {
         throw new VmError('delete_failed', error instanceof Error ? error.message : String(error));
       }
       this.ports.store.remove(workshopId, seatId);
-      this.o.log.info({ vm: vmId(workshopId, seatId) }, 'vm deleted');
+      log.info({ vm: vmId(workshopId, seatId) }, 'vm deleted');
     });
     void this.pruneBuilds();
   }
@@ -191,7 +225,10 @@ export class VmManager {
   }
 
   markReady(vm: VmRecord): void {
-    this.ports.store.markReady(vm.workshopId, vm.seatId, this.now());
+    const now = this.now();
+    this.ports.store.markReady(vm.workshopId, vm.seatId, now);
+    // Create-to-ready is a new VM's boot time; a VM booted again after a crash is not new.
+    if (vm.readyAt === null && vm.restarts === 0) this.observer.becameReady(now - vm.createdAt);
   }
 
   /**
@@ -251,16 +288,19 @@ export class VmManager {
     if (proc && this.ports.driver.isAlive(proc)) {
       await runPlan(networkPlan(this.planContext(vm))).catch((e: unknown) => this.o.log.error({ err: e, vm: id }, 'network repair failed'));
       this.o.log.info({ vm: id, pid: proc.pid }, 'adopted running VM');
+      this.observer.recovered('adopted');
       return;
     }
     this.o.log.warn({ vm: id }, 'VMM is gone; booting the VM again from its disk');
     try {
       const onStarted = (p: VmmProcess): void => this.ports.store.markRestarted(vm.workshopId, vm.seatId, p.pid, p.startTime);
       await runPlan(bootPlan(this.planContext(vm, onStarted)));
+      this.observer.recovered('restarted');
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       this.o.log.error({ vm: id, reason }, 'could not boot the VM again');
       this.ports.store.markFailed(vm.workshopId, vm.seatId, reason);
+      this.observer.recovered('failed');
     }
   }
 

@@ -3,7 +3,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { composeAgent } from '../../src/cli/agent.ts';
 import type { VmManager } from '../../src/vms/manager.ts';
@@ -26,12 +26,16 @@ export interface TestApiOptions {
   readonly now?: () => number;
   /** The learner page's build (default: the repository's dist/learner-page). */
   readonly pageDir?: string;
+  /** The agent's logger (default: silent). */
+  readonly log?: Logger;
 }
 
 export interface TestApi {
   readonly app: FastifyInstance;
   readonly manager: VmManager;
   readonly network: MemoryNetwork;
+  /** The stand-in VMM driver (`failNext` makes the next boot fail). */
+  readonly driver: StandInDriver;
   readonly dir: string;
   readonly auditPath: string;
   close(): Promise<void>;
@@ -47,9 +51,10 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
   const network = new MemoryNetwork(cidrText);
   const answers = o.guestAnswers ?? false;
   const stateDir = join(dir, 'state');
+  const driver = new StandInDriver();
   const agent = await composeAgent(
     {
-      log: pino({ level: 'silent' }),
+      log: o.log ?? pino({ level: 'silent' }),
       stateDir,
       workerId: o.workerId ?? 'test-worker',
       version: '0.0.0-test',
@@ -66,7 +71,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
       ...(o.pageDir === undefined ? {} : { pageDir: o.pageDir }),
     },
     {
-      driver: new StandInDriver(),
+      driver,
       network,
       disks: layerDisks,
       images: new TemplateCatalog(imagesDir),
@@ -79,6 +84,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
     app: agent.app,
     manager: agent.manager,
     network,
+    driver,
     dir,
     auditPath: join(stateDir, 'audit.log'),
     async close() {

@@ -15,10 +15,24 @@ export interface StatusRoutesOptions {
   readonly reclaimed: ReclaimCounts;
 }
 
+/** The guide's /health shape, exactly (also what the OpenAPI document shows). */
+const healthSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['status', 'worker_id', 'vm_count', 'capacity', 'uptime_seconds'],
+  properties: {
+    status: { type: 'string', enum: ['healthy'] },
+    worker_id: { type: 'string' },
+    vm_count: { type: 'integer' },
+    capacity: { type: 'integer' },
+    uptime_seconds: { type: 'integer' },
+  },
+} as const;
+
 export async function statusRoutes(app: FastifyInstance, o: StatusRoutesOptions): Promise<void> {
   const uptime = (): number => Math.floor((Date.now() - o.startedAt) / 1000);
 
-  app.get('/health', async () => ({
+  app.get('/health', { schema: { description: 'Never authenticated', security: [], response: { 200: healthSchema } } }, async () => ({
     status: 'healthy',
     worker_id: o.workerId,
     vm_count: o.manager.count(),

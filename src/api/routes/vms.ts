@@ -30,13 +30,16 @@ export async function vmRoutes(app: FastifyInstance, o: VmRoutesOptions): Promis
     { bodyLimit: BODY_LIMIT, schema: { body: createVmBodySchema(o.maxSeat, o.limits.vcpus, o.limits.memoryMb) } },
     async (request, reply) => {
       const body = request.body;
-      const vm = await o.manager.create({
-        workshopId: body.workshop_id,
-        seatId: body.seat_id,
-        vcpus: body.vcpus ?? o.defaults.vcpus,
-        memoryMb: body.memory_mb ?? o.defaults.memoryMb,
-        template: body.template ?? DEFAULT_TEMPLATE,
-      });
+      const vm = await o.manager.create(
+        {
+          workshopId: body.workshop_id,
+          seatId: body.seat_id,
+          vcpus: body.vcpus ?? o.defaults.vcpus,
+          memoryMb: body.memory_mb ?? o.defaults.memoryMb,
+          template: body.template ?? DEFAULT_TEMPLATE,
+        },
+        request.log,
+      );
       if (body.wait !== 'ready') return reply.code(201).send(vmJson(vm));
       try {
         const ready = await o.readiness.waitReady(vm.workshopId, vm.seatId, (body.wait_timeout_s ?? 120) * 1000);
@@ -60,7 +63,7 @@ export async function vmRoutes(app: FastifyInstance, o: VmRoutesOptions): Promis
 
   app.delete<{ Params: VmParams }>('/vms/:workshopID/:seatID', { schema: { params } }, async (request, reply) => {
     const seat = seatFromParam(request.params.seatID, o.maxSeat);
-    await o.manager.delete(request.params.workshopID, seat);
+    await o.manager.delete(request.params.workshopID, seat, request.log);
     return reply.code(204).send();
   });
 

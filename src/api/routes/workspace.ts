@@ -24,6 +24,8 @@ const PAGE_HEADERS = {
 export async function workspaceRoutes(app: FastifyInstance, o: WorkspaceRoutesOptions): Promise<void> {
   await app.register(fastifyStatic, { root: o.pageDir, serve: false });
   const params = vmParamsSchema();
+  // The wildcard is a path parameter too (`{*}` in the OpenAPI document), so it is declared.
+  const assetParams = { ...params, properties: { ...params.properties, '*': { type: 'string', description: 'the asset file' } } } as const;
   const notBuilt = (): ApiError =>
     new ApiError(503, 'page_not_built', `the learner page is not built (no ${join(o.pageDir, 'index.html')}): run npm run build`);
 
@@ -40,7 +42,7 @@ export async function workspaceRoutes(app: FastifyInstance, o: WorkspaceRoutesOp
 
   app.get<{ Params: VmParams & { '*': string } }>(
     '/workspace/:workshopID/:seatID/assets/*',
-    { schema: { params } },
+    { schema: { params: assetParams } },
     async (request, reply) => {
       if (!existsSync(join(o.pageDir, 'assets'))) throw notBuilt();
       // Vite names assets by content hash: a name never changes meaning.
