@@ -31,9 +31,14 @@ export const PARTS = {
     job: "the learner's workspace page in the browser (terminal tabs, file tree, editor), built by Vite",
     mayImport: ['guest'],
   },
+  'agent-client': {
+    job: "a typed client of the agent's HTTP API, for the operator CLI (and later the workshop server)",
+    mayImport: ['shared'],
+  },
   cli: {
     job: 'command lines and the composition root (cli/agent.ts)',
     mayImport: [
+      'agent-client',
       'api',
       'config',
       'disks',

@@ -1,0 +1,233 @@
+// A typed client of the agent's HTTP API: what the operator CLI (and later the workshop server)
+// calls. Errors keep the API's `{error, code}`; an agent that cannot be reached is its own error.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { request, type Dispatcher } from 'undici';
+
+/** The agent answered with an error. */
+export class AgentError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AgentError';
+  }
+}
+
+/** No answer at all: wrong AGENT_URL, agent down, network. */
+export class AgentUnreachable extends Error {
+  constructor(
+    readonly url: string,
+    cause: unknown,
+  ) {
+    super(
+      `cannot reach the agent at ${url}: ${cause instanceof Error ? ((cause as NodeJS.ErrnoException).code ?? cause.message) : String(cause)}`,
+    );
+    this.name = 'AgentUnreachable';
+  }
+}
+
+export interface Vm {
+  readonly workshop_id: string;
+  readonly seat_id: number;
+  readonly ip: string;
+  readonly status: string;
+  readonly ready: boolean;
+  readonly vcpus: number;
+  readonly memory_mb: number;
+  readonly template?: string;
+  readonly pid: number | null;
+  readonly created_at: string;
+  readonly restarts: number;
+  readonly last_error: string | null;
+}
+
+export interface Health {
+  readonly status: string;
+  readonly worker_id: string;
+  readonly vm_count: number;
+  readonly capacity: number;
+  readonly uptime_seconds: number;
+}
+
+export interface IssuedToken {
+  readonly token: string;
+  readonly token_id: string;
+  readonly expires_at: string;
+  readonly proxy_base: string;
+  readonly workspace_url?: string;
+}
+
+export interface CreateVmRequest {
+  readonly workshop_id: string;
+  readonly seat_id: number;
+  readonly vcpus?: number;
+  readonly memory_mb?: number;
+  readonly template?: string;
+  readonly wait?: 'running' | 'ready';
+  readonly wait_timeout_s?: number;
+}
+
+export type Progress = (done: number, total: number | undefined) => void;
+
+/** `a/b c` → `a/b%20c`: each segment encoded. */
+export function encodePath(path: string): string {
+  return path
+    .split('/')
+    .filter((s) => s !== '')
+    .map(encodeURIComponent)
+    .join('/');
+}
+
+function counting(onChunk: (bytes: number) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      onChunk(chunk.length);
+      done(null, chunk);
+    },
+  });
+}
+
+export class AgentClient {
+  readonly baseUrl: string;
+
+  constructor(
+    baseUrl: string,
+    private readonly bearer: string | undefined,
+  ) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+  }
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.bearer ? { authorization: `Bearer ${this.bearer}` } : {}), ...extra };
+  }
+
+  /** One request; a non-2xx answer becomes an AgentError with the API's message and code. */
+  private async send(method: Dispatcher.HttpMethod, path: string, options: { body?: unknown; raw?: Readable; size?: number } = {}) {
+    let response: Dispatcher.ResponseData;
+    try {
+      const headers =
+        options.raw !== undefined
+          ? this.headers(options.size === undefined ? {} : { 'content-length': String(options.size) })
+          : this.headers(options.body === undefined ? {} : { 'content-type': 'application/json' });
+      response = await request(`${this.baseUrl}${path}`, {
+        method,
+        headers,
+        body: options.raw ?? (options.body === undefined ? undefined : JSON.stringify(options.body)),
+      });
+    } catch (error) {
+      throw new AgentUnreachable(this.baseUrl, error);
+    }
+    if (response.statusCode >= 400) {
+      const text = await response.body.text();
+      let message = `HTTP ${response.statusCode}`;
+      let code = 'http_error';
+      try {
+        const parsed = JSON.parse(text) as { error?: string; code?: string };
+        message = parsed.error ?? message;
+        code = parsed.code ?? code;
+      } catch {
+        if (text.trim() !== '') message = `${message}: ${text.trim().slice(0, 200)}`;
+      }
+      throw new AgentError(response.statusCode, code, message);
+    }
+    return response;
+  }
+
+  private async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
+    const response = await this.send(method, path, body === undefined ? {} : { body });
+    return (await response.body.json()) as T;
+  }
+
+  health(): Promise<Health> {
+    return this.json('GET', '/health');
+  }
+
+  info(): Promise<Record<string, unknown>> {
+    return this.json('GET', '/info');
+  }
+
+  async listVms(workshopId?: string): Promise<Vm[]> {
+    const query = workshopId === undefined ? '' : `?workshop_id=${encodeURIComponent(workshopId)}`;
+    return (await this.json<{ vms: Vm[] }>('GET', `/vms${query}`)).vms;
+  }
+
+  createVm(body: CreateVmRequest): Promise<Vm> {
+    return this.json('POST', '/vms', body);
+  }
+
+  getVm(workshopId: string, seatId: number): Promise<Vm> {
+    return this.json('GET', `/vms/${encodeURIComponent(workshopId)}/${seatId}`);
+  }
+
+  async deleteVm(workshopId: string, seatId: number): Promise<void> {
+    await (await this.send('DELETE', `/vms/${encodeURIComponent(workshopId)}/${seatId}`)).body.dump();
+  }
+
+  async logs(workshopId: string, seatId: number, bytes?: number): Promise<string> {
+    const query = bytes === undefined ? '' : `?bytes=${bytes}`;
+    return (await this.send('GET', `/vms/${encodeURIComponent(workshopId)}/${seatId}/logs${query}`)).body.text();
+  }
+
+  token(workshopId: string, seatId: number, ttlS?: number): Promise<IssuedToken> {
+    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/token`, ttlS === undefined ? {} : { ttl_s: ttlS });
+  }
+
+  /** The seat's terminal WebSocket URL and the headers that open it. */
+  terminal(workshopId: string, seatId: number, query: Record<string, string>): { url: string; headers: Record<string, string> } {
+    const url = new URL(`${this.baseUrl}/proxy/${encodeURIComponent(workshopId)}/${seatId}/terminal`);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
+    return { url: url.href, headers: this.headers() };
+  }
+
+  private filesPath(workshopId: string, seatId: number, path: string): string {
+    return `/proxy/${encodeURIComponent(workshopId)}/${seatId}/files/${encodePath(path)}`;
+  }
+
+  /** Streams a local file into the seat (never whole in memory). */
+  async upload(workshopId: string, seatId: number, path: string, localFile: string, progress?: Progress): Promise<void> {
+    const size = (await stat(localFile)).size;
+    let sent = 0;
+    const body = createReadStream(localFile).pipe(
+      counting((n) => {
+        sent += n;
+        progress?.(sent, size);
+      }),
+    );
+    const response = await this.send('PUT', this.filesPath(workshopId, seatId, path), { raw: body, size });
+    await response.body.dump();
+  }
+
+  /** Streams a file of the seat to `localFile` (written beside it, then renamed: never half a file). */
+  async download(workshopId: string, seatId: number, path: string, localFile: string, progress?: Progress): Promise<number> {
+    const response = await this.send('GET', this.filesPath(workshopId, seatId, path));
+    const type = String(response.headers['content-type'] ?? '');
+    if (type.startsWith('application/json') && response.headers['etag'] === undefined) {
+      await response.body.dump();
+      throw new AgentError(400, 'is_a_directory', `${path} is a directory`);
+    }
+    const total = Number(response.headers['content-length'] ?? NaN);
+    let received = 0;
+    const temp = `${localFile}.clarateach-partial`;
+    try {
+      await pipeline(
+        response.body,
+        counting((n) => {
+          received += n;
+          progress?.(received, Number.isNaN(total) ? undefined : total);
+        }),
+        createWriteStream(temp),
+      );
+      await rename(temp, localFile);
+    } catch (error) {
+      await rm(temp, { force: true });
+      throw error;
+    }
+    return received;
+  }
+}
