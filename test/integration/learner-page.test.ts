@@ -5,6 +5,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { json, requireTestNetns, startAgent, type AgentProcess } from '../support/agent-process.ts';
@@ -144,6 +146,75 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     assert.match(text, /first-tab-42/, 'the history is replayed');
     assert.equal(/back-pid-(\d+)/.exec(text)?.[1], before, 'the same shell');
     await shot('reconnected');
+  });
+
+  test('files: upload with progress, new folder, rename, delete', async () => {
+    await page.locator('#tree .entry', { hasText: 'notes.py' }).click();
+    await page.setInputFiles('#upload-input', { name: 'data.csv', mimeType: 'text/csv', buffer: Buffer.from('a,b\n1,2\n') });
+    await page.waitForSelector('#tree .entry[data-path="/data.csv"]');
+    assert.equal(await (await agent.api(`/proxy/${WS}/${SEAT}/files/data.csv`)).text(), 'a,b\n1,2\n');
+
+    await page.click('#new-folder');
+    await page.fill('#dialog-input', 'lesson1');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#tree .entry.selected[data-path="/lesson1"]');
+    await page.click('#rename');
+    await page.fill('#dialog-input', 'lesson-one');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#tree .entry[data-path="/lesson-one"]');
+    await run(page, 'test -d lesson-one && echo renamed-ok', 'renamed-ok');
+
+    await page.locator('#tree .entry', { hasText: 'data.csv' }).click();
+    await page.click('#delete');
+    await page.locator('dialog[open] button', { hasText: 'Delete' }).click();
+    await page.waitForSelector('#tree .entry[data-path="/data.csv"]', { state: 'detached' });
+    assert.equal((await agent.api(`/proxy/${WS}/${SEAT}/files/data.csv`)).status, 404);
+    await shot('files');
+  });
+
+  test('served under another path prefix (as a proxy in front would), the page works the same', async () => {
+    const prefix = '/course/abc';
+    const target = new URL(agent.url);
+    const strip = (path: string | undefined): string => (path ?? '/').slice(prefix.length) || '/';
+    // A minimal reverse proxy: requests and WebSocket upgrades under /course/abc/ go to the agent.
+    const front = http.createServer((req, res) => {
+      const upstream = http.request(
+        { host: target.hostname, port: target.port, method: req.method, path: strip(req.url), headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      req.pipe(upstream);
+    });
+    front.on('upgrade', (req, socket, head) => {
+      const upstream = connect(Number(target.port), target.hostname, () => {
+        const headers = Object.entries(req.headers).map(([k, v]) => `${k}: ${String(v)}`);
+        upstream.write(`GET ${strip(req.url)} HTTP/1.1\r\n${headers.join('\r\n')}\r\n\r\n`);
+        upstream.write(head);
+        upstream.pipe(socket).pipe(upstream);
+      });
+      upstream.on('error', () => socket.destroy());
+      socket.on('error', () => upstream.destroy());
+    });
+    await new Promise<void>((resolve) => front.listen(19099, '127.0.0.1', resolve));
+    try {
+      const url = new URL(workspaceUrl);
+      const other = await page.context().newPage();
+      await other.goto(`http://127.0.0.1:19099${prefix}${url.pathname}${url.search}`);
+      await other.waitForSelector('#conn-state[data-state="connected"]', { timeout: 60_000 });
+      await other.waitForSelector('#tree .entry[data-path="/notes.py"]');
+      await other.locator('.terminal-pane.active').click();
+      await other.keyboard.type('echo via-prefix-$((2*21))\n');
+      await other.waitForFunction(() =>
+        /via-prefix-42/.test(document.querySelector('.terminal-pane.active .xterm-rows')?.textContent ?? ''),
+      );
+      await other.screenshot({ path: join(ARTIFACTS, 'under-prefix.png') });
+      await other.close();
+    } finally {
+      front.closeAllConnections();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
+    }
   });
 
   test('on a narrow screen the panels stack', async () => {
