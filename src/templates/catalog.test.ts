@@ -56,12 +56,12 @@ test('prune removes only builds that are neither current nor used by a VM', asyn
     writeBuild(dir, 'three', '2026-12-03T10:00:00.000Z');
     const three = await catalog.current('default');
 
-    assert.deepEqual(await catalog.prune(new Set([`default/${one.buildId}`])), [`default/${two.buildId}`]);
+    assert.deepEqual(await catalog.prune(() => new Set([`default/${one.buildId}`])), [`default/${two.buildId}`]);
     assert.ok(existsSync(one.paths.rootfs), 'a VM still uses it');
     assert.ok(!existsSync(two.paths.rootfs));
     assert.ok(existsSync(three.paths.rootfs), 'the current build stays');
-    assert.deepEqual(await catalog.prune(new Set()), [`default/${one.buildId}`]);
-    assert.deepEqual(await catalog.prune(new Set()), []);
+    assert.deepEqual(await catalog.prune(() => new Set()), [`default/${one.buildId}`]);
+    assert.deepEqual(await catalog.prune(() => new Set()), []);
     assert.ok(existsSync(three.paths.rootfs) && existsSync(join(dir, 'rootfs.ext4')));
   });
 });

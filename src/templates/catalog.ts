@@ -66,6 +66,12 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
 export class TemplateCatalog implements ImageCatalog {
   /** fingerprint of a template's current files → the build id they were published as. */
   private readonly published = new Map<string, string>();
+  /**
+   * Templates whose current build is being looked up or published right now: the build a create
+   * is handed has no VM record yet, so a prune meanwhile leaves those templates alone. (From the
+   * lookup's return to the record there is no await: the create reserves its seat at once.)
+   */
+  private readonly lookingUp = new Map<string, number>();
 
   constructor(private readonly imagesDir: string) {}
 
@@ -93,8 +99,15 @@ export class TemplateCatalog implements ImageCatalog {
           `run clarateach image build${template === DEFAULT_TEMPLATE ? '' : ` --template ${template}`}`,
       );
     }
-    const buildId = await this.publish(template, dir, stats);
-    return { template, buildId, paths: this.pathsOf(template, buildId) };
+    this.lookingUp.set(template, (this.lookingUp.get(template) ?? 0) + 1);
+    try {
+      const buildId = await this.publish(template, dir, stats);
+      return { template, buildId, paths: this.pathsOf(template, buildId) };
+    } finally {
+      const left = (this.lookingUp.get(template) ?? 1) - 1;
+      if (left === 0) this.lookingUp.delete(template);
+      else this.lookingUp.set(template, left);
+    }
   }
 
   /** Links the template's current files into builds/ once; later calls find them by fingerprint. */
@@ -126,13 +139,13 @@ export class TemplateCatalog implements ImageCatalog {
     return buildId === LEGACY_BUILD ? imagePaths(this.workDir(template)) : this.pathsOf(template, buildId);
   }
 
-  async prune(inUse: ReadonlySet<string>): Promise<string[]> {
+  async prune(inUse: () => ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];
     for (const template of await this.dirNames(join(this.imagesDir, 'builds'))) {
       const stats = await bootFileStats(this.workDir(template));
       const current = stats && buildIdFor(stats);
       for (const buildId of await this.dirNames(this.buildsDir(template))) {
-        if (buildId === current || inUse.has(`${template}/${buildId}`)) continue;
+        if (buildId === current || this.lookingUp.has(template) || inUse().has(`${template}/${buildId}`)) continue;
         await rm(join(this.buildsDir(template), buildId), { recursive: true, force: true });
         removed.push(`${template}/${buildId}`);
       }

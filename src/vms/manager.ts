@@ -211,8 +211,7 @@ export class VmManager {
   /** Removes the template builds no VM uses any more (never a template's current one). */
   async pruneBuilds(): Promise<void> {
     try {
-      const inUse = new Set(this.list().map((vm) => `${vm.template}/${vm.buildId}`));
-      const removed = await this.ports.images.prune(inUse);
+      const removed = await this.ports.images.prune(() => new Set(this.list().map((vm) => `${vm.template}/${vm.buildId}`)));
       if (removed.length > 0) this.o.log.info({ builds: removed }, 'template builds no VM uses removed');
     } catch (error) {
       this.o.log.warn({ err: error }, 'could not remove unused template builds');

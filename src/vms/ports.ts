@@ -164,8 +164,11 @@ export interface ImageCatalog {
   current(template: string): Promise<ImageBuild>;
   /** The files of a build handed out before (they may be gone: the boot plan's image check says so). */
   paths(template: string, buildId: string): ImagePaths;
-  /** Removes the builds that are neither a template's current one nor in `inUse` (`template/buildId`); returns them. */
-  prune(inUse: ReadonlySet<string>): Promise<string[]>;
+  /**
+   * Removes the builds that are neither a template's current one nor in use (`inUse()`, asked
+   * again right before each removal, gives `template/buildId` of every VM); returns them.
+   */
+  prune(inUse: () => ReadonlySet<string>): Promise<string[]>;
   list(): Promise<TemplateInfo[]>;
 }
 
