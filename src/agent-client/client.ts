@@ -2,7 +2,8 @@
 // calls. Errors keep the API's `{error, code}`; an agent that cannot be reached is its own error.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { countingStream } from '../shared/streams.ts';
 import { pipeline } from 'node:stream/promises';
 import { request, type Dispatcher } from 'undici';
 
@@ -81,15 +82,6 @@ export function encodePath(path: string): string {
     .filter((s) => s !== '')
     .map(encodeURIComponent)
     .join('/');
-}
-
-function counting(onChunk: (bytes: number) => void): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      onChunk(chunk.length);
-      done(null, chunk);
-    },
-  });
 }
 
 export class AgentClient {
@@ -191,15 +183,17 @@ export class AgentClient {
 
   /** Streams a local file into the seat (never whole in memory). */
   async upload(workshopId: string, seatId: number, path: string, localFile: string, progress?: Progress): Promise<void> {
-    const size = (await stat(localFile)).size;
+    const stats = await stat(localFile);
+    if (!stats.isFile()) throw new Error(`${localFile} is not a file`);
     let sent = 0;
-    const body = createReadStream(localFile).pipe(
-      counting((n) => {
-        sent += n;
-        progress?.(sent, size);
-      }),
-    );
-    const response = await this.send('PUT', this.filesPath(workshopId, seatId, path), { raw: body, size });
+    const counter = countingStream((n) => {
+      sent += n;
+      progress?.(sent, stats.size);
+    });
+    const source = createReadStream(localFile);
+    // A read error (permissions, a file that vanished) must end the upload, not stall it.
+    source.on('error', (error) => counter.destroy(error));
+    const response = await this.send('PUT', this.filesPath(workshopId, seatId, path), { raw: source.pipe(counter), size: stats.size });
     await response.body.dump();
   }
 
@@ -217,7 +211,7 @@ export class AgentClient {
     try {
       await pipeline(
         response.body,
-        counting((n) => {
+        countingStream((n) => {
           received += n;
           progress?.(received, Number.isNaN(total) ? undefined : total);
         }),

@@ -33,6 +33,7 @@ export class ApiError extends Error {
 const VM_ERROR_STATUS: Record<VmErrorCode, number> = {
   vm_not_found: 404,
   template_not_found: 404,
+  template_building: 503,
   vm_exists: 409,
   at_capacity: 503,
   insufficient_memory: 503,

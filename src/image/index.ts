@@ -5,12 +5,11 @@
 //   manifest.json what was built from what (ImageManifest)
 // Each stage is skipped when the hash of its inputs matches the manifest and its output is still
 // there, so a rebuild with nothing changed takes seconds. Outputs are replaced atomically.
-import { mkdir, open, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../shared/exec.ts';
-import { describeProcess, isProcessAlive } from '../host/process.ts';
 import { bundleGuest, type GuestBundle } from './bundle.ts';
 import { buildInitrd } from './initrd.ts';
 import {
@@ -37,6 +36,7 @@ import {
   writeFileAtomic,
 } from './util.ts';
 import { IMAGE_FILES } from './layout.ts';
+import { lockDir } from './build-lock.ts';
 import { guestContractEnv } from '../guest/contract.ts';
 
 export { BASE_LABEL } from './rootfs.ts';
@@ -147,40 +147,6 @@ async function findStaticBusybox(): Promise<string> {
     if (!dynamic) return candidate;
   }
   throw new Error('no statically linked busybox found: apt-get install busybox-static');
-}
-
-/** Serialises builds using one directory (other processes wait). */
-async function lockDir(dir: string, progress: (msg: string) => void): Promise<() => Promise<void>> {
-  const lockPath = join(dir, '.build.lock');
-  let told = false;
-  for (;;) {
-    try {
-      const handle = await open(lockPath, 'wx');
-      const me = describeProcess(process.pid);
-      await handle.writeFile(JSON.stringify({ pid: process.pid, startTime: me?.startTime ?? 0 }));
-      await handle.close();
-      return () => unlink(lockPath).catch(() => undefined);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const holder = (await readJson(lockPath)) as { pid?: unknown; startTime?: unknown } | undefined;
-    const alive =
-      holder !== undefined &&
-      typeof holder.pid === 'number' &&
-      typeof holder.startTime === 'number' &&
-      isProcessAlive({ pid: holder.pid, startTime: holder.startTime });
-    if (!alive) {
-      // Written by a build that died (or is being written this instant: then it is recent).
-      const age = await stat(lockPath)
-        .then((s) => Date.now() - s.mtimeMs)
-        .catch(() => Infinity);
-      if (holder !== undefined || age > 5000) await rm(lockPath, { force: true });
-    } else if (!told) {
-      progress(`waiting for the build of process ${String(holder.pid)} to finish`);
-      told = true;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 async function recipeFilesHash(recipe: Recipe): Promise<string> {

@@ -91,7 +91,6 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
 /** Streams one files request to the seat's guest file server, path as the client encoded it. */
 function filesHandler(o: ProxyRoutesOptions, traffic: ProxyTraffic) {
   return async (request: FastifyRequest<{ Params: VmParams & { '*': string } }>, reply: FastifyReply) => {
-    traffic.connected('files');
     const seat = seatFromParam(request.params.seatID, o.maxSeat);
     const vm = o.seats.get(request.params.workshopID, seat);
     const rawUrl = request.raw.url ?? '';
@@ -103,6 +102,7 @@ function filesHandler(o: ProxyRoutesOptions, traffic: ProxyTraffic) {
     const target = `http://${vm.ip}:${FILES_PORT}/files${rest}`;
     const query = new URLSearchParams(queryAt >= 0 ? rawUrl.slice(queryAt + 1) : '');
     query.delete('token'); // a learner token is for the agent, never for the guest
+    traffic.connected('files'); // counted once it is really proxied: not the refusals above
     return reply.from(target, {
       queryString: () => query.toString(),
       onResponse: (_request, replyToSend, response) => {

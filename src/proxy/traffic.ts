@@ -1,6 +1,5 @@
 // What the proxy reports of the traffic it carries, for whoever counts (metrics): connections and
 // bytes by direction. The proxy declares this port; the composition root hands in an implementation.
-import { Transform } from 'node:stream';
 
 export type ProxiedService = 'terminal' | 'files';
 export type TrafficDirection = 'to_guest' | 'from_guest';
@@ -13,12 +12,4 @@ export interface ProxyTraffic {
 
 export const untracked: ProxyTraffic = { connected: () => undefined, transferred: () => undefined };
 
-/** A pass-through stream that reports the size of every chunk on its way, never holding more than one. */
-export function countingStream(count: (bytes: number) => void): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      count(chunk.length);
-      callback(null, chunk);
-    },
-  });
-}
+export { countingStream } from '../shared/streams.ts';

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TemplateCatalog } from './catalog.ts';
 import { VmError } from '../vms/errors.ts';
+import { describeProcess } from '../host/process.ts';
 
 /** What `clarateach image build` does to a work directory: new files renamed into place. */
 function writeBuild(dir: string, label: string, builtAt: string): void {
@@ -88,12 +89,16 @@ test('named templates live beside the default one and are listed with their buil
 test('a template without a build, or with a bad name, is refused with a clear error', async () => {
   await withImages(async (_dir, catalog) => {
     await assert.rejects(catalog.current('default'), (e: unknown) => {
+      // The default template always exists: its missing files are the agent's failure, named.
       assert.ok(e instanceof VmError);
-      assert.equal(e.code, 'template_not_found');
-      assert.match(e.message, /run clarateach image build$/);
+      assert.equal(e.code, 'create_failed');
+      assert.match(e.message, /vmlinux, .*initrd\.img, .*rootfs\.ext4 are missing: run clarateach image build$/);
       return true;
     });
-    await assert.rejects(catalog.current('ruby'), /run clarateach image build --template ruby/);
+    await assert.rejects(
+      catalog.current('ruby'),
+      (e: unknown) => e instanceof VmError && e.code === 'template_not_found' && /clarateach image build --template ruby$/.test(e.message),
+    );
     await assert.rejects(catalog.current('../etc'), (e: unknown) => e instanceof VmError && e.code === 'invalid_field');
   });
 });
@@ -101,5 +106,26 @@ test('a template without a build, or with a bad name, is refused with a clear er
 test('VMs recorded before templates (build "") use the template files as they are', async () => {
   await withImages(async (dir, catalog) => {
     assert.equal(catalog.paths('default', '').rootfs, join(dir, 'rootfs.ext4'));
+  });
+});
+
+test('while the template is being rebuilt, a create gets its last whole build, never the half-new files', async () => {
+  await withImages(async (dir, catalog) => {
+    const lock = JSON.stringify({ pid: process.pid, startTime: describeProcess(process.pid)?.startTime ?? 0 });
+    writeFileSync(join(dir, '.build.lock'), lock);
+    writeBuild(dir, 'first', '2026-12-01T10:00:00.000Z');
+    await assert.rejects(catalog.current('default'), (e: unknown) => e instanceof VmError && e.code === 'template_building');
+    rmSync(join(dir, '.build.lock'));
+    const whole = await catalog.current('default');
+
+    writeFileSync(join(dir, '.build.lock'), lock);
+    // The build has replaced the kernel, not yet the rootfs.
+    writeFileSync(join(dir, '.vmlinux.tmp'), 'vmlinux of second');
+    renameSync(join(dir, '.vmlinux.tmp'), join(dir, 'vmlinux'));
+    const during = await catalog.current('default');
+    assert.equal(during.buildId, whole.buildId);
+    assert.equal(readFileSync(during.paths.kernel, 'utf8'), 'vmlinux of first');
+    rmSync(join(dir, '.build.lock'));
+    assert.notEqual((await catalog.current('default')).buildId, whole.buildId, 'after the build: the new files are the new build');
   });
 });

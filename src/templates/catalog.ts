@@ -9,6 +9,7 @@ import { existsSync, type Stats } from 'node:fs';
 import { copyFile, link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IMAGE_FILES, imagePaths } from '../image/layout.ts';
+import { isBeingBuilt } from '../image/build-lock.ts';
 import { VmError } from '../vms/errors.ts';
 import { DEFAULT_TEMPLATE, TEMPLATE_NAME_PATTERN } from '../vms/model.ts';
 import type { ImageBuild, ImageCatalog, ImagePaths, TemplateInfo } from '../vms/ports.ts';
@@ -40,6 +41,20 @@ function missingFiles(dir: string): string[] {
 }
 
 /**
+ * A template nobody built is not found (404); the default template always exists, so its missing
+ * files are the agent's failure (500 create_failed, as the operators' guide says), as are the
+ * missing files of a template that was built.
+ */
+function missingBuild(template: string, dir: string): VmError {
+  const hint = `run clarateach image build${template === DEFAULT_TEMPLATE ? '' : ` --template ${template}`}`;
+  if (template !== DEFAULT_TEMPLATE && !existsSync(dir)) {
+    return new VmError('template_not_found', `template "${template}" has no build (no ${dir}): ${hint}`);
+  }
+  const missing = missingFiles(dir).map((name) => join(dir, name));
+  return new VmError('create_failed', `images: ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} missing: ${hint}`);
+}
+
+/**
  * `20261203T071200-3f2a9c1e`: when its rootfs was written, then a digest of which files it is.
  * Only the files decide it (not the manifest, which every build run rewrites), so the same files
  * are the same build in every process.
@@ -64,8 +79,6 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
 }
 
 export class TemplateCatalog implements ImageCatalog {
-  /** fingerprint of a template's current files → the build id they were published as. */
-  private readonly published = new Map<string, string>();
   /**
    * Templates whose current build is being looked up or published right now: the build a create
    * is handed has no VM record yet, so a prune meanwhile leaves those templates alone. (From the
@@ -91,16 +104,16 @@ export class TemplateCatalog implements ImageCatalog {
   async current(template: string): Promise<ImageBuild> {
     if (!isTemplateName(template)) throw new VmError('invalid_field', `template must match ${TEMPLATE_NAME_PATTERN}`);
     const dir = this.workDir(template);
-    const stats = await bootFileStats(dir);
-    if (!stats) {
-      throw new VmError(
-        'template_not_found',
-        `template "${template}" has no build in ${dir} (${missingFiles(dir).join(', ')} missing): ` +
-          `run clarateach image build${template === DEFAULT_TEMPLATE ? '' : ` --template ${template}`}`,
-      );
-    }
     this.lookingUp.set(template, (this.lookingUp.get(template) ?? 0) + 1);
     try {
+      // Mid-rebuild the files are half old, half new: a create gets the last whole build.
+      if (await isBeingBuilt(dir)) {
+        const last = await this.newestPublished(template);
+        if (last !== undefined) return { template, buildId: last, paths: this.pathsOf(template, last) };
+        throw new VmError('template_building', `template "${template}" is being built; try again when its image build finishes`);
+      }
+      const stats = await bootFileStats(dir);
+      if (!stats) throw missingBuild(template, dir);
       const buildId = await this.publish(template, dir, stats);
       return { template, buildId, paths: this.pathsOf(template, buildId) };
     } finally {
@@ -110,29 +123,32 @@ export class TemplateCatalog implements ImageCatalog {
     }
   }
 
-  /** Links the template's current files into builds/ once; later calls find them by fingerprint. */
+  /** Links the template's current files into builds/ once (a build's id says which files it is). */
   private async publish(template: string, dir: string, stats: readonly Stats[]): Promise<string> {
-    const key = `${template}|${fingerprintOf(stats)}`;
-    const known = this.published.get(key);
-    if (known !== undefined && existsSync(this.pathsOf(template, known).rootfs)) return known;
     const buildId = buildIdFor(stats);
     const target = join(this.buildsDir(template), buildId);
-    if (!existsSync(join(target, IMAGE_FILES.rootfs))) {
-      const temp = join(this.buildsDir(template), `.new-${randomBytes(6).toString('hex')}`);
-      await mkdir(temp, { recursive: true });
-      try {
-        const files = existsSync(join(dir, IMAGE_FILES.manifest)) ? [...BOOT_FILES, IMAGE_FILES.manifest] : [...BOOT_FILES];
-        for (const name of files) await linkOrCopy(join(dir, name), join(temp, name));
-        await rename(temp, target).catch((error: NodeJS.ErrnoException) => {
-          // Published meanwhile by a concurrent create: the same files either way.
-          if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
-        });
-      } finally {
-        await rm(temp, { recursive: true, force: true });
-      }
+    if (existsSync(join(target, IMAGE_FILES.rootfs))) return buildId;
+    const temp = join(this.buildsDir(template), `.new-${randomBytes(6).toString('hex')}`);
+    await mkdir(temp, { recursive: true });
+    try {
+      const files = existsSync(join(dir, IMAGE_FILES.manifest)) ? [...BOOT_FILES, IMAGE_FILES.manifest] : [...BOOT_FILES];
+      for (const name of files) await linkOrCopy(join(dir, name), join(temp, name));
+      await rename(temp, target).catch((error: NodeJS.ErrnoException) => {
+        // Published meanwhile by a concurrent create: the same files either way.
+        if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error;
+      });
+    } finally {
+      await rm(temp, { recursive: true, force: true });
     }
-    this.published.set(key, buildId);
     return buildId;
+  }
+
+  /** The newest build already published: what a create gets while the template is being rebuilt. */
+  private async newestPublished(template: string): Promise<string | undefined> {
+    const ids = (await this.dirNames(this.buildsDir(template))).filter((id) =>
+      existsSync(join(this.buildsDir(template), id, IMAGE_FILES.rootfs)),
+    );
+    return ids.sort().at(-1);
   }
 
   paths(template: string, buildId: string): ImagePaths {

@@ -8,7 +8,8 @@ export type VmErrorCode =
   | 'create_failed'
   | 'delete_failed'
   | 'invalid_field'
-  | 'template_not_found';
+  | 'template_not_found'
+  | 'template_building';
 
 export class VmError extends Error {
   constructor(

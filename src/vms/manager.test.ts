@@ -106,7 +106,7 @@ test('a missing image fails the create with a hint and leaves nothing', async ()
     rmSync(join(imagesDir, 'vmlinux'));
     await assert.rejects(
       manager().create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' }),
-      /vmlinux missing\): run clarateach image build/,
+      /vmlinux is missing: run clarateach image build/,
     );
     assert.equal(network.taps.size, 0);
   });

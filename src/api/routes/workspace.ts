@@ -13,10 +13,10 @@ export interface WorkspaceRoutesOptions {
   readonly pageDir: string;
 }
 
-/** The page's own origin only; CodeMirror injects its styles inline; the token in the URL never leaves as a Referer. */
+/** The page's own origin only ('self' covers its ws:/wss: too); CodeMirror injects its styles inline; the token in the URL never leaves as a Referer. */
 const PAGE_HEADERS = {
   'Content-Security-Policy':
-    "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'",
+    "default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'; base-uri 'none'",
   'Referrer-Policy': 'no-referrer',
   'X-Content-Type-Options': 'nosniff',
 };
@@ -29,7 +29,7 @@ export async function workspaceRoutes(app: FastifyInstance, o: WorkspaceRoutesOp
   const notBuilt = (): ApiError =>
     new ApiError(503, 'page_not_built', `the learner page is not built (no ${join(o.pageDir, 'index.html')}): run npm run build`);
 
-  app.get<{ Params: VmParams }>('/workspace/:workshopID/:seatID', { schema: { params } }, async (request, reply) => {
+  app.get<{ Params: VmParams }>('/workspace/:workshopID/:seatID', { schema: { params, security: [] } }, async (request, reply) => {
     const [path = '', query] = (request.raw.url ?? '').split(/\?(.*)/s);
     // The page's URLs are relative to its folder: without the trailing slash they would miss it.
     if (!path.endsWith('/')) {
@@ -42,7 +42,7 @@ export async function workspaceRoutes(app: FastifyInstance, o: WorkspaceRoutesOp
 
   app.get<{ Params: VmParams & { '*': string } }>(
     '/workspace/:workshopID/:seatID/assets/*',
-    { schema: { params: assetParams } },
+    { schema: { params: assetParams, security: [] } },
     async (request, reply) => {
       if (!existsSync(join(o.pageDir, 'assets'))) throw notBuilt();
       // Vite names assets by content hash: a name never changes meaning.

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as pty from 'node-pty';
@@ -121,6 +121,40 @@ describe('the operator CLI', { timeout: 120_000 }, () => {
     assert.match(duplicate.stderr, /\(vm_exists\)/);
   });
 
+  test('vm logs -f prints each new console line once, and ends when the VM is deleted or on Ctrl-C', async () => {
+    await cli(['vm', 'create', 'lab', '3']);
+    const consoleLog = join(api.dir, 'state', 'vms', api.manager.get('lab', 3).tapName, 'console.log');
+    appendFileSync(consoleLog, 'line one\n');
+    const follow = (): { out: () => string; err: () => string; child: ReturnType<typeof spawn>; exited: Promise<number> } => {
+      const child = spawn(process.execPath, [BIN, 'vm', 'logs', 'lab', '3', '-f'], {
+        env: { ...process.env, AGENT_URL: url, AGENT_TOKEN: TOKEN },
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      return { out: () => out, err: () => err, child, exited: new Promise((resolve) => child.on('close', (code) => resolve(code ?? -1))) };
+    };
+    const until = async (what: () => boolean): Promise<void> => {
+      for (let waited = 0; !what(); waited += 50) {
+        assert.ok(waited < 15_000, 'in time');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const follower = follow();
+    await until(() => follower.out().includes('line one'));
+    appendFileSync(consoleLog, 'line two\n');
+    await until(() => follower.out().includes('line two'));
+    assert.equal(follower.out(), 'line one\nline two\n', 'each line once');
+    const interrupted = follow();
+    await until(() => interrupted.out().includes('line two'));
+    interrupted.child.kill('SIGINT');
+    assert.equal(await interrupted.exited, 0, 'Ctrl-C ends it cleanly');
+    await cli(['vm', 'rm', 'lab', '3']);
+    assert.equal(await follower.exited, 0);
+    assert.match(follower.err(), /lab\/3 was deleted/);
+  });
+
   test("token prints the learner's workspace URL", async () => {
     const run = await cli(['token', 'lab', '1', '--ttl', '120']);
     assert.equal(run.code, 0, run.stderr);
@@ -140,6 +174,9 @@ describe('the operator CLI', { timeout: 120_000 }, () => {
     const gone = await cli(['cp', 'lab/1:/nope.txt', join(scratch, 'x')]);
     assert.equal(gone.code, 3);
     assert.equal((await cli(['cp', 'a', 'b'])).code, 2, 'one side must be a seat');
+    const directory = await cli(['cp', scratch, 'lab/1:/x']);
+    assert.equal(directory.code, 1);
+    assert.match(directory.stderr, /is not a file\n$/);
   });
 
   test('shell: a command in a real terminal, Ctrl-] detaches, --session re-attaches with the history', async () => {

@@ -2,6 +2,7 @@
 // Raw mode, the window's size followed, Ctrl-] detaches (the shell keeps running in the seat) and
 // `--session` re-attaches to it, its scrollback replayed.
 import { randomBytes } from 'node:crypto';
+import { StringDecoder } from 'node:string_decoder';
 import { WebSocket } from 'ws';
 import type { AgentClient } from '../../agent-client/client.ts';
 import { AgentError } from '../../agent-client/client.ts';
@@ -27,21 +28,28 @@ export async function shell(client: AgentClient, workshop: string, seat: number,
   await opened(socket);
 
   const raw = stdin.isTTY === true;
-  if (raw) stdin.setRawMode(true);
+  if (raw) {
+    stdin.setRawMode(true);
+    // Whatever ends this process, the user's terminal is not left in raw mode.
+    process.once('exit', () => stdin.isTTY && stdin.setRawMode(false));
+  }
   let detached = false;
   let exitCode = 0;
+  // A character split across two reads (a long paste) stays one character.
+  const decoder = new StringDecoder('utf8');
   const send = (frame: object): void => {
     if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
   };
   const onInput = (chunk: Buffer): void => {
     const at = raw ? chunk.indexOf(DETACH) : -1;
     if (at >= 0) {
-      if (at > 0) send({ type: 'input', data: chunk.subarray(0, at).toString('utf8') });
+      if (at > 0) send({ type: 'input', data: decoder.write(chunk.subarray(0, at)) });
       detached = true;
       socket.close(1000);
       return;
     }
-    send({ type: 'input', data: chunk.toString('utf8') });
+    const data = decoder.write(chunk);
+    if (data !== '') send({ type: 'input', data });
   };
   const onResize = (): void => send({ type: 'resize', ...size() });
   let linger: ReturnType<typeof setTimeout> | undefined;
@@ -62,7 +70,12 @@ export async function shell(client: AgentClient, workshop: string, seat: number,
   stdin.on('end', onEnd);
   stdout.on('resize', onResize);
   socket.on('message', (data) => {
-    const frame = JSON.parse(String(data)) as ShellFrame;
+    let frame: ShellFrame;
+    try {
+      frame = JSON.parse(String(data)) as ShellFrame;
+    } catch {
+      return; // not a frame of the terminal protocol: nothing to show
+    }
     if (frame.type === 'output') stdout.write(frame.data ?? '');
     else if (frame.type === 'exit') exitCode = frame.code ?? 0;
     else if (frame.type === 'error') stderr.write(`\r\nclarateach: ${frame.message ?? 'terminal error'}\r\n`);

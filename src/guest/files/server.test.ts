@@ -222,6 +222,17 @@ describe('files server', () => {
     assert.equal(gone.status, 412);
     assert.equal(existsSync(path.join(workspace, 'edit', 'missing.txt')), false);
 
+    // Two saves over the same version at once: one wins, the other is told, never both.
+    const base = (await call('PUT', '/files/edit/race.txt', { body: 'base' })).headers.etag ?? '';
+    const racing = await Promise.all(
+      ['tab one', 'tab two'].map((body) =>
+        call('PUT', '/files/edit/race.txt', { body: body.repeat(50_000), headers: { 'If-Match': base } }),
+      ),
+    );
+    assert.deepEqual(racing.map((r) => r.status).sort(), [200, 412]);
+    const winner = racing.findIndex((r) => r.status === 200);
+    assert.equal(await readFile(path.join(workspace, 'edit', 'race.txt'), 'utf8'), ['tab one', 'tab two'][winner]?.repeat(50_000));
+
     assert.equal((await call('DELETE', '/files/edit/notes.txt', { headers: { 'If-Match': v1 } })).status, 412);
     assert.equal((await call('DELETE', '/files/edit/notes.txt', { headers: { 'If-Match': String(v2) } })).status, 204);
   });

@@ -232,8 +232,11 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
     if (declared !== undefined && declared > max) throw tooLarge(max);
     if (segments.length === 0) throw new HttpError(409, 'exists', 'the workspace root is a directory');
     const target = await workspace.resolveThrough(segments);
-    checkWritePreconditions(req, await stat(target).catch(() => null), logicalPath(segments));
-    const result = await writeUpload(req, workspace, target, max);
+    // Checked before the body travels (a stale save is refused at once) and again right before
+    // the rename (a save that raced another one is refused too).
+    const check = (current: Stats | null): void => checkWritePreconditions(req, current, logicalPath(segments));
+    check(await stat(target).catch(() => null));
+    const result = await writeUpload(req, workspace, target, max, check);
     logger.info('file_written', { path: logicalPath(segments), bytes: result.bytes, created: result.created });
     sendJson(res, result.created ? 201 : 200, entryOf(segments, result.stats), { ETag: etagOf(result.stats) });
   }

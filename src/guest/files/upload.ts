@@ -101,7 +101,31 @@ export interface UploadResult {
  * Writes the request body to `target` (a confined real path).
  * @throws HttpError (409 when a directory is in the way, 413 when too large), UploadAbortedError, fs errors
  */
-export async function writeUpload(req: IncomingMessage, workspace: Workspace, target: string, max: number): Promise<UploadResult> {
+/** One commit (check, then rename) at a time per path: two conditional saves cannot both pass. */
+const commits = new Map<string, Promise<unknown>>();
+
+async function oneCommitAtATime<T>(target: string, commit: () => Promise<T>): Promise<T> {
+  const before = commits.get(target) ?? Promise.resolve();
+  const mine = before.catch(() => undefined).then(commit);
+  commits.set(target, mine);
+  try {
+    return await mine;
+  } finally {
+    if (commits.get(target) === mine) commits.delete(target);
+  }
+}
+
+/**
+ * Streams the body to a temp file, then renames it over `target`. `beforeCommit` sees what is at
+ * `target` right before the rename (null: nothing) and may refuse by throwing (If-Match).
+ */
+export async function writeUpload(
+  req: IncomingMessage,
+  workspace: Workspace,
+  target: string,
+  max: number,
+  beforeCommit: (current: Stats | null) => void = () => undefined,
+): Promise<UploadResult> {
   const before = await lstat(target).catch((err: unknown) => {
     if (errnoOf(err) === 'ENOENT') return null;
     throw err;
@@ -127,11 +151,12 @@ export async function writeUpload(req: IncomingMessage, workspace: Workspace, ta
     await fh.sync();
     await fh.close();
     closed = true;
-    const existed = await lstat(target).then(
-      () => true,
-      () => false,
-    );
-    await rename(temp, target);
+    const existed = await oneCommitAtATime(target, async () => {
+      const current = await lstat(target).catch(() => null);
+      beforeCommit(current);
+      await rename(temp, target);
+      return current !== null;
+    });
     await fsyncDirectory(dir);
     return { created: !existed, bytes, stats: await lstat(target) };
   } catch (err) {
