@@ -8,12 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { VmManager } from './manager.ts';
-import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/support/stand-ins.ts';
+import { MemoryNetwork, spawnStandIn, StandInDriver, testPorts } from '../../test/support/stand-ins.ts';
 import { VmStore } from '../store/vm-store.ts';
 import { VmError } from './errors.ts';
-import { layerDisks } from '../disks/layer.ts';
-import { TemplateCatalog } from '../templates/catalog.ts';
-import { findProcessesUnder, hostProcesses, isProcessAlive, killProcess } from '../host/process.ts';
+import { findProcessesUnder, isProcessAlive, killProcess } from '../host/process.ts';
 
 interface Fixture {
   dir: string;
@@ -36,15 +34,7 @@ async function withFixture(fn: (f: Fixture) => Promise<void>): Promise<void> {
   const store = new VmStore(join(stateDir, 'agent.db'));
   const make = (s: VmStore = store): VmManager =>
     new VmManager({
-      ports: {
-        store: s,
-        driver,
-        network,
-        disks: layerDisks,
-        images: new TemplateCatalog(imagesDir),
-        processes: hostProcesses,
-        clock: { now: Date.now },
-      },
+      ports: testPorts({ store: s, driver, network, imagesDir }),
       log: pino({ level: 'silent' }),
       stateDir,
       capacity: 5,

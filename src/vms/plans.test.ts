@@ -5,12 +5,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { layerDisks } from '../disks/layer.ts';
 import { imagePaths } from '../image/layout.ts';
-import { TemplateCatalog } from '../templates/catalog.ts';
 import { hostProcesses, isProcessAlive } from '../host/process.ts';
 import { VmStore } from '../store/vm-store.ts';
-import { MemoryNetwork, StandInDriver } from '../../test/support/stand-ins.ts';
+import { MemoryNetwork, StandInDriver, testPorts } from '../../test/support/stand-ins.ts';
 import pino from 'pino';
 import { VmManager } from './manager.ts';
 import type { VmRecord } from './model.ts';
@@ -27,15 +25,7 @@ async function withManager(fn: (m: VmManager, driver: StandInDriver, store: VmSt
   const driver = new StandInDriver();
   const network = new MemoryNetwork();
   const manager = new VmManager({
-    ports: {
-      store,
-      driver,
-      network,
-      disks: layerDisks,
-      images: new TemplateCatalog(imagesDir),
-      processes: hostProcesses,
-      clock: { now: Date.now },
-    },
+    ports: testPorts({ store, driver, network, imagesDir }),
     log: pino({ level: 'silent' }),
     stateDir: join(dir, 'state'),
     capacity: 4,

@@ -5,12 +5,10 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { layerDisks } from '../disks/layer.ts';
 import { imagePaths } from '../image/layout.ts';
-import { TemplateCatalog } from '../templates/catalog.ts';
-import { findProcessesUnder, hostProcesses, isProcessAlive, killProcess } from '../host/process.ts';
+import { findProcessesUnder, isProcessAlive, killProcess } from '../host/process.ts';
 import { VmStore } from '../store/vm-store.ts';
-import { MemoryNetwork, spawnStandIn, StandInDriver } from '../../test/support/stand-ins.ts';
+import { MemoryNetwork, spawnStandIn, StandInDriver, testPorts } from '../../test/support/stand-ins.ts';
 import { VmManager } from './manager.ts';
 import type { ReclaimCounts } from './ports.ts';
 
@@ -35,15 +33,7 @@ test('reconcile removes orphaned processes, TAPs and directories, counts them by
   const lines: { msg: string; reclaimed?: ReclaimCounts }[] = [];
   const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string }) });
   const manager = new VmManager({
-    ports: {
-      store,
-      driver,
-      network,
-      disks: layerDisks,
-      images: new TemplateCatalog(imagesDir),
-      processes: hostProcesses,
-      clock: { now: Date.now },
-    },
+    ports: testPorts({ store, driver, network, imagesDir }),
     log,
     stateDir,
     capacity: 4,

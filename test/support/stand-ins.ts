@@ -3,11 +3,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { HypervisorDriver, NetworkPort, VmEndpoint, VmLaunchSpec, VmmProcess } from '../../src/vms/ports.ts';
+import type { HypervisorDriver, NetworkPort, VmEndpoint, VmLaunchSpec, VmmProcess, VmRepository } from '../../src/vms/ports.ts';
+import type { LifecyclePorts } from '../../src/vms/lifecycle-ports.ts';
+import { layerDisks } from '../../src/disks/layer.ts';
+import { TemplateCatalog } from '../../src/templates/catalog.ts';
 import { parseCidr } from '../../src/network/cidr.ts';
 import { seatAddressing, guestSubnet } from '../../src/network/host-network.ts';
 import { TAP_PATTERN } from '../../src/network/tap.ts';
-import { describeProcess, isProcessAlive, killProcess } from '../../src/host/process.ts';
+import { describeProcess, hostProcesses, isProcessAlive, killProcess } from '../../src/host/process.ts';
 
 /** The network in memory, with the agent's real addressing (seat N gets .10+N, TAP and MAC from it). */
 export class MemoryNetwork implements NetworkPort {
@@ -77,4 +80,20 @@ export class StandInDriver implements HypervisorDriver {
   async stop(_spec: VmLaunchSpec, proc: VmmProcess): Promise<void> {
     await killProcess(proc);
   }
+}
+
+/**
+ * The lifecycle's ports for a unit test: the given store, driver and network, and the host's real
+ * disks, template catalog (on `imagesDir`), processes and clock.
+ */
+export function testPorts(o: { store: VmRepository; driver: HypervisorDriver; network: NetworkPort; imagesDir: string }): LifecyclePorts {
+  return {
+    store: o.store,
+    driver: o.driver,
+    network: o.network,
+    disks: layerDisks,
+    images: new TemplateCatalog(o.imagesDir),
+    processes: hostProcesses,
+    clock: { now: Date.now },
+  };
 }
