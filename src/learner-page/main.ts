@@ -69,34 +69,41 @@ async function start(session: PageSession): Promise<void> {
     }
   }
 
+  // One save at a time: Ctrl-S reaches both the editor's keymap and the page's listener.
+  let saving = false;
+
   /** Saves over the version that was opened; if the file changed on disk meanwhile, asks first. */
   async function save(force = false): Promise<void> {
     const file = editor.file;
-    if (!file || saveButton.disabled) return;
+    if (!file || saveButton.disabled || saving) return;
     const text = editor.text;
+    saving = true;
+    let conflict = false;
     try {
       setStatus('saving…');
       const etag = await api.save(file.path, text, force ? 'always' : file.etag);
       editor.saved(text, etag);
       setStatus('saved');
     } catch (error) {
-      if (!(error instanceof FilesError) || error.code !== 'precondition_failed') {
-        setStatus('not saved');
-        return showError(error);
-      }
-      setStatus('changed on disk');
-      const answer = await choose(`${file.path} changed on disk since you opened it. Overwrite it with your version?`, [
-        { value: 'overwrite', label: 'Overwrite' },
-        { value: 'reload', label: 'Load the version on disk' },
-      ]);
-      if (answer === 'overwrite') return save(true);
-      if (answer === 'reload')
-        return openFile({ name: file.path.split('/').pop() ?? '', path: file.path, type: 'file', size: 0, modified_at: '' }, true);
-      setStatus('not saved: changed on disk');
+      conflict = error instanceof FilesError && error.code === 'precondition_failed';
+      setStatus(conflict ? 'changed on disk' : 'not saved');
+      if (!conflict) showError(error);
+    } finally {
+      saving = false;
     }
+    if (!conflict) return;
+    const answer = await choose(`${file.path} changed on disk since you opened it. Overwrite it with your version?`, [
+      { value: 'overwrite', label: 'Overwrite' },
+      { value: 'reload', label: 'Load the version on disk' },
+    ]);
+    if (answer === 'overwrite') return save(true);
+    if (answer === 'reload')
+      return openFile({ name: file.path.split('/').pop() ?? '', path: file.path, type: 'file', size: 0, modified_at: '' }, true);
+    setStatus('not saved: changed on disk');
   }
   saveButton.addEventListener('click', () => void save());
   document.addEventListener('keydown', (event) => {
+    if (event.defaultPrevented) return; // the editor's own Ctrl-S handled it
     if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === 's') {
       event.preventDefault();
       void save();
