@@ -4,7 +4,7 @@
 // test-results/learner-page/.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -148,7 +148,7 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     await shot('reconnected');
   });
 
-  test('files: upload with progress, new folder, rename, delete', async () => {
+  test('files: upload with progress, download, new folder, rename, delete', async () => {
     await page.locator('#tree .entry', { hasText: 'notes.py' }).click();
     await page.setInputFiles('#upload-input', { name: 'data.csv', mimeType: 'text/csv', buffer: Buffer.from('a,b\n1,2\n') });
     await page.waitForSelector('#tree .entry[data-path="/data.csv"]');
@@ -165,6 +165,9 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     await run(page, 'test -d lesson-one && echo renamed-ok', 'renamed-ok');
 
     await page.locator('#tree .entry', { hasText: 'data.csv' }).click();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert.equal(download.suggestedFilename(), 'data.csv');
+    assert.equal(readFileSync(await download.path(), 'utf8'), 'a,b\n1,2\n');
     await page.click('#delete');
     await page.locator('dialog[open] button', { hasText: 'Delete' }).click();
     await page.waitForSelector('#tree .entry[data-path="/data.csv"]', { state: 'detached' });

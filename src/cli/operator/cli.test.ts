@@ -196,7 +196,7 @@ describe('the operator CLI', { timeout: 120_000 }, () => {
         write: (s) => p.write(s),
         exited,
         async waitFor(text) {
-          const deadline = Date.now() + 20_000;
+          const deadline = Date.now() + 60_000;
           while (!(typeof text === 'string' ? out.includes(text) : text.test(out))) {
             if (Date.now() > deadline) throw new Error(`no ${String(text)} in:\n${out}`);
             await new Promise((r) => setTimeout(r, 50));

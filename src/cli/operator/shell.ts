@@ -25,6 +25,20 @@ export async function shell(client: AgentClient, workshop: string, seat: number,
   const size = (): { cols: number; rows: number } => ({ cols: stdout.columns || 80, rows: stdout.rows || 24 });
   const { url, headers } = client.terminal(workshop, seat, { session, cols: String(size().cols), rows: String(size().rows) });
   const socket = new WebSocket(url, { headers });
+  let exitCode = 0;
+  // Listening before the upgrade completes: a re-attached session's replay can arrive in the same
+  // read as the 101 answer, and ws emits it right after 'open', before any awaiting code resumes.
+  socket.on('message', (data) => {
+    let frame: ShellFrame;
+    try {
+      frame = JSON.parse(String(data)) as ShellFrame;
+    } catch {
+      return; // not a frame of the terminal protocol: nothing to show
+    }
+    if (frame.type === 'output') stdout.write(frame.data ?? '');
+    else if (frame.type === 'exit') exitCode = frame.code ?? 0;
+    else if (frame.type === 'error') stderr.write(`\r\nclarateach: ${frame.message ?? 'terminal error'}\r\n`);
+  });
   await opened(socket);
 
   const raw = stdin.isTTY === true;
@@ -34,7 +48,6 @@ export async function shell(client: AgentClient, workshop: string, seat: number,
     process.once('exit', () => stdin.isTTY && stdin.setRawMode(false));
   }
   let detached = false;
-  let exitCode = 0;
   // A character split across two reads (a long paste) stays one character.
   const decoder = new StringDecoder('utf8');
   const send = (frame: object): void => {
@@ -69,17 +82,6 @@ export async function shell(client: AgentClient, workshop: string, seat: number,
   stdin.on('data', onInput);
   stdin.on('end', onEnd);
   stdout.on('resize', onResize);
-  socket.on('message', (data) => {
-    let frame: ShellFrame;
-    try {
-      frame = JSON.parse(String(data)) as ShellFrame;
-    } catch {
-      return; // not a frame of the terminal protocol: nothing to show
-    }
-    if (frame.type === 'output') stdout.write(frame.data ?? '');
-    else if (frame.type === 'exit') exitCode = frame.code ?? 0;
-    else if (frame.type === 'error') stderr.write(`\r\nclarateach: ${frame.message ?? 'terminal error'}\r\n`);
-  });
   const closed = await new Promise<{ code: number; reason: string }>((resolve) =>
     socket.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
   );
