@@ -1,5 +1,6 @@
 // The VM lifecycle: create, delete, recover. Decides what happens to a seat's VM and in which
 // order; how it happens is up to the ports (lifecycle-ports.ts) it is given.
+import { mkdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { KeyedLock } from './keyed-lock.ts';
 import { unobserved, type LifecycleObserver, type LifecyclePorts, type OperationLog, type OperationOutcome } from './lifecycle-ports.ts';
@@ -236,6 +237,8 @@ export class VmManager {
    * deletes, and removes what no VM owns. Returns what it removed, by kind (also logged, once).
    */
   async reconcile(): Promise<ReclaimCounts> {
+    // STATE_DIR/vms exists from the start, whether or not a VM was ever made.
+    await mkdir(this.dirs.root, { recursive: true });
     const deps = { ports: this.ports, dirs: this.dirs, log: this.o.log };
     // First the VMM processes no record names (e.g. one started just before a crash): a VM booted
     // again below must not meet an older VMM still holding its TAP and disk.
