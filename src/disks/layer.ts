@@ -25,6 +25,18 @@ export async function ensureLayerDisk(path: string, sizeMb: number): Promise<voi
   await rename(temp, path);
 }
 
+/**
+ * A copy of the layer `source` (a snapshot's) at `path`, unless it exists. `cp --sparse=always`
+ * keeps the holes, so copying a mostly empty layer writes only its few used MiB.
+ */
+export async function copyLayerDisk(source: string, path: string): Promise<void> {
+  if (await exists(path)) return;
+  const temp = `${path}.tmp`;
+  await rm(temp, { force: true });
+  await run('cp', ['--sparse=always', '--reflink=auto', '--', source, temp]);
+  await rename(temp, path);
+}
+
 /** Bytes the file really occupies on disk (sparse files count only written blocks). */
 export async function diskUsageBytes(path: string): Promise<number> {
   const s = await stat(path);
@@ -32,4 +44,4 @@ export async function diskUsageBytes(path: string): Promise<number> {
 }
 
 /** The writable layers as the lifecycle's DiskPort. */
-export const layerDisks: DiskPort = { ensureLayer: ensureLayerDisk };
+export const layerDisks: DiskPort = { ensureLayer: ensureLayerDisk, copyLayer: copyLayerDisk };

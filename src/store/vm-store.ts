@@ -3,7 +3,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { VmRecord, VmStatus } from '../vms/model.ts';
+import type { StartMode, StartRecord, VmRecord, VmStatus } from '../vms/model.ts';
 import type { Addressing, Reservation, ReserveLimits, ReserveResult, VmRepository } from '../vms/ports.ts';
 
 interface Row {
@@ -26,6 +26,9 @@ interface Row {
   ready_at: number | null;
   restarts: number;
   last_error: string | null;
+  start_mode: StartMode;
+  start_reason: string | null;
+  steps_ms: string;
 }
 
 const SCHEMA = `
@@ -49,6 +52,9 @@ CREATE TABLE IF NOT EXISTS vms (
   last_error     TEXT,
   template       TEXT    NOT NULL DEFAULT 'default',
   build_id       TEXT    NOT NULL DEFAULT '',
+  start_mode     TEXT    NOT NULL DEFAULT 'cold',
+  start_reason   TEXT,
+  steps_ms       TEXT    NOT NULL DEFAULT '{}',
   PRIMARY KEY (workshop_id, seat_id)
 );
 `;
@@ -57,7 +63,20 @@ CREATE TABLE IF NOT EXISTS vms (
 const ADDED_COLUMNS: readonly (readonly [string, string])[] = [
   ['template', "TEXT NOT NULL DEFAULT 'default'"],
   ['build_id', "TEXT NOT NULL DEFAULT ''"],
+  ['start_mode', "TEXT NOT NULL DEFAULT 'cold'"],
+  ['start_reason', 'TEXT'],
+  ['steps_ms', "TEXT NOT NULL DEFAULT '{}'"],
 ];
+
+function parseSteps(text: string): Record<string, number> {
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value !== 'object' || value === null) return {};
+    return Object.fromEntries(Object.entries(value).filter((e): e is [string, number] => typeof e[1] === 'number'));
+  } catch {
+    return {};
+  }
+}
 
 function toRecord(row: Row): VmRecord {
   return {
@@ -79,6 +98,7 @@ function toRecord(row: Row): VmRecord {
     readyAt: row.ready_at,
     restarts: row.restarts,
     lastError: row.last_error,
+    start: { mode: row.start_mode === 'snapshot' ? 'snapshot' : 'cold', reason: row.start_reason, stepsMs: parseSteps(row.steps_ms) },
   };
 }
 
@@ -177,6 +197,12 @@ export class VmStore implements VmRepository {
          WHERE workshop_id = ? AND seat_id = ?`,
       )
       .run(pid, pidStartTime, workshopId, seatId);
+  }
+
+  recordStart(workshopId: string, seatId: number, start: StartRecord): void {
+    this.db
+      .prepare('UPDATE vms SET start_mode = ?, start_reason = ?, steps_ms = ? WHERE workshop_id = ? AND seat_id = ?')
+      .run(start.mode, start.reason, JSON.stringify(start.stepsMs), workshopId, seatId);
   }
 
   markReady(workshopId: string, seatId: number, now: number): void {

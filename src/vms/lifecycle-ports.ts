@@ -1,7 +1,7 @@
 // The ports of the lifecycle bundled as one value, as the composition root hands them over.
 import type { BaseLogger, Bindings } from 'pino';
 import type { VmErrorCode } from './errors.ts';
-import type { Clock, DiskPort, HypervisorDriver, ImageCatalog, NetworkPort, ProcessPort, VmRepository } from './ports.ts';
+import type { Clock, DiskPort, HypervisorDriver, ImageCatalog, NetworkPort, ProcessPort, SnapshotPort, VmRepository } from './ports.ts';
 
 export interface LifecyclePorts {
   readonly driver: HypervisorDriver;
@@ -11,6 +11,8 @@ export interface LifecyclePorts {
   readonly store: VmRepository;
   readonly processes: ProcessPort;
   readonly clock: Clock;
+  /** Snapshot start; without it (or when the driver has no snapshots) every seat boots cold. */
+  readonly snapshots?: SnapshotPort;
 }
 
 /** How a create or delete ended: `ok`, or the VmError code it failed with. */

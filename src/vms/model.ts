@@ -7,6 +7,17 @@ export const TEMPLATE_NAME_PATTERN = '^[a-z0-9][a-z0-9-]{0,39}$';
 
 export type VmStatus = 'creating' | 'running' | 'failed' | 'deleting';
 
+/** How a VM's first boot began: restored from its template's snapshot, or booted from its kernel. */
+export type StartMode = 'snapshot' | 'cold';
+
+/** How a VM's create went: its start mode, why it was not a snapshot start, and each boot step's ms. */
+export interface StartRecord {
+  readonly mode: StartMode;
+  /** Why the VM booted cold (no snapshot yet, stale, restore failed); null for a snapshot start. */
+  readonly reason: string | null;
+  readonly stepsMs: Readonly<Record<string, number>>;
+}
+
 export interface VmRecord {
   readonly workshopId: string;
   readonly seatId: number;
@@ -30,6 +41,8 @@ export interface VmRecord {
   /** How many times the agent booted this VM again after its VMM died. */
   readonly restarts: number;
   readonly lastError: string | null;
+  /** Recorded once the create's boot plan ran (cold with no steps until then). */
+  readonly start: StartRecord;
 }
 
 /** Filesystem-safe id used for the VM's directory: `<workshop>.<seat>` ('.' never occurs in a workshop id). */

@@ -1,7 +1,7 @@
 // What the VM lifecycle needs from the world, declared by the lifecycle itself. Adapters implement
 // these (hypervisors/, network/, disks/, store/, proxy/guest.ts, host/process.ts); the composition
 // root (cli/agent.ts) wires them. The lifecycle imports no adapter.
-import type { VmRecord } from './model.ts';
+import type { StartRecord, VmRecord } from './model.ts';
 
 // ---- hypervisor -------------------------------------------------------------------------------
 
@@ -69,6 +69,86 @@ export interface HypervisorDriver {
   vmmOwner?(spec: VmLaunchSpec): Promise<VmmOwner | undefined>;
   /** Removes what the driver keeps per VM (cgroups, jails) for every VM id not in `keep`. */
   reclaim?(keep: ReadonlySet<string>): Promise<ReclaimCounts>;
+  /** Snapshot start, where the driver supports it (both methods or neither). */
+  readonly snapshots?: SnapshotDriver;
+}
+
+// ---- snapshots --------------------------------------------------------------------------------
+
+/** Which snapshot a seat can start from: the same build, vCPUs and memory as the saved guest. */
+export interface SnapshotKey {
+  readonly template: string;
+  readonly buildId: string;
+  readonly vcpus: number;
+  readonly memoryMb: number;
+}
+
+/** The files of one snapshot, in its own directory. */
+export interface SnapshotFiles {
+  readonly dir: string;
+  /** The guest's memory (mapped privately by every seat restored from it, where the VMM can). */
+  readonly memoryPath: string;
+  /** The VMM's device state. */
+  readonly statePath: string;
+  /** The writable layer as the saved guest had it mounted: each seat starts from a copy. */
+  readonly layerPath: string;
+}
+
+/**
+ * Who a restored guest is. It learns this over the host-to-guest channel right after the restore,
+ * before anything can reach it: address, MAC, host name, fresh entropy and the time.
+ */
+export interface GuestIdentity {
+  readonly ip: string;
+  readonly prefixLength: number;
+  readonly gateway: string;
+  readonly mac: string;
+  readonly hostname: string;
+  readonly dns: readonly string[];
+  /** 64 random bytes, hex: the guest mixes them into its RNG and reseeds it, and derives its machine id. */
+  readonly seedHex: string;
+  readonly epochMs: number;
+}
+
+export interface SnapshotDriver {
+  /**
+   * What a snapshot made by this driver depends on beyond its key (VMM binary and version, device
+   * layout): a snapshot recorded with another value is stale.
+   */
+  compatibility(): Promise<string>;
+  /**
+   * Boots `spec` (no TAP; the guest's kernel arguments ask it to wait for an identity), waits until
+   * the guest says it is ready, and saves it into `files`. Leaves no process behind either way.
+   */
+  save(spec: VmLaunchSpec, files: SnapshotFiles, timeoutMs: number): Promise<void>;
+  /**
+   * Starts `spec`'s VMM from `files` and hands the guest `identity`; resolves once the guest runs
+   * with it. Rejects with the reason otherwise, leaving no process behind (the caller boots cold).
+   */
+  restore(spec: VmLaunchSpec, files: SnapshotFiles, identity: GuestIdentity): Promise<VmmProcess>;
+}
+
+/** A snapshot ready to start seats from, or why there is none. */
+export type SnapshotLookup = { readonly files: SnapshotFiles } | { readonly missing: string };
+
+export interface SnapshotInfo {
+  readonly template: string;
+  readonly buildId: string;
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  readonly state: 'ready' | 'making' | 'failed';
+  readonly createdAt: string | null;
+  readonly error: string | null;
+}
+
+/** The agent's snapshots, one per key, made in the background. */
+export interface SnapshotPort {
+  find(key: SnapshotKey): Promise<SnapshotLookup>;
+  /** Starts making the key's snapshot in the background unless it exists or is being made. */
+  request(key: SnapshotKey, build: ImageBuild): void;
+  /** Removes the snapshots of builds that are not in `keepBuilds` (`template/buildId`). */
+  prune(keepBuilds: ReadonlySet<string>): Promise<void>;
+  list(): SnapshotInfo[];
 }
 
 // ---- processes --------------------------------------------------------------------------------
@@ -127,6 +207,8 @@ export interface NetworkPort {
 export interface DiskPort {
   /** The VM's writable layer at `path`, made unless it exists; a crash leaves no half-made disk. */
   ensureLayer(path: string, sizeMb: number): Promise<void>;
+  /** A copy of `source` at `path` (holes kept), made unless it exists; a crash leaves no half-made disk. */
+  copyLayer(source: string, path: string): Promise<void>;
 }
 
 /** Absolute paths of the boot images of one build. */
@@ -203,6 +285,8 @@ export interface VmRepository {
   count(): number;
   markRunning(workshopId: string, seatId: number, pid: number, pidStartTime: number, now: number): void;
   markRestarted(workshopId: string, seatId: number, pid: number, pidStartTime: number): void;
+  /** How the create's boot went (start mode, reason, step timings). */
+  recordStart(workshopId: string, seatId: number, start: StartRecord): void;
   markReady(workshopId: string, seatId: number, now: number): void;
   markFailed(workshopId: string, seatId: number, error: string): void;
   markDeleting(workshopId: string, seatId: number): void;
