@@ -15,6 +15,10 @@ export const PARTS = {
     job: 'templates (named guest images) and their immutable builds, hard-linked per build (the ImageCatalog)',
     mayImport: ['vms', 'image', 'shared'],
   },
+  snapshots: {
+    job: 'snapshots of template builds booted to "services ready", made in the background (the SnapshotPort)',
+    mayImport: ['vms', 'shared'],
+  },
   config: { job: 'the agent configuration from environment and flags', mayImport: ['network', 'shared'] },
   hypervisors: {
     job: 'the VMM drivers, QEMU and Firecracker (the HypervisorDriver port)',
@@ -49,6 +53,7 @@ export const PARTS = {
       'network',
       'proxy',
       'shared',
+      'snapshots',
       'store',
       'templates',
       'vms',

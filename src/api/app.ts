@@ -21,7 +21,7 @@ import { TerminalProxy } from '../proxy/terminal.ts';
 import type { ProxyTraffic } from '../proxy/traffic.ts';
 import { createTerminalUpgrade } from '../proxy/terminal-upgrade.ts';
 import { serveIgnoringUpgrade, wantsWebSocket } from '../http/upgrade.ts';
-import type { GuestProbe, ImageCatalog } from '../vms/ports.ts';
+import type { GuestProbe, ImageCatalog, SnapshotPort } from '../vms/ports.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -40,6 +40,8 @@ export interface ApiOptions {
   /** The built learner page (src/learner-page → dist/learner-page). */
   readonly pageDir: string;
   readonly templates: ImageCatalog;
+  /** Shown with the templates' builds in GET /templates. */
+  readonly snapshots?: SnapshotPort;
   readonly observability: Observability;
 }
 
@@ -87,7 +89,11 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   await app.register(statusRoutes, o.status);
   await app.register(vmRoutes, o.vms);
   await app.register(tokenRoutes, { auth: o.auth, manager: o.vms.manager, maxSeat: o.vms.maxSeat, defaultTtlS: o.learnerTokenTtlS });
-  await app.register(templateRoutes, { templates: o.templates, manager: o.vms.manager });
+  await app.register(templateRoutes, {
+    templates: o.templates,
+    manager: o.vms.manager,
+    ...(o.snapshots ? { snapshots: o.snapshots } : {}),
+  });
   await app.register(workspaceRoutes, { pageDir: o.pageDir });
   await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe, ...(traffic ? { traffic } : {}) });
   await app.register(metricsRoutes, { source: metrics });

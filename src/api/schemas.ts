@@ -66,12 +66,17 @@ export function vmJson(vm: VmRecord) {
     created_at: iso(vm.createdAt),
     restarts: vm.restarts,
     last_error: vm.lastError,
+    /** `snapshot`: restored from its template's snapshot; `cold`: booted from its kernel (start_reason says why). */
+    start: vm.start.mode,
+    start_reason: vm.start.reason,
     timeline: {
       created_at: iso(vm.createdAt),
       running_at: iso(vm.runningAt),
       ready_at: iso(vm.readyAt),
       running_ms: vm.runningAt === null ? null : vm.runningAt - vm.createdAt,
       ready_ms: vm.readyAt === null ? null : vm.readyAt - vm.createdAt,
+      /** Milliseconds of each step of the create's boot plan (bridge, tap, layer, vmm...). */
+      steps_ms: vm.start.stepsMs,
     },
   };
 }

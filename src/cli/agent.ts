@@ -15,6 +15,8 @@ import { endpoint } from '../vms/plans.ts';
 import { ReadinessTracker } from '../vms/readiness.ts';
 import type { Clock, DiskPort, GuestProbe, HypervisorDriver, ImageCatalog, NetworkPort, ProcessPort, ReclaimCounts } from '../vms/ports.ts';
 import { TemplateCatalog } from '../templates/catalog.ts';
+import { SnapshotStore } from '../snapshots/store.ts';
+import { DEFAULT_TEMPLATE } from '../vms/model.ts';
 import { buildApi } from '../api/app.ts';
 import { Authenticator } from '../api/auth.ts';
 import { AuditLog } from '../api/audit.ts';
@@ -67,12 +69,18 @@ export interface AgentSettings {
   readonly vmLimits: { readonly vcpus: number; readonly memoryMb: number };
   /** The built learner page (default: LEARNER_PAGE_DIR). */
   readonly pageDir?: string;
+  /** Restore new seats from snapshots where the driver can (default off here; the agent's config turns it on). */
+  readonly snapshotStart?: boolean;
+  /** Name servers a restored guest gets. */
+  readonly guestDns?: readonly string[];
 }
 
 export interface ComposedAgent {
   readonly app: FastifyInstance;
   readonly manager: VmManager;
   readonly readiness: ReadinessTracker;
+  /** The snapshots, when snapshot start is on and the driver can. */
+  readonly snapshots: SnapshotStore | undefined;
   /** What the start-up sweep removed, by kind. */
   readonly reclaimed: ReclaimCounts;
   /** The agent's own metrics registry (what `/metrics` shows). */
@@ -88,9 +96,32 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
   // The agent's own registry, not prom-client's global one: two agents in one process never mix.
   const registry = new Registry();
   const metrics = createAgentMetrics(registry, () => store.list());
+  const snapshots =
+    s.snapshotStart && a.driver.snapshots
+      ? new SnapshotStore({
+          dir: join(s.stateDir, 'snapshots'),
+          driver: a.driver.snapshots,
+          disks: a.disks,
+          images: a.images,
+          processes: a.processes,
+          log: s.log,
+          layerSizeMb: s.vmDiskMb,
+        })
+      : undefined;
+  await snapshots?.open();
   const manager = new VmManager({
     observer: metrics.lifecycle,
-    ports: { driver: a.driver, network: a.network, disks: a.disks, images: a.images, store, processes: a.processes, clock: a.clock },
+    ports: {
+      driver: a.driver,
+      network: a.network,
+      disks: a.disks,
+      images: a.images,
+      store,
+      processes: a.processes,
+      clock: a.clock,
+      ...(snapshots ? { snapshots } : {}),
+    },
+    ...(s.guestDns ? { guestDns: s.guestDns } : {}),
     log: s.log,
     stateDir: s.stateDir,
     capacity: s.capacity,
@@ -102,6 +133,11 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
   const reclaimed = await manager.reconcile();
   s.log.info({ vms: manager.count() }, 'state reconciled');
   await manager.pruneBuilds();
+  if (snapshots) {
+    // The default template's seats of the default size get their snapshot now, not on first use.
+    const build = await a.images.current(DEFAULT_TEMPLATE).catch(() => undefined);
+    if (build) snapshots.request({ template: build.template, buildId: build.buildId, ...s.vmDefaults }, build);
+  }
 
   const readiness = new ReadinessTracker(manager, a.probe);
   const app = await buildApi({
@@ -112,6 +148,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     probe: a.probe,
     pageDir: s.pageDir ?? LEARNER_PAGE_DIR,
     templates: a.images,
+    ...(snapshots ? { snapshots } : {}),
     observability: { metrics: registry, traffic: metrics.traffic, errorSent: metrics.errorSent },
     status: {
       manager,
@@ -129,6 +166,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     app,
     manager,
     readiness,
+    snapshots,
     reclaimed,
     metrics: registry,
     async close() {
@@ -169,6 +207,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       maxSeat: maxSeatId(config.bridgeCidr),
       vmDefaults: { vcpus: config.vmVcpus, memoryMb: config.vmMemoryMb },
       vmLimits: { vcpus: config.vmMaxVcpus, memoryMb: config.vmMaxMemoryMb },
+      snapshotStart: config.snapshotStart,
+      guestDns: config.vmDns ? [config.vmDns] : [],
     },
     {
       driver,

@@ -30,6 +30,8 @@ export interface AgentConfig {
   readonly vmMaxMemoryMb: number;
   readonly vmDiskMb: number;
   readonly memoryOvercommit: number;
+  /** Seats restore from a snapshot of their template build (made in the background) instead of booting. */
+  readonly snapshotStart: boolean;
   readonly logLevel: string;
 }
 
@@ -126,10 +128,22 @@ export const SETTINGS = {
     help: 'VM memory may total host memory times this',
     fallback: () => '1.5',
   },
+  snapshotStart: {
+    env: 'SNAPSHOT_START',
+    flag: '--snapshot-start',
+    help: 'on: new seats restore from a snapshot of their template (made in the background); off: every seat boots cold',
+    fallback: () => 'on',
+  },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', help: 'pino log level', fallback: () => 'info' },
 } as const satisfies Record<keyof AgentConfig, Setting>;
 
 type Source = (setting: Setting) => string | undefined;
+
+function onOff(setting: Setting, raw: string): boolean {
+  if (raw === 'on') return true;
+  if (raw === 'off') return false;
+  throw new ConfigError(setting.env, `must be "on" or "off", got "${raw}"`);
+}
 
 function integer(setting: Setting, raw: string, min: number, max: number): number {
   if (!/^\d+$/.test(raw)) throw new ConfigError(setting.env, `must be a whole number, got "${raw}"`);
@@ -267,6 +281,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     vmMaxMemoryMb,
     vmDiskMb: integer(SETTINGS.vmDiskMb, text(SETTINGS.vmDiskMb), 256, 1_048_576),
     memoryOvercommit: ratio(SETTINGS.memoryOvercommit, text(SETTINGS.memoryOvercommit)),
+    snapshotStart: onOff(SETTINGS.snapshotStart, text(SETTINGS.snapshotStart)),
     logLevel: text(SETTINGS.logLevel),
   };
 }

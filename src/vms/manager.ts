@@ -5,10 +5,11 @@ import type { Logger } from 'pino';
 import { KeyedLock } from './keyed-lock.ts';
 import { unobserved, type LifecycleObserver, type LifecyclePorts, type OperationLog, type OperationOutcome } from './lifecycle-ports.ts';
 import { VmError } from './errors.ts';
-import { vmId, type VmRecord } from './model.ts';
+import { newSeedHex, prefixLength } from './identity.ts';
+import { vmId, type StartMode, type VmRecord } from './model.ts';
 import { runPlan, runTeardown, StepError } from './plan.ts';
-import { bootPlan, networkPlan, recordedProcess, teardownPlan, type VmPlanContext } from './plans.ts';
-import type { ImageBuild, ReclaimCounts, VmLaunchSpec, VmmProcess } from './ports.ts';
+import { bootPlan, networkPlan, recordedProcess, teardownPlan, type RestoreRequest, type VmPlanContext } from './plans.ts';
+import type { GuestIdentity, ImageBuild, ReclaimCounts, SnapshotFiles, VmLaunchSpec, VmmProcess } from './ports.ts';
 import { addCounts, killUnrecordedVmms, reclaimOrphans } from './reclaim.ts';
 import { VmDirectories } from './vm-directory.ts';
 
@@ -22,6 +23,8 @@ export interface ManagerOptions {
   readonly vmDiskMb: number;
   /** Extra kernel arguments every guest gets (e.g. DNS). */
   readonly extraKernelArgs?: string;
+  /** Name servers a restored guest is given (a cold one has them in extraKernelArgs). */
+  readonly guestDns?: readonly string[];
   readonly gracefulStopMs?: number;
   /** Told of every create, delete, readiness and recovery (metrics). */
   readonly observer?: LifecycleObserver;
@@ -89,8 +92,9 @@ export class VmManager {
   }
 
   /** The steps of a VM's plans, with the VMM recorded by `onStarted`. */
-  planContext(vm: VmRecord, onStarted: (proc: VmmProcess) => void = () => undefined): VmPlanContext {
+  planContext(vm: VmRecord, onStarted: (proc: VmmProcess) => void = () => undefined, restore?: RestoreRequest): VmPlanContext {
     return {
+      ...(restore ? { restore } : {}),
       ports: this.ports,
       dirs: this.dirs,
       vm,
@@ -126,14 +130,31 @@ export class VmManager {
   }
 
   private async createVm(request: CreateRequest, requestLog: OperationLog): Promise<VmRecord> {
-    const vm = this.reserve(request, await this.ports.images.current(request.template));
+    const build = await this.ports.images.current(request.template);
+    const vm = this.reserve(request, build);
     const id = vmId(vm.workshopId, vm.seatId);
     const log = requestLog.child({ vm: id, ip: vm.ip });
     return this.lock.with(id, async () => {
       try {
         const onStarted = (p: VmmProcess): void => this.ports.store.markRunning(vm.workshopId, vm.seatId, p.pid, p.startTime, this.now());
-        const report = await runPlan(bootPlan(this.planContext(vm, onStarted)));
-        log.info({ tap: vm.tapName, template: vm.template, build: vm.buildId, steps_ms: report.ms }, 'vm running');
+        const start = await this.startFrom(vm, build);
+        let mode: StartMode = start.files ? 'snapshot' : 'cold';
+        let reason = start.reason;
+        const restore: RestoreRequest | undefined = start.files && {
+          files: start.files,
+          identity: this.identity(vm),
+          onFallback: (why) => {
+            mode = 'cold';
+            reason = why;
+            log.warn({ reason: why }, 'snapshot restore failed; booting cold');
+          },
+        };
+        const report = await runPlan(bootPlan(this.planContext(vm, onStarted, restore)));
+        this.ports.store.recordStart(vm.workshopId, vm.seatId, { mode, reason, stepsMs: report.ms });
+        log.info(
+          { tap: vm.tapName, template: vm.template, build: vm.buildId, start: mode, start_reason: reason, steps_ms: report.ms },
+          'vm running',
+        );
         void this.pruneBuilds();
         return this.get(vm.workshopId, vm.seatId);
       } catch (error) {
@@ -151,6 +172,32 @@ export class VmManager {
         throw new VmError('create_failed', reason);
       }
     });
+  }
+
+  /** The snapshot a new VM starts from, or why it boots cold (and the snapshot is then asked for). */
+  private async startFrom(vm: VmRecord, build: ImageBuild): Promise<{ files?: SnapshotFiles; reason: string | null }> {
+    const snapshots = this.ports.snapshots;
+    if (!snapshots || !this.ports.driver.snapshots) return { reason: 'snapshot start is off' };
+    const key = { template: vm.template, buildId: vm.buildId, vcpus: vm.vcpus, memoryMb: vm.memoryMb };
+    const found = await snapshots.find(key);
+    if ('files' in found) return { files: found.files, reason: null };
+    snapshots.request(key, build);
+    return { reason: found.missing };
+  }
+
+  /** Who a restored guest is: the same address, MAC and host name a cold boot gets, and fresh entropy. */
+  private identity(vm: VmRecord): GuestIdentity {
+    const { gateway, netmask } = this.ports.network.subnet;
+    return {
+      ip: vm.ip,
+      prefixLength: prefixLength(netmask) ?? 24,
+      gateway,
+      mac: vm.mac,
+      hostname: `seat-${vm.seatId}`,
+      dns: this.o.guestDns ?? [],
+      seedHex: newSeedHex(),
+      epochMs: this.now(),
+    };
   }
 
   private reserve(request: CreateRequest, build: ImageBuild): VmRecord {
@@ -214,6 +261,9 @@ export class VmManager {
     try {
       const removed = await this.ports.images.prune(() => new Set(this.list().map((vm) => `${vm.template}/${vm.buildId}`)));
       if (removed.length > 0) this.o.log.info({ builds: removed }, 'template builds no VM uses removed');
+      // New seats start from current builds only: snapshots of older ones are of no use.
+      const current = (await this.ports.images.list()).flatMap((t) => (t.currentBuild === null ? [] : [`${t.name}/${t.currentBuild}`]));
+      await this.ports.snapshots?.prune(new Set(current));
     } catch (error) {
       this.o.log.warn({ err: error }, 'could not remove unused template builds');
     }

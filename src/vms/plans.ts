@@ -1,10 +1,10 @@
 // The lifecycle's plans, built from its ports: what booting, repairing and tearing down one VM
 // consists of, step by step (see plan.ts for how a plan runs).
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import type { LifecyclePorts } from './lifecycle-ports.ts';
 import type { VmRecord } from './model.ts';
 import type { Step } from './plan.ts';
-import type { VmEndpoint, VmLaunchSpec, VmmProcess } from './ports.ts';
+import type { GuestIdentity, SnapshotFiles, VmEndpoint, VmLaunchSpec, VmmProcess } from './ports.ts';
 import type { VmDirectories } from './vm-directory.ts';
 
 export interface VmPlanContext {
@@ -16,6 +16,15 @@ export interface VmPlanContext {
   readonly gracefulStopMs: number;
   /** Records the VMM the `vmm` step started. */
   readonly onStarted: (proc: VmmProcess) => void;
+  /** A new seat restored from a snapshot instead of booted cold (creates only). */
+  readonly restore?: RestoreRequest;
+}
+
+export interface RestoreRequest {
+  readonly files: SnapshotFiles;
+  readonly identity: GuestIdentity;
+  /** Told when the restore failed and the seat booted cold instead, with the reason. */
+  readonly onFallback: (reason: string) => void;
 }
 
 export function endpoint(vm: VmRecord): VmEndpoint {
@@ -49,11 +58,29 @@ export function bootPlan(c: VmPlanContext): Step[] {
     {
       name: 'writable layer',
       needed: async () => !(await present(c.spec.layerDiskPath)),
-      do: () => c.ports.disks.ensureLayer(c.spec.layerDiskPath, c.vmDiskMb),
+      // A restored guest had the snapshot's layer mounted: it goes on with a copy of it.
+      do: () =>
+        c.restore
+          ? c.ports.disks.copyLayer(c.restore.files.layerPath, c.spec.layerDiskPath)
+          : c.ports.disks.ensureLayer(c.spec.layerDiskPath, c.vmDiskMb),
     },
     { name: 'images', do: () => checkImages(c.spec) },
-    { name: 'vmm', needed: async () => !vmmRuns(c), do: async () => c.onStarted(await c.ports.driver.start(c.spec)) },
+    { name: 'vmm', needed: async () => !vmmRuns(c), do: async () => c.onStarted(await startVmm(c)) },
   ];
+}
+
+/** Restores the seat from its snapshot when asked; if that fails, boots it cold on a fresh layer. */
+async function startVmm(c: VmPlanContext): Promise<VmmProcess> {
+  const snapshots = c.ports.driver.snapshots;
+  if (!c.restore || !snapshots) return c.ports.driver.start(c.spec);
+  try {
+    return await snapshots.restore(c.spec, c.restore.files, c.restore.identity);
+  } catch (error) {
+    c.restore.onFallback(`restore failed: ${(error as Error).message}`);
+    await rm(c.spec.layerDiskPath, { force: true });
+    await c.ports.disks.ensureLayer(c.spec.layerDiskPath, c.vmDiskMb);
+    return c.ports.driver.start(c.spec);
+  }
 }
 
 /** Stops the VMM and removes the TAP and the VM's directory (disk, sockets, console). Every step runs. */

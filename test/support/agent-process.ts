@@ -62,6 +62,8 @@ export async function startAgent(o: AgentOptions): Promise<AgentProcess> {
       WORKER_ID: 'it-worker',
       VM_MEMORY_MB: '384',
       LOG_LEVEL: 'debug',
+      // A template boot in the background costs a core for seconds: only tests of snapshot start want it.
+      SNAPSHOT_START: 'off',
       ...(o.token ? { AGENT_TOKEN: o.token } : {}),
       ...o.env,
     },

@@ -6,6 +6,9 @@ import type { VmLaunchSpec } from '../../vms/ports.ts';
 export type Acceleration = 'kvm' | 'tcg';
 
 export const QMP_SOCKET_NAME = 'qmp.sock';
+/** The identity channel's host end (a virtio-serial port named IDENTITY_PORT_NAME in the guest). */
+export const IDENTITY_SOCKET_NAME = 'identity.sock';
+export const IDENTITY_PORT_NAME = 'org.clarateach.identity';
 export const PID_FILE_NAME = 'qemu.pid';
 
 /** Unix socket paths longer than this do not fit in sockaddr_un. */
@@ -24,6 +27,10 @@ export function qemuOverheadMb(accel: Acceleration): number {
 
 export function qmpSocketPath(runDir: string): string {
   return join(runDir, QMP_SOCKET_NAME);
+}
+
+export function identitySocketPath(runDir: string): string {
+  return join(runDir, IDENTITY_SOCKET_NAME);
 }
 
 export function pidFilePath(runDir: string): string {
@@ -72,7 +79,21 @@ export interface QemuCommandInput {
   readonly runAs?: string;
   /** Start with the CPUs stopped (-S): the driver resumes them once QEMU sits in its cgroup. */
   readonly paused?: boolean;
+  /**
+   * A snapshot's template guest (`share: true`: its RAM is the file, so the file is the saved
+   * memory) or a seat restored from it (`share: false`: the file mapped privately, so seats share
+   * the pages none of them changed). Either way the guest also gets the identity channel, and
+   * both command lines have the same devices in the same order, as migration requires.
+   */
+  readonly snapshot?: { readonly memoryPath: string; readonly share: boolean; readonly incoming: boolean };
 }
+
+/**
+ * File descriptors 3 (read-only) and 4 (read-write) of a restoring QEMU: its writable layer. QEMU
+ * opens the layer again once the incoming migration completed, when it already runs as the VM's
+ * user, who cannot enter the agent's state directory; from an fd set it dups these instead.
+ */
+export const LAYER_FDS = [3, 4] as const;
 
 export function buildQemuArgs(input: QemuCommandInput): string[] {
   const { spec, accel } = input;
@@ -81,7 +102,7 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
     '-name',
     `guest=${e(spec.id)}`,
     '-machine',
-    'microvm,acpi=on',
+    input.snapshot ? 'microvm,acpi=on,memory-backend=ram' : 'microvm,acpi=on',
     '-accel',
     accel === 'tcg' ? `tcg,tb-size=${TCG_TB_SIZE_MB}` : 'kvm',
     '-cpu',
@@ -115,8 +136,9 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
     `file=${e(spec.baseDiskPath)},format=raw,if=none,id=base,readonly=on`,
     '-device',
     'virtio-blk-device,drive=base',
+    ...(input.snapshot?.incoming ? LAYER_FDS.flatMap((fd) => ['-add-fd', `fd=${fd},set=1`]) : []),
     '-drive',
-    `file=${e(spec.layerDiskPath)},format=raw,if=none,id=layer,discard=unmap,detect-zeroes=unmap`,
+    `file=${input.snapshot?.incoming ? '/dev/fdset/1' : e(spec.layerDiskPath)},format=raw,if=none,id=layer,discard=unmap,detect-zeroes=unmap`,
     '-device',
     'virtio-blk-device,drive=layer',
   ];
@@ -127,6 +149,23 @@ export function buildQemuArgs(input: QemuCommandInput): string[] {
       '-device',
       `virtio-net-device,netdev=net0,mac=${spec.mac}`,
     );
+  } else if (input.snapshot) {
+    // The template has no network, but the same NIC as the seats restored from it (which set their MAC).
+    args.push('-device', `virtio-net-device,mac=${spec.mac}`);
+  }
+  if (input.snapshot) {
+    const { memoryPath, share, incoming } = input.snapshot;
+    args.push(
+      '-object',
+      `memory-backend-file,id=ram,size=${spec.memoryMb}M,mem-path=${e(memoryPath)},share=${share ? 'on' : 'off'}`,
+      '-device',
+      'virtio-serial-device',
+      '-chardev',
+      `socket,id=identity,path=${e(identitySocketPath(spec.runDir))},server=on,wait=off`,
+      '-device',
+      `virtserialport,chardev=identity,name=${IDENTITY_PORT_NAME}`,
+    );
+    if (incoming) args.push('-incoming', 'defer');
   }
   args.push('-qmp', `unix:${e(qmpSocketPath(spec.runDir))},server=on,wait=off`, '-pidfile', pidFilePath(spec.runDir));
   if (input.paused) args.push('-S');

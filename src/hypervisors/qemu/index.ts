@@ -11,6 +11,7 @@ import { detectAcceleration, hostTscKhz, type AccelVerdict } from './accel.ts';
 import { qemuCommand, startVm } from './launch.ts';
 import { qemuContext, type QemuDriverOptions } from './options.ts';
 import { reclaimOrphans } from './reclaim.ts';
+import { qemuSnapshots } from './snapshot.ts';
 import { stopVm } from './stop.ts';
 
 export { buildQemuArgs, kernelCommandLine } from './args.ts';
@@ -34,6 +35,7 @@ export function qemuDriverWithVerdict(verdict: AccelVerdict, opts: QemuDriverOpt
     isAlive: (proc) => isProcessAlive(proc),
     stop: (spec, proc, gracefulMs) => stopVm(ctx, spec, proc, gracefulMs),
     reclaim: (keep) => reclaimOrphans(ctx, keep),
+    snapshots: qemuSnapshots(ctx),
     // The user this VM's QEMU runs as (its TAP is given to it), when VMs run as users of their own.
     vmmOwner: async (spec) => {
       if (!ctx.perVmUser || spec.tapName === '') return undefined;

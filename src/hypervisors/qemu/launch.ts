@@ -2,6 +2,7 @@
 // (it exits once the VM is set up, leaving QEMU detached), QEMU put into its cgroup while paused,
 // then resumed and awaited over QMP until the guest runs.
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { access, mkdir, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { placeInCgroup, removeVmCgroup } from '../../host/cgroups/index.ts';
@@ -11,7 +12,7 @@ import { INTERFACE_NAME } from '../../network/tap.ts';
 import { run } from '../../shared/exec.ts';
 import { readPidFile } from '../../shared/files.ts';
 import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
-import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qmpSocketPath } from './args.ts';
+import { buildQemuArgs, MAX_SOCKET_PATH, pidFilePath, qmpSocketPath, type QemuCommandInput } from './args.ts';
 import { QemuStartError, type QemuContext } from './options.ts';
 import { QmpClient } from './qmp.ts';
 
@@ -38,13 +39,26 @@ function checkSpec(spec: VmLaunchSpec): string | undefined {
   return undefined;
 }
 
+/** How a start differs from a cold boot: a snapshot's template guest, or a seat restored from one. */
+export interface LaunchVariant {
+  readonly snapshot?: NonNullable<QemuCommandInput['snapshot']>;
+  /** Runs once QEMU sits in its cgroup, before its CPUs run: a restore loads its state here. */
+  readonly beforeResume?: (proc: VmmProcess, deadline: number) => Promise<void>;
+}
+
 /** The full command (launch prefix included) that starts `spec`'s QEMU, as `runAs` when given. */
-export function qemuCommand(ctx: QemuContext, spec: VmLaunchSpec, runAs?: string): { file: string; args: string[] } {
+export function qemuCommand(
+  ctx: QemuContext,
+  spec: VmLaunchSpec,
+  runAs?: string,
+  snapshot?: QemuCommandInput['snapshot'],
+): { file: string; args: string[] } {
   const qemuArgs = buildQemuArgs({
     spec,
     accel: ctx.verdict.accel,
-    paused: ctx.cgroup !== false,
+    paused: ctx.cgroup !== false || snapshot?.incoming === true,
     ...(runAs === undefined ? {} : { runAs }),
+    ...(snapshot === undefined ? {} : { snapshot }),
     ...(ctx.verdict.tscKhz === undefined ? {} : { tscKhz: ctx.verdict.tscKhz }),
   });
   const [file, ...prefixArgs] = [...ctx.launchPrefix, ctx.qemuBin];
@@ -57,10 +71,13 @@ interface LaunchResult {
   readonly stderr: string;
 }
 
-/** Runs the daemonizing QEMU launcher: it exits 0 once the VM runs, or non-zero with a reason. */
-function runLauncher(file: string, args: readonly string[], timeoutMs: number): Promise<LaunchResult> {
+/**
+ * Runs the daemonizing QEMU launcher: it exits 0 once the VM runs, or non-zero with a reason.
+ * `fds` become its descriptors 3, 4, ...
+ */
+function runLauncher(file: string, args: readonly string[], timeoutMs: number, fds: readonly number[] = []): Promise<LaunchResult> {
   return new Promise((resolve) => {
-    const child = spawn(file, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(file, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe', ...fds] });
     let stderr = '';
     let done = false;
     const finish = (result: LaunchResult): void => {
@@ -79,8 +96,8 @@ function runLauncher(file: string, args: readonly string[], timeoutMs: number): 
       }
       finish({ code: null, signal: 'SIGKILL', stderr: `${stderr}\n(no answer within ${timeoutMs} ms)` });
     }, timeoutMs);
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => {
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
       stderr = (stderr + chunk).slice(-16_384);
     });
     child.on('error', (error) => finish({ code: null, signal: null, stderr: `cannot run ${file}: ${error.message}` }));
@@ -108,7 +125,7 @@ async function tapExists(ctx: QemuContext, tapName: string): Promise<boolean> {
   );
 }
 
-export async function startVm(ctx: QemuContext, spec: VmLaunchSpec): Promise<VmmProcess> {
+export async function startVm(ctx: QemuContext, spec: VmLaunchSpec, variant: LaunchVariant = {}): Promise<VmmProcess> {
   const problem = checkSpec(spec);
   if (problem) throw new QemuStartError(spec.id, problem);
   if (spec.tapName !== '' && !(await tapExists(ctx, spec.tapName))) {
@@ -122,8 +139,14 @@ export async function startVm(ctx: QemuContext, spec: VmLaunchSpec): Promise<Vmm
 
   const deadline = Date.now() + ctx.startTimeoutMs;
   const user = ctx.perVmUser && spec.tapName !== '' ? await ensureVmUser(vmUserName(spec.tapName)) : undefined;
-  const { file, args } = qemuCommand(ctx, spec, user?.name);
-  const launch = await runLauncher(file, args, ctx.startTimeoutMs);
+  const { file, args } = qemuCommand(ctx, spec, user?.name, variant.snapshot);
+  const fds = variant.snapshot?.incoming ? [openSync(spec.layerDiskPath, 'r'), openSync(spec.layerDiskPath, 'r+')] : [];
+  let launch: LaunchResult;
+  try {
+    launch = await runLauncher(file, args, ctx.startTimeoutMs, fds);
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
   const pid = await readPidFile(pidFile);
   const proc = pid === undefined ? undefined : describeProcess(pid);
   const fail = (reason: string): Promise<never> => undoStart(ctx, spec, proc, reason);
@@ -138,6 +161,13 @@ export async function startVm(ctx: QemuContext, spec: VmLaunchSpec): Promise<Vmm
       );
     } catch (error) {
       return fail(`cannot limit QEMU with a cgroup: ${(error as Error).message}`);
+    }
+  }
+  if (variant.beforeResume) {
+    try {
+      await variant.beforeResume(proc, deadline);
+    } catch (error) {
+      return fail((error as Error).message);
     }
   }
   await waitRunning(ctx, spec, proc, deadline, fail);

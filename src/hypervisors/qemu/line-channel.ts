@@ -1,0 +1,79 @@
+// A line-based conversation over a unix socket (the host end of a guest's identity channel):
+// connect with retries until a deadline, write a line, read the next line before a deadline.
+import { createConnection, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** A guest line longer than this is not an answer of ours. */
+const MAX_LINE = 4096;
+
+export class LineChannel {
+  private buffer = '';
+  private closedReason: string | undefined;
+  private wake: (() => void) | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      this.buffer += chunk;
+      this.wake?.();
+    });
+    socket.on('close', () => {
+      this.closedReason ??= 'the guest channel closed';
+      this.wake?.();
+    });
+    socket.on('error', (error) => {
+      this.closedReason = `the guest channel failed: ${error.message}`;
+    });
+  }
+
+  /** Connects to `path`, trying again while the socket does not exist yet or refuses. */
+  static async connect(path: string, deadline: number): Promise<LineChannel> {
+    let last = 'no attempt';
+    while (Date.now() < deadline) {
+      try {
+        const socket = await new Promise<Socket>((resolve, reject) => {
+          const s = createConnection(path);
+          s.once('connect', () => resolve(s));
+          s.once('error', reject);
+        });
+        return new LineChannel(socket);
+      } catch (error) {
+        last = (error as Error).message;
+        await sleep(20);
+      }
+    }
+    throw new Error(`cannot connect to the guest channel ${path} (${last})`);
+  }
+
+  writeLine(line: string): void {
+    this.socket.write(`${line}\n`);
+  }
+
+  /** The next line, without its newline (a '\r' before it dropped). */
+  async readLine(deadline: number): Promise<string> {
+    for (;;) {
+      const end = this.buffer.indexOf('\n');
+      if (end >= 0) {
+        const line = this.buffer.slice(0, end).replace(/\r$/, '');
+        this.buffer = this.buffer.slice(end + 1);
+        return line;
+      }
+      if (this.buffer.length > MAX_LINE) throw new Error('the guest sent a line longer than expected');
+      if (this.closedReason !== undefined) throw new Error(this.closedReason);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('no answer from the guest in time');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
