@@ -11,6 +11,7 @@ export interface VmJson {
   readonly pid: number;
   readonly ready: boolean;
   readonly status: string;
+  readonly start: 'snapshot' | 'cold';
   readonly timeline: { readonly running_ms: number | null; readonly ready_ms: number | null };
 }
 
@@ -69,6 +70,21 @@ export class BenchAgent {
       await sleep(50);
     }
     throw new Error(`the agent logged no "vm running" for ${workshopId}.${seatId}`);
+  }
+
+  /** Waits until the default template's current build has a ready snapshot. */
+  async waitSnapshot(timeoutMs = 300_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const body = (await (await this.process.api('/templates')).json()) as {
+        templates: { name: string; builds: { current: boolean; snapshots: { state: string; error: string | null }[] }[] }[];
+      };
+      const snapshot = body.templates.find((t) => t.name === 'default')?.builds.find((b) => b.current)?.snapshots[0];
+      if (snapshot?.state === 'ready') return;
+      if (snapshot?.state === 'failed') throw new Error(`the snapshot failed: ${snapshot.error}`);
+      if (Date.now() > deadline) throw new Error('no snapshot in time');
+      await sleep(500);
+    }
   }
 
   async stop(): Promise<void> {

@@ -10,7 +10,7 @@ import { BenchAgent } from './agent.ts';
 import { diskBench } from './disk.ts';
 import { proxyBench } from './proxy.ts';
 import { scaleBench } from './scale.ts';
-import { seatsBench } from './seats.ts';
+import { measureSeats, reportSeats } from './seats.ts';
 import { Results } from './stats.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -56,14 +56,31 @@ const dir = mkdtempSync(join(tmpdir(), 'ct-bench-'));
 let hypervisor = 'none (disk only)';
 try {
   if (wanted.has('disk')) await diskBench(dir, results);
-  if (wanted.has('seats') || wanted.has('proxy') || wanted.has('scale')) {
+  let oneSeatRunningMs = NaN;
+  const describe = async (agent: BenchAgent): Promise<void> => {
+    const info = (await (await agent.process.api('/info')).json()) as { hypervisor?: string; acceleration?: string };
+    hypervisor = `${info.hypervisor ?? '?'}, acceleration ${info.acceleration ?? '?'}`;
+    process.stdout.write(`\nhypervisor: ${hypervisor}\n`);
+  };
+  if (wanted.has('seats')) {
+    // Cold and snapshot start side by side, one agent after the other (one agent per network
+    // namespace: its firewall table is the namespace's), on the same image.
+    const coldAgent = await BenchAgent.start(19190);
+    const cold = await describe(coldAgent)
+      .then(() => measureSeats(coldAgent, 'cold'))
+      .finally(() => coldAgent.stop());
+    const snapAgent = await BenchAgent.start(19191, { SNAPSHOT_START: 'on' });
+    const snap = await snapAgent
+      .waitSnapshot()
+      .then(() => measureSeats(snapAgent, 'snapshot'))
+      .finally(() => snapAgent.stop());
+    reportSeats(results, cold, snap);
+    oneSeatRunningMs = cold.runningMs;
+  }
+  if (wanted.has('proxy') || wanted.has('scale')) {
     const agent = await BenchAgent.start(19190);
     try {
-      const info = (await (await agent.process.api('/info')).json()) as { hypervisor?: string; acceleration?: string };
-      hypervisor = `${info.hypervisor ?? '?'}, acceleration ${info.acceleration ?? '?'}`;
-      process.stdout.write(`\nhypervisor: ${hypervisor}\n`);
-      let oneSeatRunningMs = NaN;
-      if (wanted.has('seats')) oneSeatRunningMs = (await seatsBench(agent, results)).runningMs;
+      if (!wanted.has('seats')) await describe(agent);
       if (wanted.has('proxy')) await proxyBench(agent, results);
       if (wanted.has('scale')) {
         if (Number.isNaN(oneSeatRunningMs)) {

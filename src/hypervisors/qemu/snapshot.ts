@@ -105,23 +105,43 @@ async function restoreVm(ctx: QemuContext, spec: VmLaunchSpec, files: SnapshotFi
   const incoming = join(INCOMING_DIR, `${spec.id}.state`);
   await copyFile(files.statePath, incoming);
   if (user) await chown(incoming, user.uid, user.gid);
+  const phases: Record<string, number> = {};
+  const started = performance.now();
   try {
-    return await startVm(ctx, spec, {
+    const proc = await startVm(ctx, spec, {
       snapshot: { memoryPath: files.memoryPath, share: false, incoming: true },
-      beforeResume: (_proc, deadline) => loadAndIdentify(spec, incoming, line, deadline),
+      beforeResume: (_proc, deadline) => {
+        phases['launch'] = performance.now() - started;
+        return loadAndIdentify(spec, incoming, line, deadline, phases);
+      },
     });
+    ctx.log.info({ vm: spec.id, pid: proc.pid, phases_ms: roundAll(phases) }, `qemu: VM ${spec.id} restored from a snapshot`);
+    return proc;
   } finally {
     await rm(incoming, { force: true });
   }
 }
 
 /** Loads the device state, gives the paused guest its identity line, resumes it, awaits its answer. */
-async function loadAndIdentify(spec: VmLaunchSpec, incoming: string, line: string, deadline: number): Promise<void> {
+async function loadAndIdentify(
+  spec: VmLaunchSpec,
+  incoming: string,
+  line: string,
+  deadline: number,
+  phases: Record<string, number>,
+): Promise<void> {
+  let mark = performance.now();
+  const phase = (name: string): void => {
+    const now = performance.now();
+    phases[name] = now - mark;
+    mark = now;
+  };
   await withQmp(spec, async (qmp) => {
     await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
     await qmp.execute('migrate-incoming', { uri: `exec:cat '${incoming}'` });
     await awaitMigration(qmp, deadline, 'loading the snapshot');
     await awaitStatus(qmp, 'paused', deadline);
+    phase('load');
     // Connected before the CPUs run, so the guest's waiting read sees the host end open.
     const channel = await LineChannel.connect(identitySocketPath(spec.runDir), deadline);
     try {
@@ -129,10 +149,15 @@ async function loadAndIdentify(spec: VmLaunchSpec, incoming: string, line: strin
       await qmp.execute('cont');
       const answer = await channel.readLine(Math.min(deadline, Date.now() + IDENTITY_TIMEOUT_MS));
       if (!answer.startsWith(IDENTITY_APPLIED_PREFIX)) throw new Error(`the restored guest refused its identity: ${answer}`);
+      phase('identity');
     } finally {
       channel.close();
     }
   });
+}
+
+function roundAll(values: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(values).map(([k, v]) => [k, Math.round(v * 10) / 10]));
 }
 
 async function awaitStatus(qmp: QmpClient, want: string, deadline: number): Promise<void> {
