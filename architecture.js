@@ -39,8 +39,22 @@ export const PARTS = {
     job: "a typed client of the agent's HTTP API, for the operator CLI (and later the workshop server)",
     mayImport: ['shared'],
   },
+  workshops: {
+    job: "the workshop server's domain: workshops, seats, joins, placement, worker health; declares its ports",
+    mayImport: [],
+  },
+  'server-db': {
+    job: "the workshop server's database (PGlite or PostgreSQL), its migrations, the WorkshopRepository",
+    mayImport: ['workshops'],
+  },
+  'server-workers': { job: "the WorkerPort over the workers' agents", mayImport: ['workshops', 'agent-client'] },
+  'server-config': { job: 'the workshop server configuration from environment and flags', mayImport: ['workshops'] },
+  'server-api': {
+    job: "the workshop server's HTTP API: instructors, workshops, workers, joins, and the proxy to the workers",
+    mayImport: ['workshops', 'http', 'shared'],
+  },
   cli: {
-    job: 'command lines and the composition root (cli/agent.ts)',
+    job: 'command lines and the composition roots (cli/agent.ts, cli/server.ts)',
     mayImport: [
       'agent-client',
       'api',
@@ -52,11 +66,16 @@ export const PARTS = {
       'metrics',
       'network',
       'proxy',
+      'server-api',
+      'server-config',
+      'server-db',
+      'server-workers',
       'shared',
       'snapshots',
       'store',
       'templates',
       'vms',
+      'workshops',
     ],
   },
 };

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # QEMU (the microvm hypervisor); mmdebstrap, busybox, cpio, e2fsprogs, kmod, xz, zstd (the guest
 # image); iproute2, nftables (bridge, TAPs, NAT); ping, curl, jq (scripts/test-e2e-local.sh);
 # python3, make, g++ (native npm modules build from source: no prebuilt binaries are fetched);
-# chromium (the learner page's browser tests, headless).
+# chromium (the learner page's browser tests, headless); postgresql (the workshop server's tests
+# run a real PostgreSQL 15 cluster in a temp dir, as the postgres user).
 PACKAGES=(
   qemu-system-x86 qemu-utils mmdebstrap busybox-static cpio e2fsprogs kmod xz-utils zstd
-  iproute2 nftables iputils-ping curl jq ca-certificates python3 make g++ chromium
+  iproute2 nftables iputils-ping curl jq ca-certificates python3 make g++ chromium postgresql
 )
 
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps: run as root (sudo)" >&2; exit 1; fi

@@ -1,6 +1,7 @@
 // How the operator CLI speaks: human tables by default, the API's JSON with --json, one-line
 // errors, and exit codes scripts can trust.
 import { AgentError, AgentUnreachable } from '../../agent-client/client.ts';
+import { ServerError, ServerUnreachable } from '../server-client.ts';
 
 export const EXIT = {
   ok: 0,
@@ -41,6 +42,14 @@ export function reportError(error: unknown): number {
   }
   if (error instanceof AgentUnreachable) {
     process.stderr.write(`clarateach: ${error.message} (set AGENT_URL or --agent-url)\n`);
+    return EXIT.unreachable;
+  }
+  if (error instanceof ServerError) {
+    process.stderr.write(`clarateach: ${error.message} (${error.code})\n`);
+    return error.status === 404 ? EXIT.notFound : EXIT.failed;
+  }
+  if (error instanceof ServerUnreachable) {
+    process.stderr.write(`clarateach: ${error.message} (set SERVER_URL or --server-url)\n`);
     return EXIT.unreachable;
   }
   if (error instanceof UsageError) {

@@ -1,0 +1,110 @@
+// Composition root of the workshop server: the database (PGlite in DATA_DIR, or PostgreSQL at
+// DATABASE_URL) with its migrations, the repository, the agents of the workers, the domain service,
+// the HTTP app; and the background rounds (worker polls, workshops past their end time).
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { createLogger } from '../shared/logger.ts';
+import type { ServerConfig } from '../server-config/config.ts';
+import { openDatabase, type Database } from '../server-db/database.ts';
+import { migrate } from '../server-db/migrations.ts';
+import { SqlWorkshopRepository } from '../server-db/repository.ts';
+import { AgentWorkers } from '../server-workers/agent-workers.ts';
+import { WorkshopService } from '../workshops/service.ts';
+import { pollWorkers } from '../workshops/worker-monitor.ts';
+import type { Clock, WorkerPort } from '../workshops/ports.ts';
+import { buildServerApp } from '../server-api/app.ts';
+import { ServerAuth } from '../server-api/auth.ts';
+import { ServerMetrics } from '../server-api/metrics.ts';
+import { VERSION } from './agent.ts';
+
+export interface RunningServer {
+  readonly url: string;
+  readonly app: FastifyInstance;
+  readonly service: WorkshopService;
+  readonly db: Database;
+  /** One round of the background work now (tests): poll workers, end workshops past their end, fail stuck seats. */
+  tick(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ServerOverrides {
+  readonly log?: Logger;
+  readonly clock?: Clock;
+  readonly workers?: WorkerPort;
+  /** No background rounds (tests drive `tick`). */
+  readonly noBackground?: boolean;
+}
+
+export async function startServer(config: ServerConfig, overrides: ServerOverrides = {}): Promise<RunningServer> {
+  const log = overrides.log ?? createLogger(config.logLevel);
+  const clock = overrides.clock ?? { now: Date.now };
+  const db = await openDatabase(config);
+  try {
+    const applied = await migrate(db);
+    if (applied > 0) log.info({ applied, database: db.kind }, 'database migrated');
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+  const repo = new SqlWorkshopRepository(db, clock.now);
+  const workers = overrides.workers ?? new AgentWorkers({ readyTimeoutS: config.seatReadyTimeoutS });
+  const metrics = new ServerMetrics(repo);
+  const service = new WorkshopService({
+    repo,
+    workers,
+    clock,
+    policy: config.placement,
+    log,
+    // The agent's own wait, and a minute more for the answer to travel.
+    provisioningTimeoutMs: (config.seatReadyTimeoutS + 60) * 1000,
+    onProvisioned: (result) => metrics.provisions.inc({ result }),
+  });
+  const app = await buildServerApp({
+    log,
+    version: VERSION,
+    trustProxy: config.trustProxy,
+    context: {
+      service,
+      repo,
+      workers,
+      auth: new ServerAuth(repo, clock.now),
+      clock,
+      metrics,
+      secureCookies: config.secureCookies,
+      sessionTtlS: config.sessionTtlS,
+      joinRateLimit: config.joinRateLimit,
+      workerDownAfter: config.workerDownAfter,
+    },
+  });
+  const tick = async (): Promise<void> => {
+    await pollWorkers({ repo, workers, clock, downAfterFailures: config.workerDownAfter });
+    await service.endDue();
+    await service.failStale();
+  };
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+  const url = await app.listen({ host: config.host, port: config.port });
+  log.info({ url, database: db.kind, placement: config.placement }, 'workshop server listening');
+  if (!overrides.noBackground) {
+    const round = (): void => {
+      running = tick().catch((error: unknown) => log.warn({ err: error }, 'background round failed'));
+    };
+    round();
+    timer = setInterval(round, config.workerPollS * 1000);
+    timer.unref();
+  }
+  return {
+    url,
+    app,
+    service,
+    db,
+    tick,
+    async stop() {
+      if (timer) clearInterval(timer);
+      await running;
+      await app.close();
+      await service.settled();
+      await db.close();
+    },
+  };
+}

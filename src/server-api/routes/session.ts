@@ -1,0 +1,98 @@
+// Instructors' sessions and accounts: POST /api/login, POST /api/logout, GET /api/session,
+// POST /api/instructors (a logged-in instructor adds another).
+import type { FastifyInstance } from 'fastify';
+import { newId, newSecretToken, tokenDigest } from '../../workshops/codes.ts';
+import { DUMMY_HASH, MIN_PASSWORD_LENGTH, hashPassword, verifyPassword } from '../passwords.ts';
+import { ApiError } from '../errors.ts';
+import { SESSION_COOKIE, ServerAuth, actorOfInstructor, cookieOptions } from '../auth.ts';
+import type { ServerContext } from '../context.ts';
+import { errorReply } from '../schemas.ts';
+
+const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' } as const;
+const PASSWORD = { type: 'string', minLength: 1, maxLength: 1024 } as const;
+
+const sessionReply = {
+  type: 'object',
+  required: ['email', 'csrf_token', 'expires_at'],
+  properties: {
+    email: { type: 'string' },
+    csrf_token: { type: 'string', description: `send it as X-CSRF-Token on every state-changing request made with the session cookie` },
+    expires_at: { type: 'string', format: 'date-time' },
+    session_token: { type: 'string', description: 'only when asked for (`"bearer": true`): for `Authorization: Bearer` (the CLI)' },
+  },
+} as const;
+
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+export async function sessionRoutes(app: FastifyInstance, c: ServerContext): Promise<void> {
+  app.post<{ Body: { email: string; password: string; bearer?: boolean } }>(
+    '/api/login',
+    {
+      config: { rateLimit: { max: Math.max(10, c.joinRateLimit), timeWindow: '1 minute' } },
+      schema: {
+        security: [],
+        body: {
+          type: 'object',
+          required: ['email', 'password'],
+          additionalProperties: false,
+          properties: { email: EMAIL, password: PASSWORD, bearer: { type: 'boolean' } },
+        },
+        response: { 200: sessionReply, 401: errorReply },
+      },
+    },
+    async (request, reply) => {
+      const instructor = await c.repo.instructorByEmail(normalizeEmail(request.body.email));
+      // Without an account the check still runs: how long it takes says nothing.
+      const ok = await verifyPassword(request.body.password, instructor?.passwordHash ?? DUMMY_HASH);
+      if (!instructor || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password');
+      const token = newSecretToken();
+      const csrf = newSecretToken();
+      const expiresAt = c.clock.now() + c.sessionTtlS * 1000;
+      await c.repo.createSession(tokenDigest(token), instructor.id, csrf, expiresAt);
+      reply.setCookie(SESSION_COOKIE, token, cookieOptions(request, c.secureCookies, c.sessionTtlS));
+      return {
+        email: instructor.email,
+        csrf_token: csrf,
+        expires_at: new Date(expiresAt).toISOString(),
+        ...(request.body.bearer === true ? { session_token: token } : {}),
+      };
+    },
+  );
+
+  app.post('/api/logout', { schema: { response: { 204: { type: 'null' } } } }, async (request, reply) => {
+    await c.auth.requireInstructor(request);
+    const token = /^Bearer\s+(\S+)/i.exec(request.headers.authorization ?? '')?.[1] ?? request.cookies[SESSION_COOKIE];
+    if (token) await c.repo.deleteSession(tokenDigest(token));
+    ServerAuth.clear(reply, SESSION_COOKIE);
+    return reply.code(204).send();
+  });
+
+  app.get('/api/session', { schema: { response: { 200: sessionReply, 401: errorReply } } }, async (request) => {
+    const identity = await c.auth.requireInstructor(request);
+    return { email: identity.email, csrf_token: identity.csrfToken, expires_at: new Date(identity.expiresAt).toISOString() };
+  });
+
+  app.post<{ Body: { email: string; password: string } }>(
+    '/api/instructors',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['email', 'password'],
+          additionalProperties: false,
+          properties: { email: EMAIL, password: { ...PASSWORD, minLength: MIN_PASSWORD_LENGTH } },
+        },
+        response: { 201: { type: 'object', properties: { id: { type: 'string' }, email: { type: 'string' } } } },
+      },
+    },
+    async (request, reply) => {
+      const identity = await c.auth.requireInstructor(request);
+      const email = normalizeEmail(request.body.email);
+      const created = await c.repo.addInstructor(newId('in'), email, await hashPassword(request.body.password));
+      await c.repo.audit({ actor: actorOfInstructor(identity), action: 'instructor.add', target: email, workshopId: null }, c.clock.now());
+      return reply.code(201).send({ id: created.id, email: created.email });
+    },
+  );
+}

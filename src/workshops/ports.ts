@@ -1,0 +1,126 @@
+// The ports the workshop server's domain needs, declared here and implemented by adapters: the
+// database (src/server-db) and the workers' agents (src/server-workers).
+import type {
+  AuditEntry,
+  AuditRecord,
+  Instructor,
+  InstructorWithPassword,
+  Learner,
+  NewWorkshop,
+  PlacedSeat,
+  PlacementPolicy,
+  Seat,
+  SeatRecordState,
+  Session,
+  Worker,
+  WorkerState,
+  Workshop,
+} from './model.ts';
+
+export interface NewWorker {
+  readonly id: string;
+  readonly url: string;
+  readonly token: string | null;
+  readonly memoryMb: number | null;
+}
+
+export interface WorkerObservation {
+  readonly state: WorkerState;
+  readonly capacity?: number;
+  readonly vmCount?: number;
+  readonly agentWorkerId?: string;
+  readonly error?: string;
+}
+
+export interface JoinRequest {
+  readonly workshopId: string;
+  readonly learnerId: string;
+  readonly name: string;
+  readonly tokenDigest: string;
+  readonly policy: PlacementPolicy;
+}
+
+export interface JoinOutcome {
+  readonly learner: Learner;
+  readonly seat: Seat;
+  /** Set when no made seat was free and a new one was placed: it still needs its VM. */
+  readonly placed: PlacedSeat | null;
+}
+
+/**
+ * Everything the server keeps. Every method that hands out a seat or a slot on a worker decides
+ * under row locks in one transaction, so any number of server processes may share the database.
+ */
+export interface WorkshopRepository {
+  addInstructor(id: string, email: string, passwordHash: string): Promise<Instructor>;
+  instructorByEmail(email: string): Promise<InstructorWithPassword | undefined>;
+  countInstructors(): Promise<number>;
+  createSession(tokenDigest: string, instructorId: string, csrfToken: string, expiresAt: number): Promise<void>;
+  sessionByDigest(tokenDigest: string, now: number): Promise<Session | undefined>;
+  deleteSession(tokenDigest: string): Promise<void>;
+
+  addWorker(worker: NewWorker): Promise<Worker>;
+  listWorkers(): Promise<Worker[]>;
+  getWorker(id: string): Promise<Worker | undefined>;
+  /** Refuses (worker_in_use) while seats of active workshops are on it. */
+  removeWorker(id: string): Promise<void>;
+  observeWorker(id: string, observation: WorkerObservation, now: number, downAfterFailures: number): Promise<Worker>;
+
+  /** The workshop and its first seats, placed; refuses with no_capacity (and keeps nothing) when the workers cannot hold them. */
+  createWorkshop(
+    id: string,
+    joinCode: string,
+    workshop: NewWorkshop,
+    policy: PlacementPolicy,
+  ): Promise<{ workshop: Workshop; placed: PlacedSeat[] }>;
+  getWorkshop(id: string): Promise<Workshop | undefined>;
+  workshopByCode(code: string): Promise<Workshop | undefined>;
+  listWorkshops(instructorId: string): Promise<Workshop[]>;
+  listSeats(workshopId: string): Promise<Seat[]>;
+  getSeat(workshopId: string, seatId: number): Promise<Seat | undefined>;
+  placedSeat(workshopId: string, seatId: number): Promise<PlacedSeat | undefined>;
+  /** Places `count` more seats (and raises seats and max_seats by it). */
+  addSeats(workshopId: string, count: number, policy: PlacementPolicy): Promise<PlacedSeat[]>;
+  /** A free made seat (SKIP LOCKED), else a new one placed while max_seats allows; the learner is recorded with it. */
+  join(request: JoinRequest): Promise<JoinOutcome>;
+  learnerByDigest(tokenDigest: string): Promise<Learner | undefined>;
+  /** False when the seat was removed meanwhile (its workshop ended): nothing changed. */
+  setSeatState(workshopId: string, seatId: number, state: SeatRecordState, error: string | null): Promise<boolean>;
+  /** Seats provisioning since before `olderThan` (their server stopped, or the worker hung) become failed; returns how many. */
+  failStaleProvisioning(olderThan: number): Promise<number>;
+  /** Marks the workshop ended and its seats removed; returns the seats whose VMs must go. Empty when it had ended already. */
+  endWorkshop(workshopId: string, now: number): Promise<PlacedSeat[]>;
+  workshopsDueToEnd(now: number): Promise<Workshop[]>;
+  recordActivity(workshopId: string, seatId: number, now: number): Promise<void>;
+  changeConnections(workshopId: string, seatId: number, delta: 1 | -1, now: number): Promise<void>;
+
+  audit(entry: AuditEntry, now: number): Promise<void>;
+  listAudit(workshopId: string): Promise<AuditRecord[]>;
+}
+
+export interface WorkerHealth {
+  readonly agentWorkerId: string;
+  readonly capacity: number;
+  readonly vmCount: number;
+}
+
+export interface SeatVmRequest {
+  readonly workshopId: string;
+  readonly seatId: number;
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  readonly template: string;
+}
+
+/** The agents on the workers, as the domain uses them. */
+export interface WorkerPort {
+  health(worker: Worker): Promise<WorkerHealth>;
+  createVm(worker: Worker, request: SeatVmRequest): Promise<void>;
+  /** Deleting a VM that is not there is not an error. */
+  deleteVm(worker: Worker, workshopId: string, seatId: number): Promise<void>;
+  consoleLog(worker: Worker, workshopId: string, seatId: number, bytes: number): Promise<string>;
+}
+
+export interface Clock {
+  now(): number;
+}

@@ -1,0 +1,214 @@
+// The workshop server's use cases: create a workshop and make its seats in parallel, let learners
+// join (a made seat at once, else a new one), reset, add seats, read a console, end. Every decision
+// about who gets which seat on which worker is the repository's, under row locks.
+import { newId, newJoinCode, newSecretToken, newWorkshopId, normalizeJoinCode, JOIN_CODE_PATTERN, tokenDigest } from './codes.ts';
+import { WorkshopError, type Learner, type NewWorkshop, type PlacedSeat, type PlacementPolicy, type Seat, type Workshop } from './model.ts';
+import type { Clock, WorkerPort, WorkshopRepository } from './ports.ts';
+
+export interface ServiceLog {
+  warn(context: Record<string, unknown>, message: string): void;
+  info(context: Record<string, unknown>, message: string): void;
+}
+
+export interface WorkshopServiceOptions {
+  readonly repo: WorkshopRepository;
+  readonly workers: WorkerPort;
+  readonly clock: Clock;
+  readonly policy: PlacementPolicy;
+  readonly log: ServiceLog;
+  /** A seat still provisioning after this long is failed (its VM's maker may be gone). */
+  readonly provisioningTimeoutMs: number;
+  /** Told of every seat's provisioning result (metrics). */
+  readonly onProvisioned?: (result: 'ready' | 'failed') => void;
+}
+
+export interface JoinResult {
+  readonly workshop: Workshop;
+  readonly learner: Learner;
+  readonly seat: Seat;
+  /** The learner's secret: their cookie and their rejoin token. Undefined when they came back with it. */
+  readonly newToken: string | undefined;
+}
+
+const JOIN_CODE = new RegExp(JOIN_CODE_PATTERN);
+
+export class WorkshopService {
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly o: WorkshopServiceOptions) {}
+
+  get repo(): WorkshopRepository {
+    return this.o.repo;
+  }
+
+  async createWorkshop(input: NewWorkshop): Promise<Workshop> {
+    if (input.endsAt <= input.startsAt) throw new WorkshopError('invalid_field', 'ends_at must be after starts_at');
+    if (input.endsAt <= this.o.clock.now()) throw new WorkshopError('invalid_field', 'ends_at must be in the future');
+    if (input.maxSeats < input.seats) throw new WorkshopError('invalid_field', 'max_seats must be at least seats');
+    // A clash of random codes is next to impossible; the unique index catches it and we draw again.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { workshop, placed } = await this.o.repo.createWorkshop(newWorkshopId(), newJoinCode(), input, this.o.policy);
+        this.provisionInBackground(workshop, placed);
+        return workshop;
+      } catch (error) {
+        if (attempt < 3 && isUniqueViolation(error)) continue;
+        throw error;
+      }
+    }
+  }
+
+  async workshopOf(instructorId: string, workshopId: string): Promise<Workshop> {
+    const workshop = await this.o.repo.getWorkshop(workshopId);
+    // Another instructor's workshop is not found, not forbidden: ids reveal nothing.
+    if (!workshop || workshop.instructorId !== instructorId) throw new WorkshopError('workshop_not_found', `no workshop ${workshopId}`);
+    return workshop;
+  }
+
+  /** A learner joins with the code; coming back with their token gives the same seat. */
+  async join(codeText: string, name: string, learnerToken: string | undefined): Promise<JoinResult> {
+    const code = normalizeJoinCode(codeText);
+    const workshop = JOIN_CODE.test(code) ? await this.o.repo.workshopByCode(code) : undefined;
+    if (!workshop) throw new WorkshopError('invalid_code', 'no workshop has this join code');
+    this.refuseEnded(workshop);
+    if (learnerToken !== undefined) {
+      const learner = await this.o.repo.learnerByDigest(tokenDigest(learnerToken));
+      if (learner && learner.workshopId === workshop.id) return { workshop, learner, seat: await this.seat(learner), newToken: undefined };
+    }
+    const token = newSecretToken();
+    const outcome = await this.o.repo.join({
+      workshopId: workshop.id,
+      learnerId: newId('lr'),
+      name,
+      tokenDigest: tokenDigest(token),
+      policy: this.o.policy,
+    });
+    if (outcome.placed) this.provisionInBackground(workshop, [outcome.placed]);
+    return { workshop, learner: outcome.learner, seat: outcome.seat, newToken: token };
+  }
+
+  /** The learner a token belongs to (cookie or rejoin link), with their workshop and seat. */
+  async learnerOf(token: string): Promise<{ workshop: Workshop; learner: Learner; seat: Seat } | undefined> {
+    const learner = await this.o.repo.learnerByDigest(tokenDigest(token));
+    if (!learner) return undefined;
+    const workshop = await this.o.repo.getWorkshop(learner.workshopId);
+    if (!workshop) return undefined;
+    return { workshop, learner, seat: await this.seat(learner) };
+  }
+
+  /** Deletes the seat's VM and makes a fresh one (same worker, same learner). */
+  async resetSeat(workshop: Workshop, seatId: number): Promise<Seat> {
+    this.refuseEnded(workshop);
+    const placed = await this.placed(workshop.id, seatId);
+    await this.o.repo.setSeatState(workshop.id, seatId, 'provisioning', null);
+    await this.o.workers.deleteVm(placed.worker, workshop.id, seatId);
+    this.provisionInBackground(workshop, [placed]);
+    return this.seatById(workshop.id, seatId);
+  }
+
+  async addSeats(workshop: Workshop, count: number): Promise<Seat[]> {
+    this.refuseEnded(workshop);
+    const placed = await this.o.repo.addSeats(workshop.id, count, this.o.policy);
+    this.provisionInBackground(workshop, placed);
+    return Promise.all(placed.map((p) => this.seatById(p.workshopId, p.seatId)));
+  }
+
+  async consoleLog(workshop: Workshop, seatId: number, bytes: number): Promise<string> {
+    const placed = await this.placed(workshop.id, seatId);
+    return this.o.workers.consoleLog(placed.worker, workshop.id, seatId, bytes);
+  }
+
+  /** Ends the workshop: every seat's VM deleted on its worker. Ending twice does nothing more. */
+  async end(workshopId: string): Promise<{ removed: number; failed: number }> {
+    const seats = await this.o.repo.endWorkshop(workshopId, this.o.clock.now());
+    const results = await Promise.allSettled(seats.map((s) => this.o.workers.deleteVm(s.worker, s.workshopId, s.seatId)));
+    results.forEach((result, i) => {
+      if (result.status === 'rejected')
+        this.o.log.warn({ err: result.reason, seat: `${workshopId}/${seats[i]?.seatId}` }, 'could not delete a VM of an ended workshop');
+    });
+    return {
+      removed: results.filter((r) => r.status === 'fulfilled').length,
+      failed: results.filter((r) => r.status === 'rejected').length,
+    };
+  }
+
+  /** Ends every workshop past its end time (run periodically; any server process may). */
+  async endDue(): Promise<number> {
+    const due = await this.o.repo.workshopsDueToEnd(this.o.clock.now());
+    for (const workshop of due) {
+      await this.end(workshop.id);
+      this.o.log.info({ workshop: workshop.id }, 'workshop ended at its end time');
+    }
+    return due.length;
+  }
+
+  /** Fails seats whose VM should have been made long ago: a server that crashed mid-create leaves them behind. */
+  async failStale(): Promise<number> {
+    const failed = await this.o.repo.failStaleProvisioning(this.o.clock.now() - this.o.provisioningTimeoutMs);
+    if (failed > 0) this.o.log.warn({ failed }, 'seats stuck provisioning marked failed');
+    return failed;
+  }
+
+  /** Resolves once every seat being made now is ready or failed (tests, shutdown). */
+  async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  private refuseEnded(workshop: Workshop): void {
+    if (workshop.state === 'ended' || workshop.endsAt <= this.o.clock.now()) {
+      throw new WorkshopError('workshop_ended', `workshop ${workshop.id} has ended`);
+    }
+  }
+
+  private async placed(workshopId: string, seatId: number): Promise<PlacedSeat> {
+    const placed = await this.o.repo.placedSeat(workshopId, seatId);
+    if (!placed) throw new WorkshopError('seat_not_found', `no seat ${seatId} in workshop ${workshopId}`);
+    return placed;
+  }
+
+  private async seatById(workshopId: string, seatId: number): Promise<Seat> {
+    const seat = await this.o.repo.getSeat(workshopId, seatId);
+    if (!seat) throw new WorkshopError('seat_not_found', `no seat ${seatId} in workshop ${workshopId}`);
+    return seat;
+  }
+
+  private seat(learner: Learner): Promise<Seat> {
+    return this.seatById(learner.workshopId, learner.seatId);
+  }
+
+  /** Makes the seats' VMs in parallel; each seat ends ready or failed (with the agent's reason). */
+  private provisionInBackground(workshop: Workshop, seats: readonly PlacedSeat[]): void {
+    for (const seat of seats) {
+      const task = this.provision(workshop, seat).finally(() => this.inFlight.delete(task));
+      this.inFlight.add(task);
+    }
+  }
+
+  private async provision(workshop: Workshop, seat: PlacedSeat): Promise<void> {
+    try {
+      await this.o.workers.createVm(seat.worker, {
+        workshopId: workshop.id,
+        seatId: seat.seatId,
+        vcpus: workshop.vcpus,
+        memoryMb: workshop.memoryMb,
+        template: workshop.template,
+      });
+      if (!(await this.o.repo.setSeatState(workshop.id, seat.seatId, 'ready', null))) {
+        // The workshop ended while the VM was being made: it must not outlive it.
+        await this.o.workers.deleteVm(seat.worker, workshop.id, seat.seatId);
+        return;
+      }
+      this.o.onProvisioned?.('ready');
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.o.log.warn({ seat: `${workshop.id}/${seat.seatId}`, worker: seat.worker.id, err: message }, 'seat VM could not be made');
+      this.o.onProvisioned?.('failed');
+      await this.o.repo.setSeatState(workshop.id, seat.seatId, 'failed', message).catch(() => undefined);
+    }
+  }
+}
+
+/** Postgres' unique_violation, from either driver. */
+export function isUniqueViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+}
