@@ -36,7 +36,7 @@ export const PARTS = {
     mayImport: ['guest'],
   },
   'agent-client': {
-    job: "a typed client of the agent's HTTP API, for the operator CLI (and later the workshop server)",
+    job: "a typed client of the agent's HTTP API, for the operator CLI and the workshop server",
     mayImport: ['shared'],
   },
   workshops: {
@@ -49,8 +49,12 @@ export const PARTS = {
   },
   'server-workers': { job: "the WorkerPort over the workers' agents", mayImport: ['workshops', 'agent-client'] },
   'server-config': { job: 'the workshop server configuration from environment and flags', mayImport: ['workshops'] },
+  'server-pages': {
+    job: "the workshop server's pages in the browser: the instructor's dashboard and the learners' join page, built by Vite",
+    mayImport: [],
+  },
   'server-api': {
-    job: "the workshop server's HTTP API: instructors, workshops, workers, joins, and the proxy to the workers",
+    job: "the workshop server's HTTP API: instructors, workshops, workers, joins, its pages, and the proxy to the workers",
     mayImport: ['workshops', 'http', 'shared'],
   },
   cli: {

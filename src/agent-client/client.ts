@@ -1,5 +1,5 @@
-// A typed client of the agent's HTTP API: what the operator CLI (and later the workshop server)
-// calls. Errors keep the API's `{error, code}`; an agent that cannot be reached is its own error.
+// A typed client of the agent's HTTP API: what the operator CLI and the workshop server
+// call. Errors keep the API's `{error, code}`; an agent that cannot be reached is its own error.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';

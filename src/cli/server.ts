@@ -1,6 +1,7 @@
 // Composition root of the workshop server: the database (PGlite in DATA_DIR, or PostgreSQL at
 // DATABASE_URL) with its migrations, the repository, the agents of the workers, the domain service,
 // the HTTP app; and the background rounds (worker polls, workshops past their end time).
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { createLogger } from '../shared/logger.ts';
@@ -16,6 +17,9 @@ import { buildServerApp } from '../server-api/app.ts';
 import { ServerAuth } from '../server-api/auth.ts';
 import { ServerMetrics } from '../server-api/metrics.ts';
 import { VERSION } from './agent.ts';
+
+/** Where `npm run build` puts the server's pages (src/server-pages). */
+export const SERVER_PAGES_DIR: string = fileURLToPath(new URL('../../dist/server-pages', import.meta.url));
 
 export interface RunningServer {
   readonly url: string;
@@ -33,10 +37,12 @@ export interface ServerOverrides {
   readonly workers?: WorkerPort;
   /** No background rounds (tests drive `tick`). */
   readonly noBackground?: boolean;
+  /** The built pages (default: SERVER_PAGES_DIR). */
+  readonly pagesDir?: string;
 }
 
 export async function startServer(config: ServerConfig, overrides: ServerOverrides = {}): Promise<RunningServer> {
-  const log = overrides.log ?? createLogger(config.logLevel);
+  const log = overrides.log ?? createLogger(config.logLevel, 'clarateach-server');
   const clock = overrides.clock ?? { now: Date.now };
   const db = await openDatabase(config);
   try {
@@ -63,6 +69,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     log,
     version: VERSION,
     trustProxy: config.trustProxy,
+    pagesDir: overrides.pagesDir ?? SERVER_PAGES_DIR,
     context: {
       service,
       repo,

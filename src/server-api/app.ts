@@ -17,6 +17,7 @@ import { joinRoutes } from './routes/join.ts';
 import { sessionRoutes } from './routes/session.ts';
 import { workerRoutes } from './routes/workers.ts';
 import { workshopRoutes } from './routes/workshops.ts';
+import { pageRoutes } from './pages.ts';
 import { createTerminalProxy } from './terminal-proxy.ts';
 import { workspaceProxyRoutes } from './workspace-proxy.ts';
 
@@ -25,6 +26,8 @@ export interface ServerAppOptions {
   readonly version: string;
   readonly trustProxy: boolean;
   readonly context: ServerContext;
+  /** The Vite build of the server's pages (src/server-pages). */
+  readonly pagesDir: string;
 }
 
 const TERMINAL_PATH = '/proxy/{workshopID}/{seatID}/terminal';
@@ -95,6 +98,7 @@ export async function buildServerApp(o: ServerAppOptions): Promise<FastifyInstan
   await app.register(workshopRoutes, c);
   await app.register(joinRoutes, c);
   await app.register(workspaceProxyRoutes, c);
+  await app.register(pageRoutes, { pagesDir: o.pagesDir });
   app.get('/openapi.json', { schema: { security: [], description: 'This document (OpenAPI 3)' } }, async () => app.swagger());
 
   const terminals = createTerminalProxy(c, (header) => app.parseCookie(header));

@@ -36,10 +36,10 @@ export const requestSerializers = {
   res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
 };
 
-export function createLogger(level: string): Logger {
+export function createLogger(level: string, service: 'clarateach-agent' | 'clarateach-server' = 'clarateach-agent'): Logger {
   return pino({
     level,
-    base: { service: 'clarateach-agent' },
+    base: { service },
     serializers: { ...requestSerializers, err: pino.stdSerializers.err },
     redact: { paths: ['authorization', 'headers.authorization', 'token'], censor: '[redacted]' },
   });

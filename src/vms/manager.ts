@@ -177,7 +177,8 @@ export class VmManager {
   /** The snapshot a new VM starts from, or why it boots cold (and the snapshot is then asked for). */
   private async startFrom(vm: VmRecord, build: ImageBuild): Promise<{ files?: SnapshotFiles; reason: string | null }> {
     const snapshots = this.ports.snapshots;
-    if (!snapshots || !this.ports.driver.snapshots) return { reason: 'snapshot start is off' };
+    if (!snapshots) return { reason: 'snapshot start is off' };
+    if (!this.ports.driver.snapshots) return { reason: `the ${this.ports.driver.info.name} driver has no snapshot start` };
     const key = { template: vm.template, buildId: vm.buildId, vcpus: vm.vcpus, memoryMb: vm.memoryMb };
     const found = await snapshots.find(key);
     if ('files' in found) return { files: found.files, reason: null };

@@ -8,7 +8,8 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
+import { type Browser, type Locator, type Page } from 'playwright-core';
+import { launchChromium } from '../support/chromium.ts';
 import { json, requireTestNetns, startAgent, type AgentProcess } from '../support/agent-process.ts';
 
 requireTestNetns();
@@ -18,16 +19,6 @@ const PORT = 19097;
 const TOKEN = 'page-test-agent-token';
 const ENV = { WORKSPACE_TOKEN_SECRET: 'page-test-secret-that-is-long-enough-0123456789' };
 const ARTIFACTS = join(import.meta.dirname, '../../test-results/learner-page');
-// Playwright gives each launch a fresh profile of its own (--user-data-dir is its to set).
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const activeRows = (page: Page): Locator => page.locator('.terminal-pane.active .xterm-rows');
 
@@ -63,7 +54,7 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     assert.equal(created.status, 201, await created.text());
     const issued = (await (await agent.api(`/vms/${WS}/${SEAT}/token`, json({}))).json()) as { token: string; workspace_url: string };
     workspaceUrl = issued.workspace_url;
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
   });
   after(async () => {

@@ -44,6 +44,10 @@ export interface AgentOptions {
   readonly imagesDir?: string;
   readonly token?: string;
   readonly env?: Record<string, string>;
+  /** Another namespace this test made (see `peerNamespace`): the agent runs there, on `host`. */
+  readonly netns?: string;
+  /** Its listening address (default 127.0.0.1; anything else needs `token`). */
+  readonly host?: string;
 }
 
 export async function startAgent(o: AgentOptions): Promise<AgentProcess> {
@@ -51,11 +55,16 @@ export async function startAgent(o: AgentOptions): Promise<AgentProcess> {
   const stateDir = o.stateDir ?? mkdtempSync(join(tmpdir(), 'ct-it-state-'));
   const logPath = join(stateDir, `agent-${Date.now()}.log`);
   const out = createWriteStream(logPath);
-  const child = spawn(process.execPath, [join(ROOT, 'bin/clarateach.js'), 'agent'], {
+  const host = o.host ?? '127.0.0.1';
+  const command = [process.execPath, join(ROOT, 'bin/clarateach.js'), 'agent'];
+  // nsenter switches the network namespace only (`ip netns exec` also mounts a /sys of its own,
+  // without the cgroup hierarchies) and execs the command: the child's pid is the agent's.
+  const [file = '', ...args] = o.netns ? ['nsenter', `--net=/run/netns/${o.netns}`, '--', ...command] : command;
+  const child = spawn(file, args, {
     env: {
       ...process.env,
       PORT: String(o.port),
-      HOST: '127.0.0.1',
+      HOST: host,
       STATE_DIR: stateDir,
       IMAGES_DIR: o.imagesDir ?? testImagesDir(),
       HYPERVISOR: 'qemu',
@@ -71,7 +80,7 @@ export async function startAgent(o: AgentOptions): Promise<AgentProcess> {
   });
   child.stdout?.pipe(out);
   child.stderr?.pipe(out);
-  const url = `http://127.0.0.1:${o.port}`;
+  const url = `http://${host}:${o.port}`;
   const agent: AgentProcess = {
     url,
     stateDir,
@@ -119,4 +128,44 @@ export async function waitForPing(ip: string, timeoutMs: number): Promise<boolea
 export function tapsInNamespace(): string[] {
   const out = spawnSync('ip', ['-j', 'link', 'show', 'type', 'tun'], { encoding: 'utf8' }).stdout;
   return (JSON.parse(out || '[]') as { ifname: string }[]).map((l) => l.ifname);
+}
+
+export interface PeerNamespace {
+  readonly name: string;
+  /** This namespace's end of the link. */
+  readonly localIp: string;
+  /** The peer's address, where an agent started in it with `host` listens. */
+  readonly peerIp: string;
+  remove(): void;
+}
+
+/**
+ * A second namespace, made by this test inside its own, joined to it by a veth pair on a /30 of
+ * its own: a second worker's bridge, TAPs and firewall stay apart from the first one's.
+ */
+export function peerNamespace(index: number): PeerNamespace {
+  requireTestNetns();
+  const name = `ct-peer-${process.pid}-${index}`;
+  const local = `ctp${process.pid % 100000}${index}a`.slice(0, 15);
+  const peer = `ctp${process.pid % 100000}${index}b`.slice(0, 15);
+  const localIp = `10.231.${index}.1`;
+  const peerIp = `10.231.${index}.2`;
+  const ip = (...args: string[]): void => {
+    const result = spawnSync('ip', args, { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr.trim()}`);
+  };
+  ip('netns', 'add', name);
+  try {
+    ip('link', 'add', local, 'type', 'veth', 'peer', 'name', peer, 'netns', name);
+    ip('addr', 'add', `${localIp}/30`, 'dev', local);
+    ip('link', 'set', local, 'up');
+    ip('-n', name, 'addr', 'add', `${peerIp}/30`, 'dev', peer);
+    ip('-n', name, 'link', 'set', peer, 'up');
+    ip('-n', name, 'link', 'set', 'lo', 'up');
+  } catch (error) {
+    spawnSync('ip', ['netns', 'del', name]);
+    throw error;
+  }
+  // Deleting the namespace takes its end of the veth pair, and so the pair, with it.
+  return { name, localIp, peerIp, remove: () => void spawnSync('ip', ['netns', 'del', name]) };
 }

@@ -3,7 +3,7 @@
 // then resumed and awaited over QMP until the guest runs.
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { access, mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { placeInCgroup, removeVmCgroup } from '../../host/cgroups/index.ts';
 import { describeProcess, isProcessAlive, killProcess } from '../../host/process.ts';
@@ -114,15 +114,21 @@ function cleanStderr(stderr: string): string {
     .join('; ');
 }
 
-/** Whether a TAP device of that name exists where QEMU will run (through the launch prefix). */
+/**
+ * Whether a network device of that name exists where QEMU will run (through the launch prefix).
+ * /proc/self/net is the reader's own network namespace; /sys/class/net is the one sysfs was
+ * mounted in, which is another one for an agent started with `nsenter --net`.
+ */
 async function tapExists(ctx: QemuContext, tapName: string): Promise<boolean> {
-  const flags = `/sys/class/net/${tapName}/tun_flags`;
+  const devices = '/proc/self/net/dev';
   const [file, ...args] = ctx.launchPrefix;
-  const check = file === undefined ? access(flags) : run(file, [...args, 'test', '-e', flags], { timeoutMs: 10_000 });
-  return check.then(
-    () => true,
-    () => false,
-  );
+  try {
+    const text =
+      file === undefined ? await readFile(devices, 'utf8') : (await run(file, [...args, 'cat', devices], { timeoutMs: 10_000 })).stdout;
+    return text.split('\n').some((line) => line.trimStart().startsWith(`${tapName}:`));
+  } catch {
+    return false;
+  }
 }
 
 export async function startVm(ctx: QemuContext, spec: VmLaunchSpec, variant: LaunchVariant = {}): Promise<VmmProcess> {

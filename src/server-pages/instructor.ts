@@ -1,0 +1,244 @@
+// The instructor's page: log in, list and create workshops, and a workshop's dashboard that
+// updates live (who sits where, on which worker, in which state, when they last did something),
+// with a learner's workspace, a seat's console, reset, add seats and end.
+import { ago, api, ApiFailure, byId, el, say, useCsrf } from './api.ts';
+
+interface Session {
+  email: string;
+  csrf_token: string;
+}
+interface Workshop {
+  id: string;
+  name: string;
+  seats: number;
+  max_seats: number;
+  join_code: string;
+  state: string;
+  ends_at: string;
+  template: string;
+  memory_mb: number;
+}
+interface Seat {
+  seat_id: number;
+  state: string;
+  worker_id: string | null;
+  learner: { id: string; name: string } | null;
+  last_activity_at: string | null;
+  error: string | null;
+}
+
+const REFRESH_MS = 2000;
+const errorLine = byId<HTMLParagraphElement>('error');
+let refreshTimer: ReturnType<typeof setTimeout> | undefined;
+let openWorkshop: string | undefined;
+
+const report = (error: unknown): void => {
+  if (error instanceof ApiFailure && error.status === 401) return showLogin();
+  say(errorLine, (error as Error).message);
+};
+
+function show(section: 'login-form' | 'workshops' | 'workshop'): void {
+  for (const id of ['login-form', 'workshops', 'workshop'] as const) byId(id).hidden = id !== section;
+  if (section !== 'workshop') openWorkshop = undefined;
+  clearTimeout(refreshTimer);
+}
+
+function showLogin(): void {
+  useCsrf('');
+  byId('who').textContent = '';
+  byId('logout').hidden = true;
+  show('login-form');
+}
+
+function signedIn(session: Session): void {
+  useCsrf(session.csrf_token);
+  byId('who').textContent = session.email;
+  byId('logout').hidden = false;
+  void showWorkshops();
+}
+
+async function showWorkshops(): Promise<void> {
+  show('workshops');
+  const { workshops } = await api<{ workshops: Workshop[] }>('GET', '/api/workshops');
+  const rows = workshops.map((w) =>
+    el(
+      'tr',
+      { 'data-workshop': w.id },
+      el('td', {}, w.name),
+      el('td', { class: 'code' }, w.join_code),
+      el('td', {}, String(w.seats)),
+      el('td', {}, w.state),
+      el('td', {}, new Date(w.ends_at).toLocaleString()),
+      el('td', {}, el('button', { type: 'button', onclick: () => void showWorkshop(w.id).catch(report) }, 'Open')),
+    ),
+  );
+  byId('workshop-rows').replaceChildren(...rows);
+}
+
+async function showWorkshop(id: string): Promise<void> {
+  show('workshop');
+  openWorkshop = id;
+  byId('console').hidden = true;
+  byId('ws-ended').textContent = '';
+  await refreshWorkshop();
+}
+
+/** One round of the live dashboard; the next is scheduled while the workshop stays open. */
+async function refreshWorkshop(): Promise<void> {
+  const id = openWorkshop;
+  if (id === undefined) return;
+  try {
+    const { workshop, seats } = await api<{ workshop: Workshop; seats: Seat[] }>('GET', `/api/workshops/${encodeURIComponent(id)}`);
+    if (openWorkshop !== id) return;
+    renderWorkshop(workshop, seats);
+    say(errorLine, '');
+  } catch (error) {
+    report(error);
+  }
+  clearTimeout(refreshTimer);
+  if (openWorkshop === id) refreshTimer = setTimeout(() => void refreshWorkshop(), REFRESH_MS);
+}
+
+function renderWorkshop(w: Workshop, seats: Seat[]): void {
+  byId('ws-title').textContent = w.name;
+  byId('ws-code').textContent = w.join_code;
+  const joinLink = new URL(`join?code=${encodeURIComponent(w.join_code)}`, location.href).toString();
+  const anchor = byId<HTMLAnchorElement>('ws-join-link');
+  anchor.href = joinLink;
+  anchor.textContent = joinLink;
+  const taken = seats.filter((s) => s.learner !== null).length;
+  byId('ws-meta').textContent =
+    `${w.state} · ${taken} of ${seats.length} seats taken (at most ${w.max_seats}) · ${w.template}, ${w.memory_mb} MiB · ends ${new Date(w.ends_at).toLocaleString()}`;
+  const active = w.state === 'active';
+  byId<HTMLButtonElement>('end').disabled = !active;
+  byId<HTMLButtonElement>('add-seats').disabled = !active;
+  const now = Date.now();
+  byId('seat-rows').replaceChildren(
+    ...seats.map((s) =>
+      el(
+        'tr',
+        { 'data-seat': s.seat_id, 'data-state': s.state },
+        el('td', {}, String(s.seat_id)),
+        el('td', { class: 'learner' }, s.learner?.name ?? '—'),
+        el('td', {}, s.worker_id ?? '—'),
+        el('td', { class: 'state', title: s.error ?? '' }, s.state),
+        el('td', {}, ago(s.last_activity_at, now)),
+        el(
+          'td',
+          { class: 'actions' },
+          el(
+            'button',
+            { type: 'button', class: 'open-workspace', disabled: !active, onclick: () => void openSeat(w.id, s.seat_id) },
+            'Workspace',
+          ),
+          el('button', { type: 'button', class: 'read-console', onclick: () => void readConsole(w.id, s.seat_id) }, 'Console'),
+          el('button', { type: 'button', class: 'reset', disabled: !active, onclick: () => void resetSeat(w.id, s) }, 'Reset'),
+        ),
+      ),
+    ),
+  );
+}
+
+const seatPath = (workshopId: string, seatId: number, rest: string): string =>
+  `/api/workshops/${encodeURIComponent(workshopId)}/seats/${seatId}/${rest}`;
+
+async function openSeat(workshopId: string, seatId: number): Promise<void> {
+  // The tab is opened now, inside the click, so that no pop-up blocker stands in the way.
+  const tab = window.open('about:blank', '_blank');
+  try {
+    const { workspace_url } = await api<{ workspace_url: string }>('POST', seatPath(workshopId, seatId, 'workspace-url'));
+    const url = new URL(workspace_url, location.href).toString();
+    if (tab) tab.location.href = url;
+    else location.assign(url);
+  } catch (error) {
+    tab?.close();
+    report(error);
+  }
+}
+
+async function readConsole(workshopId: string, seatId: number): Promise<void> {
+  try {
+    const text = await api<string>('GET', `${seatPath(workshopId, seatId, 'console')}?bytes=16384`);
+    byId('console-title').textContent = `Seat ${seatId}: console`;
+    byId('console-text').textContent = typeof text === 'string' ? text : JSON.stringify(text);
+    byId('console').hidden = false;
+  } catch (error) {
+    report(error);
+  }
+}
+
+async function resetSeat(workshopId: string, seat: Seat): Promise<void> {
+  const who = seat.learner ? `${seat.learner.name}'s seat` : `seat ${seat.seat_id}`;
+  if (!window.confirm(`Reset ${who}? Its VM is replaced by a fresh one: every file in it is lost.`)) return;
+  try {
+    await api('POST', seatPath(workshopId, seat.seat_id, 'reset'));
+    await refreshWorkshop();
+  } catch (error) {
+    report(error);
+  }
+}
+
+byId<HTMLFormElement>('login-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const email = byId<HTMLInputElement>('email').value.trim();
+  const password = byId<HTMLInputElement>('password').value;
+  if (email === '' || password === '') return say(errorLine, 'Type your email and password.');
+  say(errorLine, '');
+  api<Session>('POST', '/api/login', { email, password })
+    .then(signedIn)
+    .catch((error: unknown) => say(errorLine, (error as Error).message));
+});
+
+byId<HTMLFormElement>('create-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const number = (id: string): number => Number(byId<HTMLInputElement>(id).value);
+  const name = byId<HTMLInputElement>('ws-name').value.trim();
+  const hours = number('ws-hours');
+  if (name === '') return say(errorLine, 'Give the workshop a name.');
+  if (!(hours > 0)) return say(errorLine, 'The length must be more than 0 hours.');
+  const maxSeats = byId<HTMLInputElement>('ws-max-seats').value;
+  api<Workshop>('POST', '/api/workshops', {
+    name,
+    seats: number('ws-seats'),
+    ...(maxSeats === '' ? {} : { max_seats: Number(maxSeats) }),
+    memory_mb: number('ws-memory'),
+    template: byId<HTMLInputElement>('ws-template').value.trim(),
+    ends_at: new Date(Date.now() + hours * 3_600_000).toISOString(),
+  })
+    .then((created) => showWorkshop(created.id))
+    .catch(report);
+});
+
+byId('add-seats').addEventListener('click', () => {
+  const id = openWorkshop;
+  if (id === undefined) return;
+  api('POST', `/api/workshops/${encodeURIComponent(id)}/seats`, { count: Number(byId<HTMLInputElement>('add-count').value) })
+    .then(refreshWorkshop)
+    .catch(report);
+});
+
+byId('end').addEventListener('click', () => {
+  const id = openWorkshop;
+  if (id === undefined) return;
+  if (!window.confirm('End this workshop? Every seat and its files are removed.')) return;
+  const button = byId<HTMLButtonElement>('end');
+  button.disabled = true;
+  button.textContent = 'Ending… (removing every VM)';
+  api<{ removed: number; failed: number }>('POST', `/api/workshops/${encodeURIComponent(id)}/end`)
+    .then((result) => {
+      say(errorLine, result.failed > 0 ? `${result.failed} VMs could not be removed; the server's log says why.` : '');
+      byId('ws-ended').textContent = `Ended: ${result.removed} VMs removed.`;
+      return refreshWorkshop();
+    })
+    .catch(report)
+    .finally(() => (button.textContent = 'End workshop'));
+});
+
+byId('back').addEventListener('click', () => void showWorkshops().catch(report));
+byId('console-close').addEventListener('click', () => (byId('console').hidden = true));
+byId('logout').addEventListener('click', () => void api('POST', '/api/logout').then(showLogin, report));
+
+api<Session>('GET', '/api/session').then(signedIn, (error: unknown) => {
+  if (error instanceof ApiFailure && error.status === 401) showLogin();
+  else report(error);
+});

@@ -1,0 +1,246 @@
+// A whole workshop in a real browser (Debian's chromium, headless, playwright-core): an
+// instructor logs in on the server's dashboard and creates a workshop of 3 seats over two real
+// agents (QEMU guests; the second agent in a namespace of its own inside this test's, joined by a
+// veth pair); two learners join with the code in two browser contexts and each types a command in
+// their own terminal; the dashboard shows both, and opens one learner's workspace; a learner
+// reloads and is back in the same shell; ending the workshop removes every VM on both agents.
+// Screenshots are kept in test-results/server-pages/.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { launchChromium } from '../support/chromium.ts';
+import { peerNamespace, requireTestNetns, startAgent, type AgentProcess, type PeerNamespace } from '../support/agent-process.ts';
+import { freePort } from '../support/workshop-server.ts';
+import { startServer, type RunningServer } from '../../src/cli/server.ts';
+import { loadServerConfig } from '../../src/server-config/config.ts';
+
+requireTestNetns();
+const BIN = new URL('../../bin/clarateach.js', import.meta.url).pathname;
+const ARTIFACTS = join(import.meta.dirname, '../../test-results/server-pages');
+const EMAIL = 'teacher@example.org';
+const PASSWORD = 'a-long-enough-password';
+const AGENT_TOKEN = 'server-pages-agent-token';
+/** Three cold boots at once under TCG on two cores take a while. */
+const SEATS_READY_MS = 8 * 60_000;
+
+async function connected(page: Page): Promise<void> {
+  await page.waitForSelector('#conn-state[data-state="connected"]', { timeout: 90_000 });
+}
+
+/** Types a command into the active terminal and waits until `expected` shows on its screen. */
+async function run(page: Page, command: string, expected: string): Promise<void> {
+  await page.locator('.terminal-pane.active').click();
+  await page.keyboard.type(`${command}\n`);
+  await screenShows(page, expected);
+}
+
+async function screenShows(page: Page, expected: string): Promise<void> {
+  await page.waitForFunction(
+    (text) => (document.querySelector('.terminal-pane.active .xterm-rows')?.textContent ?? '').includes(text),
+    expected,
+    { timeout: 30_000 },
+  );
+}
+
+interface VmList {
+  vms: { workshop_id: string; seat_id: number }[];
+}
+
+describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 }, () => {
+  let peer: PeerNamespace;
+  const agents: AgentProcess[] = [];
+  let server: RunningServer;
+  let browser: Browser;
+  let instructor: Page;
+  const learners: { name: string; context: BrowserContext; page: Page }[] = [];
+  let workshopId = '';
+  let joinCode = '';
+  const rejoinLinks: string[] = [];
+  const shot = (page: Page, name: string): Promise<Buffer> => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+
+  before(async () => {
+    rmSync(ARTIFACTS, { recursive: true, force: true });
+    mkdirSync(ARTIFACTS, { recursive: true });
+    peer = peerNamespace(1);
+    // Both agents are up before any VM exists: each sweeps, at its start, the VM cgroups it does not know.
+    const env = { VM_MEMORY_MB: '384', CAPACITY: '2' };
+    agents.push(await startAgent({ port: await freePort(), token: AGENT_TOKEN, env: { ...env, WORKER_ID: 'agent-a' } }));
+    agents.push(
+      await startAgent({
+        port: 19_311,
+        token: AGENT_TOKEN,
+        netns: peer.name,
+        host: peer.peerIp,
+        env: { ...env, WORKER_ID: 'agent-b', BRIDGE_CIDR: '192.168.101.1/24' },
+      }),
+    );
+    const dataDir = mkdtempSync(join(tmpdir(), 'ct-server-pages-'));
+    const added = spawnSync(process.execPath, [BIN, 'instructor', 'add', EMAIL, '--data-dir', dataDir], {
+      input: `${PASSWORD}\n`,
+      encoding: 'utf8',
+    });
+    assert.equal(added.status, 0, added.stderr);
+    server = await startServer(
+      loadServerConfig({ DATA_DIR: dataDir, PORT: String(await freePort()), HOST: '127.0.0.1', WORKER_POLL_S: '2', LOG_LEVEL: 'warn' }),
+    );
+    // The operator registers the workers (the CLI's way: a bearer session).
+    const login = await fetch(`${server.url}/api/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: EMAIL, password: PASSWORD, bearer: true }),
+    });
+    const { session_token } = (await login.json()) as { session_token: string };
+    for (const [i, agent] of agents.entries()) {
+      const added = await fetch(`${server.url}/api/workers`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${session_token}` },
+        body: JSON.stringify({ url: agent.url, token: AGENT_TOKEN, id: `worker-${i === 0 ? 'a' : 'b'}` }),
+      });
+      assert.equal(added.status, 201, await added.text());
+    }
+    browser = await launchChromium();
+    instructor = await (await browser.newContext({ viewport: { width: 1300, height: 900 } })).newPage();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    for (const agent of agents) {
+      // Whatever a failed test left: no VM outlives it.
+      const { vms } = (await (await agent.api('/vms')).json().catch(() => ({ vms: [] }))) as VmList;
+      for (const vm of vms) await agent.api(`/vms/${vm.workshop_id}/${vm.seat_id}`, { method: 'DELETE' });
+      await agent.kill('SIGTERM');
+    }
+    peer?.remove();
+  });
+
+  test('the instructor logs in and creates a workshop of 3 seats; they are made on both workers', async () => {
+    await instructor.goto(`${server.url}/`);
+    await instructor.fill('#email', EMAIL);
+    await instructor.fill('#password', 'not-the-password');
+    await instructor.click('#login');
+    await instructor.waitForSelector('#error:text("wrong email or password")');
+    await instructor.fill('#password', PASSWORD);
+    await instructor.click('#login');
+    await instructor.waitForSelector('#workshops:not([hidden])');
+    assert.equal(await instructor.isVisible('#login-form'), false, 'the login form is gone once logged in');
+    await instructor.fill('#ws-name', 'Shell basics');
+    await instructor.fill('#ws-seats', '3');
+    await instructor.fill('#ws-memory', '384');
+    await instructor.click('#create');
+    await instructor.waitForSelector('#workshop:not([hidden]) #seat-rows tr:nth-child(3)');
+    joinCode = (await instructor.textContent('#ws-code')) ?? '';
+    assert.match(joinCode, /^[A-Z0-9]{8}$/);
+    // Every seat ready, or one failed (then its reason, from the row's title, is the failure).
+    await instructor.waitForFunction(
+      () => {
+        const states = [...document.querySelectorAll('#seat-rows tr')].map((row) => row.getAttribute('data-state'));
+        return states.includes('failed') || states.every((state) => state === 'ready');
+      },
+      undefined,
+      { timeout: SEATS_READY_MS, polling: 1000 },
+    );
+    const failed = await instructor.$$eval('#seat-rows tr[data-state="failed"] td.state', (cells) =>
+      cells.map((c) => c.getAttribute('title')),
+    );
+    assert.deepEqual(failed, [], 'no seat failed');
+    await shot(instructor, 'dashboard-ready');
+    const workersShown = await instructor.$$eval('#seat-rows tr td:nth-child(3)', (cells) => cells.map((c) => c.textContent));
+    assert.deepEqual([...new Set(workersShown)].sort(), ['worker-a', 'worker-b']);
+    const counts = await Promise.all(agents.map(async (a) => ((await (await a.api('/vms')).json()) as VmList).vms.length));
+    assert.deepEqual(counts.sort(), [1, 2]);
+  });
+
+  test('two learners join with the code, each in their own browser, and each types in their own terminal', async () => {
+    for (const name of ['Ada', 'Grace']) {
+      const context = await browser.newContext({ viewport: { width: 1300, height: 900 } });
+      const page = await context.newPage();
+      await page.goto(`${server.url}/join`);
+      await page.click('#join');
+      await page.waitForSelector('#error:text("Type the workshop code and your name.")');
+      await page.fill('#code', 'NOPE-NOPE');
+      await page.fill('#name', name);
+      await page.click('#join');
+      await page.waitForSelector('#error:not([hidden])');
+      assert.match((await page.textContent('#error')) ?? '', /code/i);
+      await page.fill('#code', joinCode.toLowerCase());
+      await page.click('#join');
+      await page.waitForSelector('#seat:visible #rejoin-link');
+      assert.equal(await page.isVisible('#join-form'), false);
+      rejoinLinks.push((await page.getAttribute('#rejoin-link', 'href')) ?? '');
+      await page.waitForURL(/\/w\/[^/]+\/\d+\/$/, { timeout: 60_000 });
+      await connected(page);
+      await run(page, `echo hello-${name}-$((6*7)) | tee mine.txt`, `hello-${name}-42`);
+      learners.push({ name, context, page });
+    }
+    const [ada, grace] = learners;
+    assert.ok(ada && grace);
+    assert.notEqual(new URL(ada.page.url()).pathname, new URL(grace.page.url()).pathname);
+    // Each sees only their own shell: Grace's screen never shows Ada's command.
+    assert.doesNotMatch((await grace.page.locator('.terminal-pane.active .xterm-rows').textContent()) ?? '', /hello-Ada/);
+    await shot(ada.page, 'learner-ada');
+    workshopId = new URL(ada.page.url()).pathname.split('/')[2] ?? '';
+  });
+
+  test('the dashboard shows both learners, and opens a learner’s workspace', async () => {
+    await instructor.waitForFunction(
+      () => {
+        const names = [...document.querySelectorAll('#seat-rows td.learner')].map((c) => c.textContent);
+        return names.includes('Ada') && names.includes('Grace');
+      },
+      undefined,
+      { timeout: 30_000 },
+    );
+    await shot(instructor, 'dashboard-learners');
+    const row = instructor.locator('#seat-rows tr', { has: instructor.locator('td.learner', { hasText: 'Ada' }) });
+    const [tab] = await Promise.all([instructor.context().waitForEvent('page'), row.locator('button.open-workspace').click()]);
+    await tab.waitForURL(/\/w\/[^/]+\/\d+\/$/, { timeout: 30_000 });
+    assert.equal(new URL(tab.url()).pathname, new URL(learners[0]?.page.url() ?? '').pathname);
+    await connected(tab);
+    await run(tab, 'echo instructor-was-here-$((2+3))', 'instructor-was-here-5');
+    await tab.close();
+  });
+
+  test('a learner who reloads, or opens /join again, is back in the same seat and shell', async () => {
+    const ada = learners[0];
+    assert.ok(ada);
+    const seatPath = new URL(ada.page.url()).pathname;
+    await ada.page.reload();
+    await connected(ada.page);
+    await screenShows(ada.page, 'hello-Ada-42');
+    await ada.page.goto(`${server.url}/join`);
+    await ada.page.waitForURL((url) => url.pathname === seatPath, { timeout: 30_000 });
+    await connected(ada.page);
+    // The personal link, opened in a browser that never joined, leads to the same seat.
+    const elsewhere = await (await browser.newContext()).newPage();
+    await elsewhere.goto(rejoinLinks[0] ?? '');
+    await elsewhere.waitForURL((url) => url.pathname === seatPath, { timeout: 30_000 });
+    await connected(elsewhere);
+    await run(elsewhere, 'cat mine.txt', 'hello-Ada-42');
+    await elsewhere.context().close();
+  });
+
+  test('ending the workshop removes every VM on both agents', async () => {
+    instructor.once('dialog', (dialog) => void dialog.accept());
+    await instructor.click('#end');
+    await instructor.waitForSelector('#ws-ended:text("Ended: 3 VMs removed.")', { timeout: 120_000 });
+    await instructor.waitForSelector('#ws-meta:text-matches("^ended")');
+    await shot(instructor, 'ended');
+    for (const agent of agents) {
+      const { vms } = (await (await agent.api('/vms')).json()) as VmList;
+      assert.deepEqual(
+        vms.filter((vm) => vm.workshop_id === workshopId),
+        [],
+      );
+    }
+    // A learner who comes back is told the workshop is over.
+    const ada = learners[0];
+    assert.ok(ada);
+    await ada.page.goto(`${server.url}/join`);
+    await ada.page.waitForSelector('#seat-state:text("This workshop has ended")', { timeout: 10_000 });
+  });
+});
