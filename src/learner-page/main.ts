@@ -7,6 +7,7 @@ import { Editor } from './editor.ts';
 import { Explorer, joinPath, parentOf } from './explorer.ts';
 import { TerminalTabs } from './terminal-tabs.ts';
 import { askText, choose } from './dialog.ts';
+import { watchWorkshopEnd } from './workshop-notice.ts';
 
 const byId = <T extends HTMLElement>(id: string): T => {
   const element = document.getElementById(id);
@@ -30,6 +31,7 @@ async function start(session: PageSession): Promise<void> {
   const health = await seatHealth(session);
   if (health === 'unauthorized') return fatal('This link is not valid (or has expired): ask your instructor for a new one.');
   if (health === 'gone') return fatal('This seat does not exist (any more): ask your instructor.');
+  watchWorkshopEnd(byId('workshop-notice'), window.location.href);
 
   const state = byId('conn-state');
   new TerminalTabs(session, byId('terminal-tabs'), byId('terminal-panes'), byId<HTMLButtonElement>('new-terminal'), (s) => {

@@ -131,6 +131,8 @@ describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 },
     await instructor.fill('#ws-name', 'Shell basics');
     await instructor.fill('#ws-seats', '3');
     await instructor.fill('#ws-memory', '384');
+    // 9 minutes: the learners' pages warn of the end from the start.
+    await instructor.fill('#ws-hours', '0.15');
     await instructor.click('#create');
     await instructor.waitForSelector('#workshop:not([hidden]) #seat-rows tr:nth-child(3)');
     joinCode = (await instructor.textContent('#ws-code')) ?? '';
@@ -174,6 +176,7 @@ describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 },
       rejoinLinks.push((await page.getAttribute('#rejoin-link', 'href')) ?? '');
       await page.waitForURL(/\/w\/[^/]+\/\d+\/$/, { timeout: 60_000 });
       await connected(page);
+      await page.locator('#workshop-notice', { hasText: /^This workshop ends at .+ \(in [89] min\)/ }).waitFor({ timeout: 10_000 });
       await run(page, `echo hello-${name}-$((6*7)) | tee mine.txt`, `hello-${name}-42`);
       learners.push({ name, context, page });
     }
