@@ -144,8 +144,8 @@ export interface PeerNamespace {
  * its own: a second worker's bridge, TAPs and firewall stay apart from the first one's.
  */
 export function peerNamespace(index: number): PeerNamespace {
-  requireTestNetns();
-  const name = `ct-peer-${process.pid}-${index}`;
+  // Named after ours, so scripts/in-netns.sh removes it even if the test dies before its cleanup.
+  const name = `${requireTestNetns()}-peer${index}`;
   const local = `ctp${process.pid % 100000}${index}a`.slice(0, 15);
   const peer = `ctp${process.pid % 100000}${index}b`.slice(0, 15);
   const localIp = `10.231.${index}.1`;
