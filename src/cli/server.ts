@@ -26,7 +26,7 @@ export interface RunningServer {
   readonly app: FastifyInstance;
   readonly service: WorkshopService;
   readonly db: Database;
-  /** One round of the background work now (tests): poll workers, end workshops past their end, fail stuck seats. */
+  /** One round of the background work now (tests): poll workers and reconcile those that answer, end workshops past their end, fail stuck seats. */
   tick(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -84,7 +84,12 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     },
   });
   const tick = async (): Promise<void> => {
-    await pollWorkers({ repo, workers, clock, downAfterFailures: config.workerDownAfter });
+    const polled = await pollWorkers({ repo, workers, clock, downAfterFailures: config.workerDownAfter });
+    for (const worker of polled.filter((w) => w.state === 'up')) {
+      await service
+        .reconcileWorker(worker)
+        .catch((error: unknown) => log.warn({ err: error, worker: worker.id }, 'could not reconcile the worker'));
+    }
     await service.endDue();
     await service.failStale();
   };

@@ -288,6 +288,29 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     return rows.length > 0;
   }
 
+  async claimSeatState(
+    workshopId: string,
+    seatId: number,
+    from: SeatRecordState,
+    to: SeatRecordState,
+    error: string | null,
+  ): Promise<boolean> {
+    const rows = await this.db.query<{ seat_id: number }>(
+      `UPDATE seats SET state = $4, error = $5, state_since = $6 WHERE workshop_id = $1 AND seat_id = $2 AND state = $3 RETURNING seat_id`,
+      [workshopId, seatId, from, to, error, this.now()],
+    );
+    return rows.length > 0;
+  }
+
+  async seatsOnWorker(workerId: string): Promise<Seat[]> {
+    const rows = await this.db.query<SeatRow>(
+      `SELECT ${SEAT_COLUMNS} FROM seats s JOIN workshops w ON w.id = s.workshop_id LEFT JOIN learners l ON l.id = s.learner_id
+       WHERE s.worker_id = $1 AND s.state <> 'removed' AND w.state = 'active' ORDER BY s.workshop_id, s.seat_id`,
+      [workerId],
+    );
+    return rows.map(seatFrom);
+  }
+
   async failStaleProvisioning(olderThan: number): Promise<number> {
     const rows = await this.db.query<{ seat_id: number }>(
       `UPDATE seats SET state = 'failed', error = 'its VM was not made in time (the server making it may have stopped); reset it', state_since = $2

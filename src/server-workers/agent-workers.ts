@@ -2,7 +2,7 @@
 // with `wait: ready` (a seat is ready when its learner can use it), deletes that tolerate a VM already gone.
 import { AgentClient, AgentError } from '../agent-client/client.ts';
 import type { Worker } from '../workshops/model.ts';
-import type { SeatVmRequest, WorkerHealth, WorkerPort } from '../workshops/ports.ts';
+import type { SeatVmRequest, WorkerHealth, WorkerPort, WorkerVm } from '../workshops/ports.ts';
 
 export interface AgentWorkersOptions {
   /** How long a create may wait for the guest's services (s). */
@@ -32,6 +32,15 @@ export class AgentWorkers implements WorkerPort {
     const info = await client.info();
     const capacity = typeof info['capacity'] === 'number' ? info['capacity'] : health.capacity;
     return { agentWorkerId: health.worker_id, capacity, vmCount: health.vm_count };
+  }
+
+  async listVms(worker: Worker): Promise<WorkerVm[]> {
+    return (await this.client(worker).listVms()).map((vm) => ({
+      workshopId: vm.workshop_id,
+      seatId: vm.seat_id,
+      status: vm.status,
+      lastError: vm.last_error,
+    }));
   }
 
   async createVm(worker: Worker, r: SeatVmRequest): Promise<void> {

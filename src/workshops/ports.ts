@@ -86,6 +86,10 @@ export interface WorkshopRepository {
   learnerByDigest(tokenDigest: string): Promise<Learner | undefined>;
   /** False when the seat was removed meanwhile (its workshop ended): nothing changed. */
   setSeatState(workshopId: string, seatId: number, state: SeatRecordState, error: string | null): Promise<boolean>;
+  /** Moves the seat from `from` to `to` only if it is still in `from`: one server process of several wins. */
+  claimSeatState(workshopId: string, seatId: number, from: SeatRecordState, to: SeatRecordState, error: string | null): Promise<boolean>;
+  /** The seats of active workshops placed on the worker (removed ones left out). */
+  seatsOnWorker(workerId: string): Promise<Seat[]>;
   /** Seats provisioning since before `olderThan` (their server stopped, or the worker hung) become failed; returns how many. */
   failStaleProvisioning(olderThan: number): Promise<number>;
   /** Marks the workshop ended and its seats removed; returns the seats whose VMs must go. Empty when it had ended already. */
@@ -112,9 +116,19 @@ export interface SeatVmRequest {
   readonly template: string;
 }
 
+/** A VM as its worker reports it. */
+export interface WorkerVm {
+  readonly workshopId: string;
+  readonly seatId: number;
+  /** The agent's status: creating, running, failed, deleting. */
+  readonly status: string;
+  readonly lastError: string | null;
+}
+
 /** The agents on the workers, as the domain uses them. */
 export interface WorkerPort {
   health(worker: Worker): Promise<WorkerHealth>;
+  listVms(worker: Worker): Promise<WorkerVm[]>;
   createVm(worker: Worker, request: SeatVmRequest): Promise<void>;
   /** Deleting a VM that is not there is not an error. */
   deleteVm(worker: Worker, workshopId: string, seatId: number): Promise<void>;

@@ -2,7 +2,16 @@
 // join (a made seat at once, else a new one), reset, add seats, read a console, end. Every decision
 // about who gets which seat on which worker is the repository's, under row locks.
 import { newId, newJoinCode, newSecretToken, newWorkshopId, normalizeJoinCode, JOIN_CODE_PATTERN, tokenDigest } from './codes.ts';
-import { WorkshopError, type Learner, type NewWorkshop, type PlacedSeat, type PlacementPolicy, type Seat, type Workshop } from './model.ts';
+import {
+  WorkshopError,
+  type Learner,
+  type NewWorkshop,
+  type PlacedSeat,
+  type PlacementPolicy,
+  type Seat,
+  type Worker,
+  type Workshop,
+} from './model.ts';
 import type { Clock, WorkerPort, WorkshopRepository } from './ports.ts';
 
 export interface ServiceLog {
@@ -140,6 +149,57 @@ export class WorkshopService {
       this.o.log.info({ workshop: workshop.id }, 'workshop ended at its end time');
     }
     return due.length;
+  }
+
+  /**
+   * Brings the server's records and a worker that answers back in line (a worker restarted or
+   * recovered from a crash may have lost VMs, or kept some the server no longer wants): a ready
+   * seat whose VM is gone gets a fresh one (its files went with the VM), a seat whose VM the
+   * agent reports failed is failed with the agent's reason, and a VM of one of this server's
+   * workshops that no seat owns any more (its workshop ended, or the delete did not reach the
+   * worker) is deleted. VMs of workshops the server does not know are left alone.
+   */
+  async reconcileWorker(worker: Worker): Promise<{ recreated: number; failed: number; orphansDeleted: number }> {
+    const vms = await this.o.workers.listVms(worker);
+    const vmOf = new Map(vms.map((vm) => [`${vm.workshopId}/${vm.seatId}`, vm]));
+    const counts = { recreated: 0, failed: 0, orphansDeleted: 0 };
+    const seats = await this.o.repo.seatsOnWorker(worker.id);
+    for (const seat of seats) {
+      if (seat.state !== 'ready') continue; // provisioning: being made; failed: the instructor resets it
+      const vm = vmOf.get(`${seat.workshopId}/${seat.seatId}`);
+      const where = `${seat.workshopId}/${seat.seatId}`;
+      if (vm === undefined) {
+        const note = `its VM was lost on worker ${worker.id}; a fresh one is being made`;
+        if (!(await this.o.repo.claimSeatState(seat.workshopId, seat.seatId, 'ready', 'provisioning', note))) continue;
+        const workshop = await this.o.repo.getWorkshop(seat.workshopId);
+        if (!workshop) continue;
+        this.o.log.warn({ seat: where, worker: worker.id }, 'seat VM lost on its worker; making a fresh one');
+        this.provisionInBackground(workshop, [{ workshopId: seat.workshopId, seatId: seat.seatId, worker }]);
+        counts.recreated++;
+      } else if (vm.status === 'failed') {
+        const reason = `its VM failed on worker ${worker.id}: ${vm.lastError ?? 'no reason given'}; reset it`;
+        if (await this.o.repo.claimSeatState(seat.workshopId, seat.seatId, 'ready', 'failed', reason)) {
+          this.o.log.warn({ seat: where, worker: worker.id, reason: vm.lastError }, 'seat VM failed on its worker');
+          counts.failed++;
+        }
+      }
+    }
+    const wanted = new Set(seats.map((s) => `${s.workshopId}/${s.seatId}`));
+    const known = new Map<string, boolean>();
+    for (const vm of vms) {
+      const key = `${vm.workshopId}/${vm.seatId}`;
+      if (wanted.has(key) || vm.status === 'deleting') continue;
+      if (!known.has(vm.workshopId)) known.set(vm.workshopId, (await this.o.repo.getWorkshop(vm.workshopId)) !== undefined);
+      if (!known.get(vm.workshopId)) continue;
+      // Looked at again now: a seat placed since the list was read is not an orphan.
+      const seat = await this.o.repo.getSeat(vm.workshopId, vm.seatId);
+      const workshop = await this.o.repo.getWorkshop(vm.workshopId);
+      if (seat && seat.state !== 'removed' && seat.workerId === worker.id && workshop?.state === 'active') continue;
+      this.o.log.warn({ vm: key, worker: worker.id }, 'deleting a VM no seat owns');
+      await this.o.workers.deleteVm(worker, vm.workshopId, vm.seatId);
+      counts.orphansDeleted++;
+    }
+    return counts;
   }
 
   /** Fails seats whose VM should have been made long ago: a server that crashed mid-create leaves them behind. */
