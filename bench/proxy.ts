@@ -10,15 +10,17 @@ import { median, mibps, ms, p95, timed, type Results } from './stats.ts';
 const FILES_PORT = 3002;
 const TERMINAL_PORT = 3001;
 
-async function download(url: string): Promise<number> {
-  const res = await request(url);
+export type Headers = Record<string, string>;
+
+export async function download(url: string, headers: Headers = {}): Promise<number> {
+  const res = await request(url, { headers });
   if (res.statusCode !== 200) throw new Error(`GET ${url}: ${res.statusCode}`);
   let bytes = 0;
   for await (const chunk of res.body) bytes += (chunk as Buffer).length;
   return bytes;
 }
 
-async function upload(url: string, body: Buffer): Promise<void> {
+export async function upload(url: string, body: Buffer): Promise<void> {
   const res = await request(url, { method: 'PUT', body });
   await res.body.dump();
   if (res.statusCode >= 300) throw new Error(`PUT ${url}: ${res.statusCode}`);
@@ -29,13 +31,14 @@ async function upload(url: string, body: Buffer): Promise<void> {
  * One unmeasured round first (the guest's page cache), then the two alternate, so neither gets
  * the warmer machine.
  */
-async function throughputs(
+export async function throughputs(
   direct: readonly string[],
   proxied: readonly string[],
   bytesEach: number,
   runs: number,
+  headersOf: (url: string) => Headers = () => ({}),
 ): Promise<[number, number]> {
-  const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map((u) => download(u))));
+  const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map((u) => download(u, headersOf(u)))));
   await round(direct);
   const rates: [number[], number[]] = [[], []];
   for (let i = 0; i < runs; i++) {
@@ -46,8 +49,8 @@ async function throughputs(
 }
 
 /** One shell; `type` sends a key and resolves with the time until the shell echoed it. */
-async function openShell(url: string): Promise<{ type(key: string): Promise<number>; clearLine(): void; close(): void }> {
-  const ws = new WebSocket(url);
+async function openShell(url: string, headers: Headers): Promise<{ type(key: string): Promise<number>; clearLine(): void; close(): void }> {
+  const ws = new WebSocket(url, { headers });
   let output = '';
   let waiter: (() => void) | undefined;
   ws.on('message', (data) => {
@@ -86,8 +89,12 @@ async function openShell(url: string): Promise<{ type(key: string): Promise<numb
 }
 
 /** Keystroke round trips of `sessions` shells typing at once, `keys` keys each. */
-async function keystrokes(urls: readonly string[], keys: number): Promise<number[]> {
-  const shells = await Promise.all(urls.map((u) => openShell(u)));
+export async function keystrokes(
+  urls: readonly string[],
+  keys: number,
+  headersOf: (url: string) => Headers = () => ({}),
+): Promise<number[]> {
+  const shells = await Promise.all(urls.map((u) => openShell(u, headersOf(u))));
   const rtts: number[] = [];
   await Promise.all(
     shells.map(async (shell) => {

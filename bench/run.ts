@@ -10,11 +10,12 @@ import { BenchAgent } from './agent.ts';
 import { diskBench } from './disk.ts';
 import { proxyBench } from './proxy.ts';
 import { scaleBench } from './scale.ts';
+import { serverBench } from './server.ts';
 import { measureSeats, reportSeats } from './seats.ts';
 import { Results } from './stats.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
-const SECTIONS = ['disk', 'seats', 'proxy', 'scale'] as const;
+const SECTIONS = ['disk', 'seats', 'proxy', 'server', 'scale'] as const;
 const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const unknown = asked.filter((a) => !(SECTIONS as readonly string[]).includes(a));
 if (unknown.length > 0) {
@@ -41,7 +42,10 @@ if (!process.env['CLARATEACH_TEST_NETNS']) {
 
 const imagesDir = process.env['CLARATEACH_TEST_IMAGES'] || join(ROOT, '.cache/images');
 process.env['CLARATEACH_TEST_IMAGES'] = imagesDir;
-if (!existsSync(join(imagesDir, 'rootfs.ext4')) && (wanted.has('seats') || wanted.has('proxy') || wanted.has('scale'))) {
+if (
+  !existsSync(join(imagesDir, 'rootfs.ext4')) &&
+  (wanted.has('seats') || wanted.has('proxy') || wanted.has('server') || wanted.has('scale'))
+) {
   process.stdout.write(`bench: building the guest image into ${imagesDir}\n`);
   if (
     spawnSync(process.execPath, [join(ROOT, 'bin/clarateach.js'), 'image', 'build', '--images-dir', imagesDir], { stdio: 'inherit' })
@@ -77,11 +81,12 @@ try {
     reportSeats(results, cold, snap);
     oneSeatRunningMs = cold.runningMs;
   }
-  if (wanted.has('proxy') || wanted.has('scale')) {
+  if (wanted.has('proxy') || wanted.has('server') || wanted.has('scale')) {
     const agent = await BenchAgent.start(19190);
     try {
       if (!wanted.has('seats')) await describe(agent);
       if (wanted.has('proxy')) await proxyBench(agent, results);
+      if (wanted.has('server')) await serverBench(agent, results);
       if (wanted.has('scale')) {
         if (Number.isNaN(oneSeatRunningMs)) {
           await agent.create('bench-base', 1);
