@@ -90,6 +90,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
         .reconcileWorker(worker)
         .catch((error: unknown) => log.warn({ err: error, worker: worker.id }, 'could not reconcile the worker'));
     }
+    await service.moveSeatsOffDownWorkers(config.seatMoveAfterS * 1000);
     await service.endDue();
     await service.failStale();
   };

@@ -10,6 +10,8 @@ export interface ServerConfig {
   readonly placement: PlacementPolicy;
   readonly workerPollS: number;
   readonly workerDownAfter: number;
+  /** Seats of a worker down this long are made again on other workers; 0: they wait for it. */
+  readonly seatMoveAfterS: number;
   readonly seatReadyTimeoutS: number;
   readonly joinRateLimit: number;
   readonly sessionTtlS: number;
@@ -57,6 +59,12 @@ export const SERVER_SETTINGS = {
     flag: '--worker-down-after',
     help: 'failed polls in a row that mark a worker down',
     fallback: '2',
+  },
+  seatMoveAfterS: {
+    env: 'SEAT_MOVE_AFTER_S',
+    flag: '--seat-move-after-s',
+    help: 'seats of a worker down this long get fresh VMs on other workers (their files stay on the lost one); 0: never',
+    fallback: '300',
   },
   seatReadyTimeoutS: {
     env: 'SEAT_READY_TIMEOUT_S',
@@ -131,6 +139,7 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, argv: readonly string[]
     placement: oneOf(S.placement, text(S.placement), ['spread', 'pack'] as const),
     workerPollS: integer(S.workerPollS, text(S.workerPollS), 1, 3600),
     workerDownAfter: integer(S.workerDownAfter, text(S.workerDownAfter), 1, 100),
+    seatMoveAfterS: integer(S.seatMoveAfterS, text(S.seatMoveAfterS), 0, 7 * 86_400),
     seatReadyTimeoutS: integer(S.seatReadyTimeoutS, text(S.seatReadyTimeoutS), 1, 600),
     joinRateLimit: integer(S.joinRateLimit, text(S.joinRateLimit), 1, 100_000),
     sessionTtlS: integer(S.sessionTtlS, text(S.sessionTtlS), 60, 30 * 86_400),

@@ -279,11 +279,19 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     return row ? learnerFrom(row) : undefined;
   }
 
-  async setSeatState(workshopId: string, seatId: number, state: SeatRecordState, error: string | null): Promise<boolean> {
-    // A removed seat stays removed: its workshop ended while the VM was being made.
+  async setSeatState(
+    workshopId: string,
+    seatId: number,
+    state: SeatRecordState,
+    error: string | null,
+    onWorker?: string,
+  ): Promise<boolean> {
+    // A removed seat stays removed: its workshop ended while the VM was being made. A seat moved
+    // to another worker meanwhile is not this VM's any more.
     const rows = await this.db.query<{ seat_id: number }>(
-      `UPDATE seats SET state = $3, error = $4, state_since = $5 WHERE workshop_id = $1 AND seat_id = $2 AND state <> 'removed' RETURNING seat_id`,
-      [workshopId, seatId, state, error, this.now()],
+      `UPDATE seats SET state = $3, error = $4, state_since = $5
+       WHERE workshop_id = $1 AND seat_id = $2 AND state <> 'removed' AND ($6::text IS NULL OR worker_id = $6) RETURNING seat_id`,
+      [workshopId, seatId, state, error, this.now(), onWorker ?? null],
     );
     return rows.length > 0;
   }
@@ -309,6 +317,35 @@ export class SqlWorkshopRepository implements WorkshopRepository {
       [workerId],
     );
     return rows.map(seatFrom);
+  }
+
+  async moveSeatsOff(workerId: string, policy: PlacementPolicy, note: string): Promise<PlacedSeat[]> {
+    return this.db.transaction(async (tx) => {
+      const { workers, candidates } = await lockWorkerLoads(tx);
+      const seats = await tx.query<{ workshop_id: string; seat_id: number; memory_mb: number }>(
+        `SELECT s.workshop_id, s.seat_id, s.memory_mb FROM seats s JOIN workshops w ON w.id = s.workshop_id
+         WHERE s.worker_id = $1 AND s.state <> 'removed' AND w.state = 'active'
+         ORDER BY s.workshop_id, s.seat_id FOR UPDATE OF s SKIP LOCKED`,
+        [workerId],
+      );
+      const moved: PlacedSeat[] = [];
+      for (const seat of seats) {
+        const choice = chooseWorker(
+          candidates.filter((c) => c.id !== workerId),
+          policy,
+          seat.memory_mb,
+        );
+        if (!choice) continue;
+        const index = candidates.indexOf(choice);
+        candidates[index] = { ...choice, seats: choice.seats + 1, seatMemoryMb: choice.seatMemoryMb + seat.memory_mb };
+        await tx.query(
+          `UPDATE seats SET worker_id = $3, state = 'provisioning', error = $4, state_since = $5 WHERE workshop_id = $1 AND seat_id = $2`,
+          [seat.workshop_id, seat.seat_id, choice.id, note, this.now()],
+        );
+        moved.push({ workshopId: seat.workshop_id, seatId: seat.seat_id, worker: workers.find((w) => w.id === choice.id) as Worker });
+      }
+      return moved;
+    });
   }
 
   async failStaleProvisioning(olderThan: number): Promise<number> {
@@ -380,21 +417,7 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     learnerId: string | null,
   ): Promise<PlacedSeat[]> {
     if (seatIds.length === 0) return [];
-    const workers = (
-      await tx.query<WorkerRow>(`SELECT * FROM workers WHERE state = 'up' AND capacity IS NOT NULL ORDER BY id FOR UPDATE`)
-    ).map(workerFrom);
-    const loads = await tx.query<{ worker_id: string; seats: number; memory: number }>(
-      `SELECT worker_id, count(*)::int AS seats, coalesce(sum(memory_mb), 0)::int AS memory FROM seats
-       WHERE state <> 'removed' AND worker_id IS NOT NULL GROUP BY worker_id`,
-    );
-    const byId = new Map(loads.map((l) => [l.worker_id, l]));
-    const candidates: WorkerLoad[] = workers.map((w) => ({
-      id: w.id,
-      capacity: w.capacity ?? 0,
-      memoryMb: w.memoryMb,
-      seats: byId.get(w.id)?.seats ?? 0,
-      seatMemoryMb: byId.get(w.id)?.memory ?? 0,
-    }));
+    const { workers, candidates } = await lockWorkerLoads(tx);
     const placed: PlacedSeat[] = [];
     const now = this.now();
     for (const seatId of seatIds) {
@@ -413,6 +436,26 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     }
     return placed;
   }
+}
+
+/** The up workers, locked in id order (so two placers never deadlock), with the load each carries. */
+async function lockWorkerLoads(tx: Sql): Promise<{ workers: Worker[]; candidates: WorkerLoad[] }> {
+  const workers = (
+    await tx.query<WorkerRow>(`SELECT * FROM workers WHERE state = 'up' AND capacity IS NOT NULL ORDER BY id FOR UPDATE`)
+  ).map(workerFrom);
+  const loads = await tx.query<{ worker_id: string; seats: number; memory: number }>(
+    `SELECT worker_id, count(*)::int AS seats, coalesce(sum(memory_mb), 0)::int AS memory FROM seats
+     WHERE state <> 'removed' AND worker_id IS NOT NULL GROUP BY worker_id`,
+  );
+  const byId = new Map(loads.map((l) => [l.worker_id, l]));
+  const candidates: WorkerLoad[] = workers.map((w) => ({
+    id: w.id,
+    capacity: w.capacity ?? 0,
+    memoryMb: w.memoryMb,
+    seats: byId.get(w.id)?.seats ?? 0,
+    seatMemoryMb: byId.get(w.id)?.memory ?? 0,
+  }));
+  return { workers, candidates };
 }
 
 async function getSeat(on: Sql, workshopId: string, seatId: number): Promise<Seat | undefined> {

@@ -84,12 +84,18 @@ export interface WorkshopRepository {
   /** A free made seat (SKIP LOCKED), else a new one placed while max_seats allows; the learner is recorded with it. */
   join(request: JoinRequest): Promise<JoinOutcome>;
   learnerByDigest(tokenDigest: string): Promise<Learner | undefined>;
-  /** False when the seat was removed meanwhile (its workshop ended): nothing changed. */
-  setSeatState(workshopId: string, seatId: number, state: SeatRecordState, error: string | null): Promise<boolean>;
+  /** False when the seat was removed meanwhile (its workshop ended), or is no longer on `onWorker` when given: nothing changed. */
+  setSeatState(workshopId: string, seatId: number, state: SeatRecordState, error: string | null, onWorker?: string): Promise<boolean>;
   /** Moves the seat from `from` to `to` only if it is still in `from`: one server process of several wins. */
   claimSeatState(workshopId: string, seatId: number, from: SeatRecordState, to: SeatRecordState, error: string | null): Promise<boolean>;
   /** The seats of active workshops placed on the worker (removed ones left out). */
   seatsOnWorker(workerId: string): Promise<Seat[]>;
+  /**
+   * Places the seats of active workshops on `workerId` (a worker that is down) on other workers
+   * with room, each then provisioning with `note`; seats no worker has room for stay. Row locks
+   * (workers first, as every placement) keep two server processes from moving one seat twice.
+   */
+  moveSeatsOff(workerId: string, policy: PlacementPolicy, note: string): Promise<PlacedSeat[]>;
   /** Seats provisioning since before `olderThan` (their server stopped, or the worker hung) become failed; returns how many. */
   failStaleProvisioning(olderThan: number): Promise<number>;
   /** Marks the workshop ended and its seats removed; returns the seats whose VMs must go. Empty when it had ended already. */

@@ -202,6 +202,33 @@ export class WorkshopService {
     return counts;
   }
 
+  /**
+   * Seats on workers down for longer than `afterMs` get fresh VMs on other workers with room
+   * (their files stay on the lost worker; when it comes back, its VMs of moved seats are
+   * orphans the reconcile deletes). Returns how many seats moved.
+   */
+  async moveSeatsOffDownWorkers(afterMs: number): Promise<number> {
+    if (afterMs <= 0) return 0;
+    const now = this.o.clock.now();
+    let moved = 0;
+    for (const worker of await this.o.repo.listWorkers()) {
+      if (worker.state !== 'down' || (worker.lastSeenAt ?? 0) > now - afterMs) continue;
+      const note = `moved: worker ${worker.id} has not answered for ${Math.round((now - (worker.lastSeenAt ?? 0)) / 1000)} s; a fresh VM is being made`;
+      const placed = await this.o.repo.moveSeatsOff(worker.id, this.o.policy, note);
+      for (const seat of placed) {
+        const workshop = await this.o.repo.getWorkshop(seat.workshopId);
+        if (!workshop) continue;
+        this.o.log.warn(
+          { seat: `${seat.workshopId}/${seat.seatId}`, from: worker.id, to: seat.worker.id },
+          'seat moved off a worker that is down',
+        );
+        this.provisionInBackground(workshop, [seat]);
+        moved++;
+      }
+    }
+    return moved;
+  }
+
   /** Fails seats whose VM should have been made long ago: a server that crashed mid-create leaves them behind. */
   async failStale(): Promise<number> {
     const failed = await this.o.repo.failStaleProvisioning(this.o.clock.now() - this.o.provisioningTimeoutMs);
@@ -253,8 +280,8 @@ export class WorkshopService {
         memoryMb: workshop.memoryMb,
         template: workshop.template,
       });
-      if (!(await this.o.repo.setSeatState(workshop.id, seat.seatId, 'ready', null))) {
-        // The workshop ended while the VM was being made: it must not outlive it.
+      if (!(await this.o.repo.setSeatState(workshop.id, seat.seatId, 'ready', null, seat.worker.id))) {
+        // The workshop ended (or the seat moved to another worker) while the VM was being made: it must not outlive it.
         await this.o.workers.deleteVm(seat.worker, workshop.id, seat.seatId);
         return;
       }
@@ -263,7 +290,7 @@ export class WorkshopService {
       const message = error instanceof Error ? error.message : String(error);
       this.o.log.warn({ seat: `${workshop.id}/${seat.seatId}`, worker: seat.worker.id, err: message }, 'seat VM could not be made');
       this.o.onProvisioned?.('failed');
-      await this.o.repo.setSeatState(workshop.id, seat.seatId, 'failed', message).catch(() => undefined);
+      await this.o.repo.setSeatState(workshop.id, seat.seatId, 'failed', message, seat.worker.id).catch(() => undefined);
     }
   }
 }
