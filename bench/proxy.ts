@@ -62,9 +62,9 @@ async function openShell(url: string, headers: Headers): Promise<{ type(key: str
     ws.once('open', () => resolve());
     ws.once('error', reject);
   });
-  const until = (predicate: () => boolean, what: string): Promise<void> =>
+  const until = (predicate: () => boolean, what: string, timeoutS = 30): Promise<void> =>
     new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${url}: no ${what} within 30 s`)), 30_000);
+      const timer = setTimeout(() => reject(new Error(`${url}: no ${what} within ${timeoutS} s`)), timeoutS * 1000);
       const check = (): void => {
         if (predicate()) {
           waiter = undefined;
@@ -74,7 +74,8 @@ async function openShell(url: string, headers: Headers): Promise<{ type(key: str
       };
       check();
     });
-  await until(() => output.includes('$ '), 'prompt');
+  // Not measured: 25 shells starting at once in one emulated guest can take a while.
+  await until(() => output.includes('$ '), 'prompt', 180);
   return {
     async type(key: string): Promise<number> {
       const before = output.length;
