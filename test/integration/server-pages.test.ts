@@ -47,7 +47,7 @@ async function screenShows(page: Page, expected: string): Promise<void> {
 }
 
 interface VmList {
-  vms: { workshop_id: string; seat_id: number }[];
+  vms: { workshop_id: string; seat_id: number; pid: number }[];
 }
 
 describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 }, () => {
@@ -61,6 +61,15 @@ describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 },
   let joinCode = '';
   const rejoinLinks: string[] = [];
   const shot = (page: Page, name: string): Promise<Buffer> => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
+  /** The VMM's pid of a seat of this workshop, on whichever agent holds it. */
+  const vmPid = async (seat: number): Promise<number | undefined> => {
+    for (const agent of agents) {
+      const { vms } = (await (await agent.api('/vms')).json()) as VmList;
+      const vm = vms.find((v) => v.workshop_id === workshopId && v.seat_id === seat);
+      if (vm) return vm.pid;
+    }
+    return undefined;
+  };
 
   before(async () => {
     rmSync(ARTIFACTS, { recursive: true, force: true });
@@ -227,10 +236,32 @@ describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 },
     await elsewhere.context().close();
   });
 
+  test('the instructor reads a seat’s console, resets a seat after a confirmation, and adds a seat', async () => {
+    const row = (seat: number) => instructor.locator(`#seat-rows tr[data-seat="${seat}"]`);
+    await row(3).locator('button.read-console').click();
+    await instructor.locator('#console-text', { hasText: 'clarateach-init' }).waitFor({ timeout: 10_000 });
+    await instructor.click('#console-close');
+    // Declining the confirmation changes nothing; accepting it gives the seat a fresh VM.
+    instructor.once('dialog', (dialog) => void dialog.dismiss());
+    await row(3).locator('button.reset').click();
+    await instructor.waitForTimeout(500);
+    assert.equal(await row(3).getAttribute('data-state'), 'ready');
+    const pidBefore = await vmPid(3);
+    instructor.once('dialog', (dialog) => void dialog.accept());
+    await row(3).locator('button.reset').click();
+    await instructor.waitForSelector('#seat-rows tr[data-seat="3"][data-state="provisioning"]', { timeout: 10_000 });
+    await instructor.waitForSelector('#seat-rows tr[data-seat="3"][data-state="ready"]', { timeout: SEATS_READY_MS });
+    assert.notEqual(await vmPid(3), pidBefore, 'a fresh VM');
+    await instructor.fill('#add-count', '1');
+    await instructor.click('#add-seats');
+    await instructor.waitForSelector('#seat-rows tr[data-seat="4"][data-state="ready"]', { timeout: SEATS_READY_MS });
+    await shot(instructor, 'dashboard-four-seats');
+  });
+
   test('ending the workshop removes every VM on both agents', async () => {
     instructor.once('dialog', (dialog) => void dialog.accept());
     await instructor.click('#end');
-    await instructor.waitForSelector('#ws-ended:text("Ended: 3 VMs removed.")', { timeout: 120_000 });
+    await instructor.waitForSelector('#ws-ended:text("Ended: 4 VMs removed.")', { timeout: 120_000 });
     await instructor.waitForSelector('#ws-meta:text-matches("^ended")');
     await shot(instructor, 'ended');
     for (const agent of agents) {
