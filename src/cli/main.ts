@@ -11,21 +11,26 @@ import { addServerCommands } from './server-commands.ts';
 import { ServerConfigError, loadServerConfig, serverConfigHelp } from '../server-config/config.ts';
 import { startServer } from './server.ts';
 
-async function runAgent(flags: readonly string[]): Promise<number> {
-  const agent = await startAgent(loadConfig(process.env, flags));
+/** Runs until SIGTERM or SIGINT, then stops; a stop that hangs past 10 s ends the process anyway. */
+async function untilSignal(stop: () => Promise<void>): Promise<number> {
   await new Promise<void>((resolve) => {
     const shutdown = (): void => {
-      // VMs keep running: their VMMs are detached and the next start adopts them.
       setTimeout(() => {
         process.stderr.write('clarateach: shutdown took over 10 s; exiting anyway\n');
         process.exit(1);
       }, 10_000).unref();
-      agent.stop().finally(resolve);
+      stop().finally(resolve);
     };
     process.once('SIGTERM', shutdown);
     process.once('SIGINT', shutdown);
   });
   return EXIT.ok;
+}
+
+async function runAgent(flags: readonly string[]): Promise<number> {
+  const agent = await startAgent(loadConfig(process.env, flags));
+  // VMs keep running: their VMMs are detached and the next start adopts them.
+  return untilSignal(() => agent.stop());
 }
 
 const agentHelp = (): string => `usage: clarateach agent [flags]
@@ -36,18 +41,7 @@ ${configHelp()}
 
 async function runServer(flags: readonly string[]): Promise<number> {
   const server = await startServer(loadServerConfig(process.env, flags));
-  await new Promise<void>((resolve) => {
-    const shutdown = (): void => {
-      setTimeout(() => {
-        process.stderr.write('clarateach: shutdown took over 10 s; exiting anyway\n');
-        process.exit(1);
-      }, 10_000).unref();
-      server.stop().finally(resolve);
-    };
-    process.once('SIGTERM', shutdown);
-    process.once('SIGINT', shutdown);
-  });
-  return EXIT.ok;
+  return untilSignal(() => server.stop());
 }
 
 const serverHelp = (): string => `usage: clarateach server [flags]

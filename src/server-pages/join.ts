@@ -64,6 +64,13 @@ async function follow(first: LearnerSeat): Promise<void> {
   setTimeout(() => location.assign(workspace), first.rejoin_token === undefined ? 0 : OPEN_AFTER_MS);
 }
 
+/** The API's message, except where it speaks to operators rather than to a learner. */
+function forLearner(error: unknown): string {
+  if (error instanceof ApiFailure && error.code === 'no_capacity')
+    return 'There is no room for another seat right now: ask your instructor.';
+  return (error as Error).message;
+}
+
 form.addEventListener('submit', (event) => {
   event.preventDefault();
   const code = byId<HTMLInputElement>('code').value.trim();
@@ -74,7 +81,7 @@ form.addEventListener('submit', (event) => {
   button.disabled = true;
   api<LearnerSeat>('POST', '/api/join', { code, name })
     .then(follow)
-    .catch((error: unknown) => say(errorLine, (error as Error).message))
+    .catch((error: unknown) => say(errorLine, forLearner(error)))
     .finally(() => (button.disabled = false));
 });
 
