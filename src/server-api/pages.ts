@@ -28,10 +28,11 @@ export async function pageRoutes(app: FastifyInstance, o: PageRoutesOptions): Pr
       throw new ApiError(503, 'page_not_built', `the server's pages are not built (no ${join(o.pagesDir, file)}): run npm run build`);
     return send(reply, file, 'no-cache');
   };
-  const html = { schema: { security: [], hide: true } };
-  app.get('/', { ...html, schema: { ...html.schema, description: "The instructor's dashboard" } }, page('index.html'));
-  app.get('/join', { ...html, schema: { ...html.schema, description: "The learners' join page" } }, page('join.html'));
-  app.get<{ Params: { '*': string } }>('/assets/*', { schema: { security: [], hide: true } }, async (request, reply) => {
+  // Pages, not API: left out of the OpenAPI document.
+  const hidden = (description: string) => ({ schema: { security: [], hide: true, description } });
+  app.get('/', hidden("The instructor's dashboard"), page('index.html'));
+  app.get('/join', hidden("The learners' join page"), page('join.html'));
+  app.get<{ Params: { '*': string } }>('/assets/*', hidden("The pages' scripts and styles"), async (request, reply) => {
     if (!existsSync(join(o.pagesDir, 'assets'))) throw new ApiError(404, 'not_found', 'no such asset');
     // Vite names assets by content hash: a name never changes meaning.
     return send(reply, join('assets', request.params['*']), 'public, max-age=31536000, immutable');

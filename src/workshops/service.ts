@@ -185,16 +185,14 @@ export class WorkshopService {
       }
     }
     const wanted = new Set(seats.map((s) => `${s.workshopId}/${s.seatId}`));
-    const known = new Map<string, boolean>();
     for (const vm of vms) {
       const key = `${vm.workshopId}/${vm.seatId}`;
       if (wanted.has(key) || vm.status === 'deleting') continue;
-      if (!known.has(vm.workshopId)) known.set(vm.workshopId, (await this.o.repo.getWorkshop(vm.workshopId)) !== undefined);
-      if (!known.get(vm.workshopId)) continue;
-      // Looked at again now: a seat placed since the list was read is not an orphan.
-      const seat = await this.o.repo.getSeat(vm.workshopId, vm.seatId);
+      // Looked up now, not from the list above: a seat placed since then is not an orphan.
       const workshop = await this.o.repo.getWorkshop(vm.workshopId);
-      if (seat && seat.state !== 'removed' && seat.workerId === worker.id && workshop?.state === 'active') continue;
+      if (!workshop) continue; // not this server's
+      const seat = await this.o.repo.getSeat(vm.workshopId, vm.seatId);
+      if (seat && seat.state !== 'removed' && seat.workerId === worker.id && workshop.state === 'active') continue;
       this.o.log.warn({ vm: key, worker: worker.id }, 'deleting a VM no seat owns');
       await this.o.workers.deleteVm(worker, vm.workshopId, vm.seatId);
       counts.orphansDeleted++;
