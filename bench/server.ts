@@ -88,8 +88,7 @@ export async function serverBench(agent: BenchAgent, results: Results): Promise<
       `server ${mibps(manyServer * 1000, 1000)}`,
       manyServer / manyAgent,
     );
-    // 20, not 50: with 50 at once here, shells past about 12 per guest never showed their prompt (to be found out; the proxy section opens 25 per guest).
-    for (const sessions of [1, 20]) {
+    for (const sessions of [1, 50]) {
       const urls = (to: (seat: number, p: string) => string): string[] =>
         // The same shells both ways: the run through the server re-attaches to the agent run's sessions.
         Array.from({ length: sessions }, (_, i) =>

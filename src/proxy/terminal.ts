@@ -1,6 +1,7 @@
 // WebSocket proxy from the browser to the guest's terminal server: frames both ways with
 // back-pressure, keep-alive pings, close codes carried through, 1011 when the guest is unreachable.
 import type { IncomingMessage } from 'node:http';
+import { connect as tcpConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { TERMINAL_PORT } from './guest.ts';
@@ -9,7 +10,21 @@ import { untracked, type ProxyTraffic } from './traffic.ts';
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
 const PING_INTERVAL_MS = 30_000;
+/** A guest that does not take the TCP connection in this long is unreachable. */
 const CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * Once connected, the guest may take a while to answer the upgrade: an emulated guest starting
+ * many shells at once (a class joining) answers the later ones after several seconds.
+ */
+const HANDSHAKE_TIMEOUT_MS = 60_000;
+
+/** A TCP connection to the guest that fails after CONNECT_TIMEOUT_MS without an answer. */
+function connectGuest(ip: string): Socket {
+  const socket = tcpConnect({ host: ip, port: TERMINAL_PORT });
+  socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(new Error(`no answer from ${ip}:${TERMINAL_PORT}`)));
+  socket.once('connect', () => socket.setTimeout(0));
+  return socket;
+}
 
 /** Close codes that may not be sent on the wire are replaced by a sendable one. */
 function sendableCode(code: number): number {
@@ -89,7 +104,8 @@ export class TerminalProxy {
   private connect(client: WebSocket, ip: string, query: URLSearchParams): void {
     const search = query.toString();
     const upstream = new WebSocket(`ws://${ip}:${TERMINAL_PORT}/terminal${search ? `?${search}` : ''}`, {
-      handshakeTimeout: CONNECT_TIMEOUT_MS,
+      createConnection: () => connectGuest(ip),
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
       maxPayload: 16 * 1024 * 1024,
     });
     // Until the guest answers, hold the client's frames (pausing it keeps them in the kernel buffer).
