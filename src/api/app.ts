@@ -2,13 +2,13 @@
 // per route group, an audit line per control action. WebSocket upgrades go to the terminal proxy
 // with the same authentication. Every request has an id (the caller's `X-Request-Id` or a new
 // one) that its log lines carry and its answer echoes.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { actorOf, type Authenticator, type Identity } from './auth.ts';
 import type { AuditLog } from './audit.ts';
-import { ApiError, errorHandler, observeErrors, sendError, writeRawError, type ErrorObserver } from '../http/errors.ts';
-import { REQUEST_ID_HEADER, requestIdFrom } from '../http/request-id.ts';
-import { requestSerializers } from '../shared/logger.ts';
+import { ApiError, errorHandler, observeErrors, sendError, type ErrorObserver } from '../http/errors.ts';
+import { createJsonServer } from '../http/json-server.ts';
+import { REQUEST_ID_HEADER } from '../http/request-id.ts';
 import { statusRoutes, type StatusRoutesOptions } from './routes/status.ts';
 import { vmRoutes, type VmRoutesOptions } from './routes/vms.ts';
 import { tokenRoutes } from './routes/tokens.ts';
@@ -78,7 +78,8 @@ function isControlAction(method: string, path: string): boolean {
 
 export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   const { metrics, traffic, errorSent } = o.observability;
-  const app = createServer(o.log, errorSent);
+  const app = createJsonServer({ log: o.log, bodyLimit: 16 * 1024, errorHandler, ...(errorSent ? { observe: errorSent } : {}) });
+  app.decorateRequest('identity', null);
   if (errorSent) observeErrors(app, errorSent);
   const vmCreatedAt = (workshopId: string, seatId: number): number | undefined =>
     o.vms.manager.list(workshopId).find((vm) => vm.seatId === seatId)?.createdAt;
@@ -104,46 +105,6 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
 }
 
 type CreatedAt = (workshopId: string, seatId: number) => number | undefined;
-
-/** Fastify with the one error shape for every failure, also for requests that are not valid HTTP. */
-function createServer(log: Logger, errorSent: ErrorObserver | undefined): FastifyInstance {
-  const logger: FastifyBaseLogger = log;
-  const app = Fastify({
-    loggerInstance: logger,
-    genReqId: (request) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
-    // A request's lines never show its headers or a `?token=`, whichever logger the agent was given.
-    childLoggerFactory: (parent, bindings, options) =>
-      parent.child(bindings, { ...options, serializers: { ...options.serializers, ...requestSerializers } }),
-    bodyLimit: 16 * 1024,
-    // Types are what the schema says: "1" is not a seat number.
-    ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false } },
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
-    // Malformed percent-encoding and overlong path parameters get the one error shape too.
-    frameworkErrors: errorHandler,
-    // Requests that are not valid HTTP (or whose headers are too large) still get { error, code }.
-    clientErrorHandler: (error, socket) => {
-      if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW')
-        writeRawError(socket, 431, 'headers_too_large', 'request headers are too large', { observe: errorSent });
-      else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request', { observe: errorSent });
-    },
-  });
-  app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${pathOf(request.url)}`)),
-  );
-  app.decorateRequest('identity', null);
-  // Many clients send `Content-Type: application/json` with an empty DELETE or POST: no body, not an error.
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
-    if (text.trim() === '') return done(null, undefined);
-    try {
-      done(null, JSON.parse(text));
-    } catch (error) {
-      done(new ApiError(400, 'invalid_json', `body is not valid JSON: ${(error as Error).message}`), undefined);
-    }
-  });
-  return app;
-}
 
 /** Every request but /health is authenticated; every control action leaves an audit line. */
 function addAuthAndAudit(app: FastifyInstance, o: ApiOptions, vmCreatedAt: CreatedAt): void {

@@ -9,6 +9,7 @@ import { SqlWorkshopRepository } from '../server-db/repository.ts';
 import { hashPassword, MIN_PASSWORD_LENGTH } from '../server-api/passwords.ts';
 import { newId } from '../workshops/codes.ts';
 import { EXIT, UsageError, printJson, printTable } from './operator/output.ts';
+import { addForegroundCommand } from './operator/program.ts';
 import { ServerClient, saveSession, sessionsFile, storedToken } from './server-client.ts';
 
 export interface ServerHandlers {
@@ -88,23 +89,13 @@ export function addServerCommands(program: Command, h: ServerHandlers, exit: (co
     return { client: new ServerClient(url, storedToken(sessionsFile(), url)), json: o.json === true, url };
   };
 
-  program
-    .command('server')
-    .description(
-      'run the workshop server in the foreground (API, learner pages and proxy on PORT, default 8080); `server --help` lists its flags',
-    )
-    .helpOption(false)
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .passThroughOptions()
-    .argument('[flags...]')
-    .action(async (flags: string[]) => {
-      if (flags.includes('--help') || flags.includes('-h')) {
-        process.stdout.write(h.serverHelp());
-        return done();
-      }
-      done(await h.runServer(flags));
-    });
+  addForegroundCommand(
+    program,
+    'server',
+    'run the workshop server in the foreground (API, learner pages and proxy on PORT, default 8080); `server --help` lists its flags',
+    { help: h.serverHelp, run: h.runServer },
+    done,
+  );
 
   program
     .command('instructor')

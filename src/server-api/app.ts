@@ -1,15 +1,15 @@
-// The workshop server's HTTP server: one Fastify app with cookies, rate limits on joins and logins,
+// The workshop server's HTTP server: one Fastify app (src/http/json-server.ts) with cookies, rate limits on joins and logins,
 // one error shape, request ids, one plugin per route group, the OpenAPI document, metrics, the
 // workspace proxy and the terminal WebSocket proxy on the same port.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import cookie from '@fastify/cookie';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
-import { ApiError, observeErrors, sendError, writeRawError } from '../http/errors.ts';
-import { REQUEST_ID_HEADER, requestIdFrom } from '../http/request-id.ts';
+import { ApiError, observeErrors } from '../http/errors.ts';
+import { createJsonServer } from '../http/json-server.ts';
+import { REQUEST_ID_HEADER } from '../http/request-id.ts';
 import { serveIgnoringUpgrade, wantsWebSocket } from '../http/upgrade.ts';
-import { requestSerializers } from '../shared/logger.ts';
 import { CSRF_HEADER, LEARNER_COOKIE, SESSION_COOKIE } from './auth.ts';
 import type { ServerContext } from './context.ts';
 import { serverErrorHandler } from './errors.ts';
@@ -35,40 +35,16 @@ const TERMINAL_SECURITY: Record<string, string[]>[] = [{ learner: [] }, { sessio
 
 export async function buildServerApp(o: ServerAppOptions): Promise<FastifyInstance> {
   const c = o.context;
-  const logger: FastifyBaseLogger = o.log;
   const observe = (status: number, code: string): void => void c.metrics.errors.inc({ status, code });
-  const app = Fastify({
-    loggerInstance: logger,
-    trustProxy: o.trustProxy,
-    genReqId: (request) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
-    childLoggerFactory: (parent, bindings, options) =>
-      parent.child(bindings, { ...options, serializers: { ...options.serializers, ...requestSerializers } }),
+  const app = createJsonServer({
+    log: o.log,
     bodyLimit: 64 * 1024,
-    ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false } },
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
-    frameworkErrors: serverErrorHandler,
-    clientErrorHandler: (error, socket) => {
-      if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW')
-        writeRawError(socket, 431, 'headers_too_large', 'request headers are too large', { observe });
-      else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request', { observe });
-    },
+    errorHandler: serverErrorHandler,
+    observe,
+    trustProxy: o.trustProxy,
+    jsonOnly: true,
   });
   observeErrors(app, observe);
-  app.setErrorHandler(serverErrorHandler);
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, new ApiError(404, 'not_found', `no route for ${request.method} ${request.url.split('?')[0]}`)),
-  );
-  // JSON only: a form another site posts (urlencoded, multipart, text/plain) gets 415 before any route runs.
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
-    const text = typeof body === 'string' ? body : body.toString('utf8');
-    if (text.trim() === '') return done(null, undefined);
-    try {
-      done(null, JSON.parse(text));
-    } catch (error) {
-      done(new ApiError(400, 'invalid_json', `body is not valid JSON: ${(error as Error).message}`), undefined);
-    }
-  });
   app.addHook('onRequest', async (request, reply) => void reply.header(REQUEST_ID_HEADER, request.id));
   // Browsers cache nothing of the API: answers hold seats, codes and tokens.
   app.addHook('onSend', async (request, reply) => {

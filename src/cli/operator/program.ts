@@ -31,6 +31,34 @@ function operatorCommand(parent: Command, name: string): Command {
     .option('--agent-token <token>', 'its bearer token (env AGENT_TOKEN)');
 }
 
+/**
+ * `clarateach NAME [flags...]`: a process that runs in the foreground, its flags passed through
+ * whole to its own configuration parser (which names a bad one); `--help` prints `help()`.
+ */
+export function addForegroundCommand(
+  program: Command,
+  name: string,
+  description: string,
+  h: { help(): string; run(flags: readonly string[]): Promise<number> },
+  done: (code?: number) => void,
+): void {
+  program
+    .command(name)
+    .description(description)
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .passThroughOptions()
+    .argument('[flags...]')
+    .action(async (flags: string[]) => {
+      if (flags.includes('--help') || flags.includes('-h')) {
+        process.stdout.write(h.help());
+        return done();
+      }
+      done(await h.run(flags));
+    });
+}
+
 export function buildProgram(h: Handlers, exit: (code: number) => void): Command {
   const program = new Command('clarateach')
     .description('ClaraTeach: the worker agent, its guest images, and commands for operators')
@@ -51,21 +79,13 @@ export function buildProgram(h: Handlers, exit: (code: number) => void): Command
   };
   const done = (code = 0): void => exit(code);
 
-  program
-    .command('agent')
-    .description('run the worker agent in the foreground (REST API on PORT, default 9090); `agent --help` lists its flags')
-    .helpOption(false)
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .passThroughOptions()
-    .argument('[flags...]')
-    .action(async (flags: string[]) => {
-      if (flags.includes('--help') || flags.includes('-h')) {
-        process.stdout.write(h.agentHelp());
-        return done();
-      }
-      done(await h.runAgent(flags));
-    });
+  addForegroundCommand(
+    program,
+    'agent',
+    'run the worker agent in the foreground (REST API on PORT, default 9090); `agent --help` lists its flags',
+    { help: h.agentHelp, run: h.runAgent },
+    done,
+  );
 
   program
     .command('image')
