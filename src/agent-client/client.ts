@@ -156,6 +156,16 @@ export class AgentClient {
     return this.json('GET', `/vms/${encodeURIComponent(workshopId)}/${seatId}`);
   }
 
+  /** Stops the VM's VMM and keeps its disk (idempotent). */
+  stopVm(workshopId: string, seatId: number): Promise<Vm> {
+    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/stop`);
+  }
+
+  /** Boots a stopped VM again from its disk (idempotent); with `wait: 'ready'` once its services answer. */
+  startVm(workshopId: string, seatId: number, options: { wait?: 'running' | 'ready'; wait_timeout_s?: number } = {}): Promise<Vm> {
+    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/start`, options);
+  }
+
   async deleteVm(workshopId: string, seatId: number): Promise<void> {
     await (await this.send('DELETE', `/vms/${encodeURIComponent(workshopId)}/${seatId}`)).body.dump();
   }

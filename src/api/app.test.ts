@@ -79,6 +79,34 @@ test('health has exactly the guide fields; a VM has its seat address and running
   });
 });
 
+test('stop and start: the VM keeps its seat address, the seat proxy says stopped, bad input is refused', async () => {
+  await withApi(undefined, async (app) => {
+    await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: 1 } });
+    const stopped = await app.inject({ method: 'POST', url: '/vms/ws/1/stop' });
+    assert.equal(stopped.statusCode, 200);
+    assert.equal(stopped.json().status, 'stopped');
+    assert.equal(stopped.json().ip, '192.168.100.11');
+    assert.equal((await app.inject({ method: 'POST', url: '/vms/ws/1/stop' })).json().status, 'stopped');
+    const health = await app.inject({ url: '/proxy/ws/1/health' });
+    assert.equal(health.json().status, 'stopped');
+    assert.equal((await app.inject({ url: '/vms?workshop_id=ws' })).json().vms[0].status, 'stopped');
+    // A stopped VM still holds its slot: it can always be started again.
+    assert.equal((await app.inject({ url: '/info' })).json().available_slots, 2);
+
+    const started = await app.inject({ method: 'POST', url: '/vms/ws/1/start', headers: json, payload: { wait: 'running' } });
+    assert.equal(started.statusCode, 200);
+    assert.equal(started.json().status, 'running');
+    assert.equal(started.json().ip, '192.168.100.11');
+    assert.equal((await app.inject({ method: 'POST', url: '/vms/ws/1/start' })).json().status, 'running');
+
+    const bad = await app.inject({ method: 'POST', url: '/vms/ws/1/start', headers: json, payload: { wait: 'soon' } });
+    assert.equal(bad.statusCode, 400);
+    const missing = await app.inject({ method: 'POST', url: '/vms/ws/2/stop' });
+    assert.equal(missing.statusCode, 404);
+    assert.equal(missing.json().code, 'vm_not_found');
+  });
+});
+
 test('bad input gets 400 with a code naming the problem, and changes nothing', async () => {
   await withApi(undefined, async (app) => {
     const cases: [unknown, number, string][] = [

@@ -21,6 +21,21 @@ export function createVmBodySchema(maxSeat: number, maxVcpus: number, maxMemoryM
   } as const;
 }
 
+/** POST /vms/{ws}/{seat}/start: like a create, it may wait for the guest's services. */
+export const startVmBodySchema = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  properties: {
+    wait: { type: 'string', enum: ['running', 'ready'] },
+    wait_timeout_s: { type: 'integer', minimum: 1, maximum: 600 },
+  },
+} as const;
+
+export interface StartVmBody {
+  wait?: 'running' | 'ready';
+  wait_timeout_s?: number;
+}
+
 export interface CreateVmBody {
   workshop_id: string;
   seat_id: number;

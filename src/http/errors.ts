@@ -39,6 +39,8 @@ const VM_ERROR_STATUS: Record<VmErrorCode, number> = {
   insufficient_memory: 503,
   create_failed: 500,
   delete_failed: 500,
+  vm_busy: 409,
+  start_failed: 500,
   invalid_field: 400,
 };
 

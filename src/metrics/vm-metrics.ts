@@ -4,7 +4,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { LifecycleObserver } from '../vms/lifecycle-ports.ts';
 import { DEFAULT_TEMPLATE, type VmRecord, type VmStatus } from '../vms/model.ts';
 
-const STATUSES: readonly VmStatus[] = ['creating', 'running', 'failed', 'deleting'];
+const STATUSES: readonly VmStatus[] = ['creating', 'running', 'stopped', 'failed', 'deleting'];
 const OPERATION_BUCKETS_S = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 const READY_BUCKETS_S = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300];
 

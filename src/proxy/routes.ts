@@ -52,7 +52,8 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
       workshop_id: vm.workshopId,
       seat_id: vm.seatId,
       vm_ip: vm.ip,
-      status: health.terminal && health.files ? 'healthy' : 'unhealthy',
+      // `stopped`: stopped on request (idle) and not coming back by itself, unlike an unhealthy one.
+      status: vm.status === 'stopped' ? 'stopped' : health.terminal && health.files ? 'healthy' : 'unhealthy',
       terminal: health.terminal,
       files: health.files,
     };

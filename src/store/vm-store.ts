@@ -217,6 +217,22 @@ export class VmStore implements VmRepository {
       .run(reason, workshopId, seatId);
   }
 
+  markStopped(workshopId: string, seatId: number, error: string | null): void {
+    this.db
+      .prepare(
+        `UPDATE vms SET status = 'stopped', pid = NULL, pid_start_time = NULL, ready_at = NULL, last_error = ? WHERE workshop_id = ? AND seat_id = ?`,
+      )
+      .run(error, workshopId, seatId);
+  }
+
+  markStarting(workshopId: string, seatId: number): void {
+    this.db
+      .prepare(
+        `UPDATE vms SET status = 'running', pid = NULL, pid_start_time = NULL, ready_at = NULL, last_error = NULL WHERE workshop_id = ? AND seat_id = ?`,
+      )
+      .run(workshopId, seatId);
+  }
+
   markDeleting(workshopId: string, seatId: number): void {
     this.db.prepare(`UPDATE vms SET status = 'deleting' WHERE workshop_id = ? AND seat_id = ?`).run(workshopId, seatId);
   }

@@ -7,6 +7,9 @@ export type VmErrorCode =
   | 'insufficient_memory'
   | 'create_failed'
   | 'delete_failed'
+  /** Stop or start asked of a VM that is being made, deleted, or failed. */
+  | 'vm_busy'
+  | 'start_failed'
   | 'invalid_field'
   | 'template_not_found'
   | 'template_building';

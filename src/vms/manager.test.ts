@@ -173,6 +173,66 @@ test('the watchdog boots again a VM whose VMM died while the agent runs', async 
   });
 });
 
+test('stop keeps the disk, TAP and record; nothing boots it again until start, which uses the same layer', async () => {
+  await withFixture(async ({ manager, network, driver, store }) => {
+    const m = manager();
+    const vm = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
+    const spec = m.launchSpec(vm);
+    writeFileSync(join(spec.runDir, 'learner-file'), 'kept');
+    const layer = statSync(spec.layerDiskPath).ino;
+    const proc = { pid: vm.pid ?? -1, startTime: vm.pidStartTime ?? -1 };
+
+    const stopped = await m.stop('ws', 1);
+    assert.equal(stopped.status, 'stopped');
+    assert.equal(stopped.pid, null);
+    assert.ok(!isProcessAlive(proc));
+    assert.ok(network.taps.has(vm.tapName), 'TAP kept');
+    assert.equal((await m.stop('ws', 1)).status, 'stopped', 'stopping again does nothing');
+
+    // Neither the watchdog nor an agent restart boots a stopped VM.
+    const starts = driver.started.length;
+    await m.watch();
+    const restarted = manager(store);
+    await restarted.reconcile();
+    assert.equal(restarted.get('ws', 1).status, 'stopped');
+    assert.equal(driver.started.length, starts);
+    assert.ok(existsSync(join(spec.runDir, 'learner-file')), 'the reconcile left its directory alone');
+
+    const started = await restarted.start('ws', 1);
+    assert.equal(started.status, 'running');
+    assert.equal(started.ip, vm.ip);
+    assert.equal(started.readyAt, null, 'ready again only once its services answer');
+    assert.ok(isProcessAlive({ pid: started.pid ?? -1, startTime: started.pidStartTime ?? -1 }));
+    assert.equal(driver.started.at(-1)?.layerDiskPath, spec.layerDiskPath);
+    assert.equal(statSync(spec.layerDiskPath).ino, layer, 'same writable layer');
+    assert.equal((await restarted.start('ws', 1)).pid, started.pid, 'starting a running VM does nothing');
+  });
+});
+
+test('a start that fails leaves the VM stopped with the reason; stop and start refuse a VM in another state', async () => {
+  await withFixture(async ({ manager, driver, store }) => {
+    const m = manager();
+    await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
+    await m.stop('ws', 1);
+    driver.failNext = 'no vmm today';
+    await assert.rejects(
+      m.start('ws', 1),
+      (e: unknown) => e instanceof VmError && e.code === 'start_failed' && /no vmm today/.test(e.message),
+    );
+    const after = m.get('ws', 1);
+    assert.equal(after.status, 'stopped');
+    assert.match(after.lastError ?? '', /^start failed: .*no vmm today/);
+    assert.equal((await m.start('ws', 1)).status, 'running', 'a second start works');
+
+    await m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256, template: 'default' });
+    store.markFailed('ws', 2, 'the guest crashed');
+    const busy = (e: unknown): boolean => e instanceof VmError && e.code === 'vm_busy' && /failed/.test(e.message);
+    await assert.rejects(m.stop('ws', 2), busy);
+    await assert.rejects(m.start('ws', 2), busy);
+    await assert.rejects(m.stop('ws', 9), (e: unknown) => e instanceof VmError && e.code === 'vm_not_found');
+  });
+});
+
 test('capacity is enforced with at_capacity', async () => {
   await withFixture(async ({ manager }) => {
     const m = manager();

@@ -1,4 +1,4 @@
-// The VM lifecycle: create, delete, recover. Decides what happens to a seat's VM and in which
+// The VM lifecycle: create, stop, start, delete, recover. Decides what happens to a seat's VM and in which
 // order; how it happens is up to the ports (lifecycle-ports.ts) it is given.
 import { mkdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
@@ -8,7 +8,7 @@ import { VmError } from './errors.ts';
 import { newSeedHex, prefixLength } from './identity.ts';
 import { vmId, type StartMode, type VmRecord } from './model.ts';
 import { runPlan, runTeardown, StepError } from './plan.ts';
-import { bootPlan, networkPlan, recordedProcess, teardownPlan, type RestoreRequest, type VmPlanContext } from './plans.ts';
+import { bootPlan, networkPlan, recordedProcess, stopPlan, teardownPlan, type RestoreRequest, type VmPlanContext } from './plans.ts';
 import type { GuestIdentity, ImageBuild, ReclaimCounts, SnapshotFiles, VmLaunchSpec, VmmProcess } from './ports.ts';
 import { addCounts, killUnrecordedVmms, reclaimOrphans } from './reclaim.ts';
 import { VmDirectories } from './vm-directory.ts';
@@ -41,6 +41,8 @@ export interface CreateRequest {
 
 export class VmManager {
   private readonly lock = new KeyedLock();
+  /** VMs booted again by `start` whose readiness is still to come (not counted as new boots). */
+  private readonly startedAgain = new Set<string>();
   private readonly dirs: VmDirectories;
   private readonly ports: LifecyclePorts;
   private readonly observer: LifecycleObserver;
@@ -257,6 +259,56 @@ export class VmManager {
     void this.pruneBuilds();
   }
 
+  /**
+   * Stops the VM's VMM and keeps everything else (disk, address, TAP, record): an idle seat gives
+   * back its CPU and memory until `start`. Stopping a stopped VM does nothing.
+   */
+  async stop(workshopId: string, seatId: number, log: OperationLog = this.o.log): Promise<VmRecord> {
+    this.get(workshopId, seatId);
+    const id = vmId(workshopId, seatId);
+    return this.lock.with(id, async () => {
+      const vm = this.get(workshopId, seatId);
+      if (vm.status === 'stopped') return vm;
+      if (vm.status !== 'running') throw new VmError('vm_busy', `the VM is ${vm.status}: only a running VM can be stopped`);
+      await runTeardown(stopPlan(this.planContext(vm))).catch((error: unknown) => {
+        throw new VmError('vm_busy', `could not stop the VM: ${(error as Error).message}`);
+      });
+      this.ports.store.markStopped(workshopId, seatId, null);
+      log.info({ vm: id }, 'vm stopped; its disk is kept');
+      return this.get(workshopId, seatId);
+    });
+  }
+
+  /**
+   * Boots a stopped VM again, cold, from its own layer over the build it was made from (its files
+   * as they were). Resolves once the VMM runs; starting a running VM does nothing.
+   */
+  async start(workshopId: string, seatId: number, log: OperationLog = this.o.log): Promise<VmRecord> {
+    this.get(workshopId, seatId);
+    const id = vmId(workshopId, seatId);
+    return this.lock.with(id, async () => {
+      const vm = this.get(workshopId, seatId);
+      if (vm.status === 'running') return vm;
+      if (vm.status !== 'stopped') throw new VmError('vm_busy', `the VM is ${vm.status}: only a stopped VM can be started`);
+      // Recorded as running first: an agent that crashes mid-start boots it on its next start.
+      this.ports.store.markStarting(workshopId, seatId);
+      this.startedAgain.add(id);
+      try {
+        const onStarted = (p: VmmProcess): void => this.ports.store.markRunning(workshopId, seatId, p.pid, p.startTime, this.now());
+        const report = await runPlan(bootPlan(this.planContext(this.get(workshopId, seatId), onStarted)));
+        log.info({ vm: id, steps_ms: report.ms }, 'vm started again from its disk');
+        return this.get(workshopId, seatId);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        const current = this.get(workshopId, seatId);
+        await runTeardown(stopPlan(this.planContext(current))).catch(() => undefined);
+        this.ports.store.markStopped(workshopId, seatId, `start failed: ${reason}`);
+        log.error({ vm: id, reason }, 'could not start the VM');
+        throw new VmError('start_failed', reason);
+      }
+    });
+  }
+
   /** Removes the template builds no VM uses any more (never a template's current one). */
   async pruneBuilds(): Promise<void> {
     try {
@@ -278,8 +330,9 @@ export class VmManager {
   markReady(vm: VmRecord): void {
     const now = this.now();
     this.ports.store.markReady(vm.workshopId, vm.seatId, now);
-    // Create-to-ready is a new VM's boot time; a VM booted again after a crash is not new.
-    if (vm.readyAt === null && vm.restarts === 0) this.observer.becameReady(now - vm.createdAt);
+    // Create-to-ready is a new VM's boot time; a VM booted again after a crash or a stop is not new.
+    const again = this.startedAgain.delete(vmId(vm.workshopId, vm.seatId));
+    if (vm.readyAt === null && vm.restarts === 0 && !again) this.observer.becameReady(now - vm.createdAt);
   }
 
   /**
@@ -306,6 +359,7 @@ export class VmManager {
     const current = this.ports.store.get(vm.workshopId, vm.seatId);
     if (!current) return;
     const id = vmId(vm.workshopId, vm.seatId);
+    if (current.status === 'stopped') return; // stays stopped (an unrecorded VMM was killed above) until a start
     if (current.status === 'creating' || current.status === 'deleting') {
       this.o.log.warn({ vm: id, status: current.status }, 'finishing an interrupted operation by removing the VM');
       await runTeardown(teardownPlan(this.planContext(current))).catch((e: unknown) =>

@@ -5,7 +5,8 @@ export const DEFAULT_TEMPLATE = 'default';
 /** Template names: short, lower case, safe as a directory name and a metric label. */
 export const TEMPLATE_NAME_PATTERN = '^[a-z0-9][a-z0-9-]{0,39}$';
 
-export type VmStatus = 'creating' | 'running' | 'failed' | 'deleting';
+/** `stopped`: its VMM was stopped on request (an idle seat); its disk, address and TAP are kept for a start. */
+export type VmStatus = 'creating' | 'running' | 'stopped' | 'failed' | 'deleting';
 
 /** How a VM's first boot began: restored from its template's snapshot, or booted from its kernel. */
 export type StartMode = 'snapshot' | 'cold';

@@ -83,20 +83,31 @@ async function startVmm(c: VmPlanContext): Promise<VmmProcess> {
   }
 }
 
+/** Stops the VMM (gracefully, then by force); the disk, TAP and directory stay. */
+function stopVmmStep(c: VmPlanContext): Step {
+  const { driver, processes } = c.ports;
+  return {
+    name: 'stop vmm',
+    do: async () => {
+      // Also for a VMM that already died: the driver still removes its cgroup, jail, sockets.
+      const proc = recordedProcess(c.vm);
+      if (proc) await driver.stop(c.spec, proc, driver.isAlive(proc) ? c.gracefulStopMs : 0);
+      // A VMM started by a create that crashed before recording its pid.
+      for (const stray of await processes.findUnder(c.spec.runDir)) await processes.kill(stray);
+    },
+  };
+}
+
+/** Stopping a VM on request: only its VMM goes; a start boots it again from the same layer. */
+export function stopPlan(c: VmPlanContext): Step[] {
+  return [stopVmmStep(c)];
+}
+
 /** Stops the VMM and removes the TAP and the VM's directory (disk, sockets, console). Every step runs. */
 export function teardownPlan(c: VmPlanContext): Step[] {
-  const { driver, network, processes } = c.ports;
+  const { network } = c.ports;
   return [
-    {
-      name: 'stop vmm',
-      do: async () => {
-        // Also for a VMM that already died: the driver still removes its cgroup, jail, sockets.
-        const proc = recordedProcess(c.vm);
-        if (proc) await driver.stop(c.spec, proc, driver.isAlive(proc) ? c.gracefulStopMs : 0);
-        // A VMM started by a create that crashed before recording its pid.
-        for (const stray of await processes.findUnder(c.spec.runDir)) await processes.kill(stray);
-      },
-    },
+    stopVmmStep(c),
     { name: 'remove tap', do: () => network.detach(endpoint(c.vm)) },
     { name: 'remove vm directory', do: () => c.dirs.remove(c.vm.tapName) },
   ];

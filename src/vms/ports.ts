@@ -289,6 +289,10 @@ export interface VmRepository {
   recordStart(workshopId: string, seatId: number, start: StartRecord): void;
   markReady(workshopId: string, seatId: number, now: number): void;
   markFailed(workshopId: string, seatId: number, error: string): void;
+  /** Its VMM was stopped on request: no process, not ready; `error` says why a start did not boot it. */
+  markStopped(workshopId: string, seatId: number, error: string | null): void;
+  /** A start is under way (no VMM yet): running, not ready, as a restart is. */
+  markStarting(workshopId: string, seatId: number): void;
   markDeleting(workshopId: string, seatId: number): void;
   remove(workshopId: string, seatId: number): void;
 }

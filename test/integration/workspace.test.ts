@@ -7,8 +7,9 @@ import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { json, requireTestNetns, startAgent, type AgentProcess } from '../support/agent-process.ts';
+import { json, requireTestNetns, startAgent, tapsInNamespace, type AgentProcess } from '../support/agent-process.ts';
 import { TerminalClient } from '../support/terminal-client.ts';
+import { processStartTime } from '../../src/host/process.ts';
 
 requireTestNetns();
 const WS = 'lab';
@@ -229,6 +230,31 @@ describe('learner workspace through the proxy', { timeout: 20 * 60_000 }, () => 
     assert.notEqual(after?.pid, vm.pid);
     const kept = await request(`${base}/files/keep/me.txt`);
     assert.equal(await kept.body.text(), 'still here');
+  });
+
+  test('stop frees the VMM and keeps the files; start boots the seat again from its disk', async () => {
+    await (await request(`${base}/files/keep/stopped.txt`, { method: 'PUT', body: 'kept while stopped' })).body.dump();
+    const t = terminal();
+    await t.opened;
+    await t.run('sync');
+    t.close();
+    const vm = (await (await agent.api(`/vms/${WS}/${SEAT}`)).json()) as { pid: number; tap: string };
+    const stopped = await agent.api(`/vms/${WS}/${SEAT}/stop`, { method: 'POST' });
+    const stoppedVm = (await stopped.json()) as { status: string; pid: number | null };
+    assert.equal(stopped.status, 200, JSON.stringify(stoppedVm));
+    assert.equal(stoppedVm.status, 'stopped');
+    assert.equal(stoppedVm.pid, null);
+    assert.equal(processStartTime(vm.pid), undefined, 'its VMM is gone (at most a zombie)');
+    assert.equal(((await (await agent.api(`/proxy/${WS}/${SEAT}/health`)).json()) as { status: string }).status, 'stopped');
+    assert.ok(tapsInNamespace().includes(vm.tap), 'its TAP is kept');
+
+    const started = await agent.api(`/vms/${WS}/${SEAT}/start`, json({ wait: 'ready', wait_timeout_s: 180 }));
+    const startedVm = (await started.json()) as { status: string; ready: boolean; ip: string; pid: number };
+    assert.equal(started.status, 200, JSON.stringify(startedVm));
+    assert.equal(startedVm.ready, true);
+    assert.equal(startedVm.ip, '192.168.100.11');
+    assert.notEqual(startedVm.pid, vm.pid);
+    assert.equal(await (await request(`${base}/files/keep/stopped.txt`)).body.text(), 'kept while stopped');
   });
 
   test('the proxy answers 502 / 1011 when the guest cannot be reached, 404 for an unknown seat', async () => {

@@ -1,9 +1,18 @@
-// /vms: create, list, inspect, delete VMs, and read a guest's console.
-import type { FastifyInstance } from 'fastify';
-import { createVmBodySchema, listQuerySchema, logsQuerySchema, vmJson, type CreateVmBody } from '../schemas.ts';
+// /vms: create, list, inspect, stop, start, delete VMs, and read a guest's console.
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import {
+  createVmBodySchema,
+  listQuerySchema,
+  logsQuerySchema,
+  startVmBodySchema,
+  vmJson,
+  type CreateVmBody,
+  type StartVmBody,
+} from '../schemas.ts';
 import { seatFromParam, vmParamsSchema, type VmParams } from '../../http/seat.ts';
 import type { VmManager } from '../../vms/manager.ts';
 import type { ReadinessTracker } from '../../vms/readiness.ts';
+import type { VmRecord } from '../../vms/model.ts';
 import { DEFAULT_TEMPLATE } from '../../vms/model.ts';
 
 export interface VmRoutesOptions {
@@ -40,19 +49,55 @@ export async function vmRoutes(app: FastifyInstance, o: VmRoutesOptions): Promis
         },
         request.log,
       );
-      if (body.wait !== 'ready') return reply.code(201).send(vmJson(vm));
-      try {
-        const ready = await o.readiness.waitReady(vm.workshopId, vm.seatId, (body.wait_timeout_s ?? 120) * 1000);
-        return reply.code(201).send(vmJson(ready));
-      } catch (error) {
-        const console = await o.manager.consoleTail(vm.workshopId, vm.seatId, 4096);
-        return reply.code(504).send({
-          error: (error as Error).message,
-          code: 'not_ready',
-          vm: vmJson(o.manager.get(vm.workshopId, vm.seatId)),
-          console: console.split('\n').slice(-30).join('\n'),
-        });
-      }
+      return answer(reply, 201, vm, body);
+    },
+  );
+
+  /** The VM as it is now, or once its services answer when asked to wait (504 with its console if they do not). */
+  async function answer(reply: FastifyReply, status: number, vm: VmRecord, body: StartVmBody): Promise<FastifyReply> {
+    if (body.wait !== 'ready') return reply.code(status).send(vmJson(vm));
+    try {
+      const ready = await o.readiness.waitReady(vm.workshopId, vm.seatId, (body.wait_timeout_s ?? 120) * 1000);
+      return reply.code(status).send(vmJson(ready));
+    } catch (error) {
+      const console = await o.manager.consoleTail(vm.workshopId, vm.seatId, 4096);
+      return reply.code(504).send({
+        error: (error as Error).message,
+        code: 'not_ready',
+        vm: vmJson(o.manager.get(vm.workshopId, vm.seatId)),
+        console: console.split('\n').slice(-30).join('\n'),
+      });
+    }
+  }
+
+  app.post<{ Params: VmParams }>(
+    '/vms/:workshopID/:seatID/stop',
+    {
+      schema: {
+        params,
+        description: "Stops the VM's VMM and keeps its disk, address and TAP (an idle seat); stopping a stopped VM does nothing",
+      },
+    },
+    async (request) => {
+      const seat = seatFromParam(request.params.seatID, o.maxSeat);
+      return vmJson(await o.manager.stop(request.params.workshopID, seat, request.log));
+    },
+  );
+
+  app.post<{ Params: VmParams; Body: StartVmBody | null }>(
+    '/vms/:workshopID/:seatID/start',
+    {
+      bodyLimit: BODY_LIMIT,
+      schema: {
+        params,
+        body: startVmBodySchema,
+        description: 'Boots a stopped VM again from its own disk (its files as they were); starting a running VM does nothing',
+      },
+    },
+    async (request, reply) => {
+      const seat = seatFromParam(request.params.seatID, o.maxSeat);
+      const vm = await o.manager.start(request.params.workshopID, seat, request.log);
+      return answer(reply, 200, vm, request.body ?? {});
     },
   );
 

@@ -217,6 +217,29 @@ function addVmCommands(
       await showVm(c, json, await c.getVm(workshop, parseSeat(seat)));
       done();
     });
+  operatorCommand(vm, 'stop')
+    .description("stop a VM's VMM and keep its disk (start boots it again)")
+    .argument('<workshop>')
+    .argument('<seat>')
+    .action(async (workshop: string, seat: string, _o, command: Command) => {
+      const { client: c, json } = client(command);
+      await showVm(c, json, await c.stopVm(workshop, parseSeat(seat)));
+      done();
+    });
+  operatorCommand(vm, 'start')
+    .description('boot a stopped VM again from its disk')
+    .argument('<workshop>')
+    .argument('<seat>')
+    .addOption(
+      new Option('--wait <until>', 'return once the VM is running or its services are ready')
+        .choices(['running', 'ready'])
+        .default('running'),
+    )
+    .action(async (workshop: string, seat: string, o: { wait: 'running' | 'ready' }, command: Command) => {
+      const { client: c, json } = client(command);
+      await showVm(c, json, await c.startVm(workshop, parseSeat(seat), { wait: o.wait }));
+      done();
+    });
   operatorCommand(vm, 'rm')
     .description('delete a VM (its disk goes with it)')
     .argument('<workshop>')
