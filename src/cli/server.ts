@@ -92,6 +92,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     }
     await service.moveSeatsOffDownWorkers(config.seatMoveAfterS * 1000);
     await service.endDue();
+    await service.stopIdle();
     await service.failStale();
   };
   let timer: NodeJS.Timeout | undefined;

@@ -57,7 +57,7 @@ export const seatReply = {
   required: ['seat_id', 'state'],
   properties: {
     seat_id: { type: 'integer' },
-    state: { type: 'string', enum: ['provisioning', 'ready', 'connected', 'idle', 'failed', 'removed'] },
+    state: { type: 'string', enum: ['provisioning', 'ready', 'connected', 'idle', 'stopped', 'failed', 'removed'] },
     worker_id: { type: ['string', 'null'] },
     learner: {
       type: ['object', 'null'],

@@ -43,7 +43,10 @@ export async function seatAccess(
   const workshop = await c.repo.getWorkshop(workshopId);
   if (!workshop || workshop.state === 'ended') throw new ApiError(410, 'workshop_ended', `workshop ${workshopId} has ended`);
   const placed = await c.repo.placedSeat(workshopId, seatId);
-  if (!placed) throw new ApiError(404, 'seat_not_found', `no seat ${seatId} in workshop ${workshopId}`);
+  const seat = await c.repo.getSeat(workshopId, seatId);
+  if (!placed || !seat) throw new ApiError(404, 'seat_not_found', `no seat ${seatId} in workshop ${workshopId}`);
+  // Opening a stopped seat (the instructor, or a learner's page left open) starts it again.
+  await c.service.wake(workshop, seat);
   return { placed, actor };
 }
 

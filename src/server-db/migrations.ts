@@ -82,6 +82,9 @@ export const MIGRATIONS: readonly string[] = [
      detail text
    );
    CREATE INDEX audit_by_workshop ON audit (workshop_id, id);`,
+  // Seats idle past their workshop's timeout are stopped (VM stopped, disk kept).
+  `ALTER TABLE seats DROP CONSTRAINT seats_state_check;
+   ALTER TABLE seats ADD CONSTRAINT seats_state_check CHECK (state IN ('provisioning', 'ready', 'stopped', 'failed', 'removed'))`,
 ];
 
 /** An arbitrary constant: the key of the advisory lock migrations hold. */

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openPglite, type Database } from './database.ts';
-import { migrate } from './migrations.ts';
+import { MIGRATIONS, migrate } from './migrations.ts';
 import { SqlWorkshopRepository } from './repository.ts';
 import { newJoinCode, newWorkshopId, tokenDigest } from '../workshops/codes.ts';
 import type { NewWorkshop } from '../workshops/model.ts';
@@ -39,7 +39,7 @@ describe('SqlWorkshopRepository on PGlite', { timeout: 120_000 }, () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'ct-repo-'));
     db = await openPglite(join(dir, 'db'));
-    assert.equal(await migrate(db), 1);
+    assert.equal(await migrate(db), MIGRATIONS.length);
     assert.equal(await migrate(db), 0, 'a second run applies nothing');
     repo = new SqlWorkshopRepository(db);
     instructorId = (await repo.addInstructor('in-1', 'teacher@example.org', 'hash')).id;

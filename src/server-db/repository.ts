@@ -348,6 +348,22 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     });
   }
 
+  async stopIdleSeats(now: number, note: string): Promise<PlacedSeat[]> {
+    // The same test as seatStatus's `idle`, so the dashboard's idle seats are the ones stopped.
+    const rows = await this.db.query<WorkerRow & { stopped_workshop_id: string; stopped_seat_id: number }>(
+      `WITH stopped AS (
+         UPDATE seats s SET state = 'stopped', error = $2, state_since = $1
+           FROM workshops w
+          WHERE w.id = s.workshop_id AND w.state = 'active' AND s.state = 'ready' AND s.learner_id IS NOT NULL
+            AND s.connections = 0 AND s.last_activity_at IS NOT NULL AND s.last_activity_at < $1 - w.idle_timeout_s * 1000.0
+          RETURNING s.workshop_id, s.seat_id, s.worker_id)
+       SELECT k.*, stopped.workshop_id AS stopped_workshop_id, stopped.seat_id AS stopped_seat_id
+         FROM stopped JOIN workers k ON k.id = stopped.worker_id`,
+      [now, note],
+    );
+    return rows.map((r) => ({ workshopId: r.stopped_workshop_id, seatId: r.stopped_seat_id, worker: workerFrom(r) }));
+  }
+
   async failStaleProvisioning(olderThan: number): Promise<number> {
     const rows = await this.db.query<{ seat_id: number }>(
       `UPDATE seats SET state = 'failed', error = 'its VM was not made in time (the server making it may have stopped); reset it', state_since = $2

@@ -22,6 +22,8 @@ function describe(seat: LearnerSeat, waitedS: number): string {
   switch (seat.seat.state) {
     case 'provisioning':
       return `Preparing your seat… ${waitedS} s`;
+    case 'stopped':
+      return 'Your seat was stopped while you were away; starting it again…';
     case 'failed':
       return 'Your seat could not be prepared. Ask your instructor to reset it.';
     case 'removed':
@@ -49,7 +51,7 @@ async function follow(first: LearnerSeat): Promise<void> {
     byId('seat-state').textContent = describe(seat, Math.round((Date.now() - started) / 1000));
     byId('seat').dataset['state'] = seat.seat.state;
     if (seat.workshop.state === 'ended' || seat.seat.state === 'failed' || seat.seat.state === 'removed') return;
-    if (seat.seat.state !== 'provisioning') break;
+    if (seat.seat.state !== 'provisioning' && seat.seat.state !== 'stopped') break;
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     try {
       seat = await api<LearnerSeat>('GET', '/api/me');

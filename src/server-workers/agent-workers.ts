@@ -67,4 +67,23 @@ export class AgentWorkers implements WorkerPort {
   consoleLog(worker: Worker, workshopId: string, seatId: number, bytes: number): Promise<string> {
     return this.client(worker).logs(workshopId, seatId, bytes);
   }
+
+  async stopVm(worker: Worker, workshopId: string, seatId: number): Promise<void> {
+    try {
+      await this.client(worker).stopVm(workshopId, seatId);
+    } catch (error) {
+      if (error instanceof AgentError && error.status === 404) return;
+      throw error;
+    }
+  }
+
+  async startVm(worker: Worker, workshopId: string, seatId: number): Promise<'started' | 'missing'> {
+    try {
+      await this.client(worker).startVm(workshopId, seatId, { wait: 'ready', wait_timeout_s: this.o.readyTimeoutS });
+      return 'started';
+    } catch (error) {
+      if (error instanceof AgentError && error.status === 404) return 'missing';
+      throw error;
+    }
+  }
 }

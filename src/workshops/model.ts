@@ -2,9 +2,13 @@
 // one error type its refusals are made of.
 export type PlacementPolicy = 'spread' | 'pack';
 export type WorkerState = 'unknown' | 'up' | 'down';
-/** What a seat is doing as stored; `connected` and `idle` are derived from activity (seatStatus). */
-export type SeatRecordState = 'provisioning' | 'ready' | 'failed' | 'removed';
-export type SeatStatus = 'provisioning' | 'ready' | 'connected' | 'idle' | 'failed' | 'removed';
+/**
+ * What a seat is doing as stored; `connected` and `idle` are derived from activity (seatStatus).
+ * `stopped`: idle past its workshop's timeout, its VM stopped with its disk kept; it starts again
+ * when its learner (or instructor) comes back.
+ */
+export type SeatRecordState = 'provisioning' | 'ready' | 'stopped' | 'failed' | 'removed';
+export type SeatStatus = 'provisioning' | 'ready' | 'connected' | 'idle' | 'stopped' | 'failed' | 'removed';
 export type WorkshopState = 'active' | 'ended';
 
 export interface Worker {

@@ -96,6 +96,12 @@ export interface WorkshopRepository {
    * (workers first, as every placement) keep two server processes from moving one seat twice.
    */
   moveSeatsOff(workerId: string, policy: PlacementPolicy, note: string): Promise<PlacedSeat[]>;
+  /**
+   * Stops, in the records, the seats of active workshops that are idle past their workshop's
+   * timeout: ready, taken by a learner, no terminal open, no activity since the timeout. One
+   * UPDATE, so of several server processes only one stops each seat; returns them (their VMs must stop).
+   */
+  stopIdleSeats(now: number, note: string): Promise<PlacedSeat[]>;
   /** Seats provisioning since before `olderThan` (their server stopped, or the worker hung) become failed; returns how many. */
   failStaleProvisioning(olderThan: number): Promise<number>;
   /** Marks the workshop ended and its seats removed; returns the seats whose VMs must go. Empty when it had ended already. */
@@ -126,7 +132,7 @@ export interface SeatVmRequest {
 export interface WorkerVm {
   readonly workshopId: string;
   readonly seatId: number;
-  /** The agent's status: creating, running, failed, deleting. */
+  /** The agent's status: creating, running, stopped, failed, deleting. */
   readonly status: string;
   readonly lastError: string | null;
 }
@@ -139,6 +145,10 @@ export interface WorkerPort {
   /** Deleting a VM that is not there is not an error. */
   deleteVm(worker: Worker, workshopId: string, seatId: number): Promise<void>;
   consoleLog(worker: Worker, workshopId: string, seatId: number, bytes: number): Promise<string>;
+  /** Stops the VM, its disk kept; a VM that is not there is not an error. */
+  stopVm(worker: Worker, workshopId: string, seatId: number): Promise<void>;
+  /** Boots a stopped VM again and waits until its services answer; `missing` when the worker has no such VM. */
+  startVm(worker: Worker, workshopId: string, seatId: number): Promise<'started' | 'missing'>;
 }
 
 export interface Clock {

@@ -82,7 +82,8 @@ export class WorkshopService {
     this.refuseEnded(workshop);
     if (learnerToken !== undefined) {
       const learner = await this.o.repo.learnerByDigest(tokenDigest(learnerToken));
-      if (learner && learner.workshopId === workshop.id) return { workshop, learner, seat: await this.seat(learner), newToken: undefined };
+      if (learner && learner.workshopId === workshop.id)
+        return { workshop, learner, seat: await this.wake(workshop, await this.seat(learner)), newToken: undefined };
     }
     const token = newSecretToken();
     const outcome = await this.o.repo.join({
@@ -102,7 +103,52 @@ export class WorkshopService {
     if (!learner) return undefined;
     const workshop = await this.o.repo.getWorkshop(learner.workshopId);
     if (!workshop) return undefined;
-    return { workshop, learner, seat: await this.seat(learner) };
+    return { workshop, learner, seat: await this.wake(workshop, await this.seat(learner)) };
+  }
+
+  /**
+   * A stopped seat starts again because someone came back to it (its learner's page or rejoin,
+   * the instructor opening it): at once `provisioning`, in the background its VM boots again
+   * from its own disk, then `ready`. Any other seat is returned as it is.
+   */
+  async wake(workshop: Workshop, seat: Seat): Promise<Seat> {
+    if (seat.state !== 'stopped' || workshop.state !== 'active') return seat;
+    const now = this.o.clock.now();
+    // Of several server processes (or requests) only one claims it; the others see it provisioning.
+    if (
+      await this.o.repo.claimSeatState(
+        seat.workshopId,
+        seat.seatId,
+        'stopped',
+        'provisioning',
+        'starting again after it was stopped while idle',
+      )
+    ) {
+      // Fresh activity, or the next round would find it idle again the moment it is ready.
+      await this.o.repo.recordActivity(seat.workshopId, seat.seatId, now);
+      const placed = await this.o.repo.placedSeat(seat.workshopId, seat.seatId);
+      if (placed) this.track(this.restart(workshop, placed));
+    }
+    return this.seatById(seat.workshopId, seat.seatId);
+  }
+
+  /**
+   * Stops the VMs of seats idle past their workshop's timeout (run periodically; any server
+   * process may): the worker keeps their disks, and each starts again when its learner comes back.
+   */
+  async stopIdle(): Promise<number> {
+    const seats = await this.o.repo.stopIdleSeats(this.o.clock.now(), 'stopped while idle; it starts again when its learner comes back');
+    const results = await Promise.allSettled(seats.map((s) => this.o.workers.stopVm(s.worker, s.workshopId, s.seatId)));
+    results.forEach((result, i) => {
+      const seat = seats[i];
+      if (!seat) return;
+      const where = `${seat.workshopId}/${seat.seatId}`;
+      // The record says stopped either way: a start later finds the VM running and keeps it.
+      if (result.status === 'rejected')
+        this.o.log.warn({ err: result.reason, seat: where, worker: seat.worker.id }, 'could not stop an idle seat');
+      else this.o.log.info({ seat: where, worker: seat.worker.id }, 'idle seat stopped');
+    });
+    return seats.length;
   }
 
   /** Deletes the seat's VM and makes a fresh one (same worker, same learner). */
@@ -159,13 +205,13 @@ export class WorkshopService {
    * workshops that no seat owns any more (its workshop ended, or the delete did not reach the
    * worker) is deleted. VMs of workshops the server does not know are left alone.
    */
-  async reconcileWorker(worker: Worker): Promise<{ recreated: number; failed: number; orphansDeleted: number }> {
+  async reconcileWorker(worker: Worker): Promise<{ recreated: number; stopped: number; failed: number; orphansDeleted: number }> {
     const vms = await this.o.workers.listVms(worker);
     const vmOf = new Map(vms.map((vm) => [`${vm.workshopId}/${vm.seatId}`, vm]));
-    const counts = { recreated: 0, failed: 0, orphansDeleted: 0 };
+    const counts = { recreated: 0, stopped: 0, failed: 0, orphansDeleted: 0 };
     const seats = await this.o.repo.seatsOnWorker(worker.id);
     for (const seat of seats) {
-      if (seat.state !== 'ready') continue; // provisioning: being made; failed: the instructor resets it
+      if (seat.state !== 'ready') continue; // provisioning: being made; stopped: wakes on its own; failed: the instructor resets it
       const vm = vmOf.get(`${seat.workshopId}/${seat.seatId}`);
       const where = `${seat.workshopId}/${seat.seatId}`;
       if (vm === undefined) {
@@ -176,6 +222,14 @@ export class WorkshopService {
         this.o.log.warn({ seat: where, worker: worker.id }, 'seat VM lost on its worker; making a fresh one');
         this.provisionInBackground(workshop, [{ workshopId: seat.workshopId, seatId: seat.seatId, worker }]);
         counts.recreated++;
+      } else if (vm.status === 'stopped') {
+        // Stopped on the worker itself (an operator's `clarateach vm stop`): the seat shows it and wakes like an idle one.
+        if (
+          await this.o.repo.claimSeatState(seat.workshopId, seat.seatId, 'ready', 'stopped', `its VM was stopped on worker ${worker.id}`)
+        ) {
+          this.o.log.info({ seat: where, worker: worker.id }, 'seat VM found stopped on its worker');
+          counts.stopped++;
+        }
       } else if (vm.status === 'failed') {
         const reason = `its VM failed on worker ${worker.id}: ${vm.lastError ?? 'no reason given'}; reset it`;
         if (await this.o.repo.claimSeatState(seat.workshopId, seat.seatId, 'ready', 'failed', reason)) {
@@ -263,9 +317,32 @@ export class WorkshopService {
 
   /** Makes the seats' VMs in parallel; each seat ends ready or failed (with the agent's reason). */
   private provisionInBackground(workshop: Workshop, seats: readonly PlacedSeat[]): void {
-    for (const seat of seats) {
-      const task = this.provision(workshop, seat).finally(() => this.inFlight.delete(task));
-      this.inFlight.add(task);
+    for (const seat of seats) this.track(this.provision(workshop, seat));
+  }
+
+  private track(work: Promise<void>): void {
+    const task = work.finally(() => this.inFlight.delete(task));
+    this.inFlight.add(task);
+  }
+
+  /** Boots a stopped seat's VM again; a worker that lost it makes a fresh one (the files went with it). */
+  private async restart(workshop: Workshop, seat: PlacedSeat): Promise<void> {
+    const where = `${workshop.id}/${seat.seatId}`;
+    try {
+      if ((await this.o.workers.startVm(seat.worker, workshop.id, seat.seatId)) === 'missing') {
+        this.o.log.warn({ seat: where, worker: seat.worker.id }, 'stopped seat VM lost on its worker; making a fresh one');
+        return await this.provision(workshop, seat);
+      }
+      if (await this.o.repo.setSeatState(workshop.id, seat.seatId, 'ready', null, seat.worker.id)) {
+        await this.o.repo.recordActivity(workshop.id, seat.seatId, this.o.clock.now());
+        this.o.log.info({ seat: where, worker: seat.worker.id }, 'stopped seat started again');
+      }
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.o.log.warn({ seat: where, worker: seat.worker.id, err: message }, 'stopped seat could not start again');
+      await this.o.repo
+        .setSeatState(workshop.id, seat.seatId, 'failed', `it could not start again: ${message}; reset it`, seat.worker.id)
+        .catch(() => undefined);
     }
   }
 
