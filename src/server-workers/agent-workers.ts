@@ -56,12 +56,7 @@ export class AgentWorkers implements WorkerPort {
   }
 
   async deleteVm(worker: Worker, workshopId: string, seatId: number): Promise<void> {
-    try {
-      await this.client(worker).deleteVm(workshopId, seatId);
-    } catch (error) {
-      if (error instanceof AgentError && error.status === 404) return;
-      throw error;
-    }
+    await unlessMissing(this.client(worker).deleteVm(workshopId, seatId));
   }
 
   consoleLog(worker: Worker, workshopId: string, seatId: number, bytes: number): Promise<string> {
@@ -69,21 +64,22 @@ export class AgentWorkers implements WorkerPort {
   }
 
   async stopVm(worker: Worker, workshopId: string, seatId: number): Promise<void> {
-    try {
-      await this.client(worker).stopVm(workshopId, seatId);
-    } catch (error) {
-      if (error instanceof AgentError && error.status === 404) return;
-      throw error;
-    }
+    await unlessMissing(this.client(worker).stopVm(workshopId, seatId));
   }
 
   async startVm(worker: Worker, workshopId: string, seatId: number): Promise<'started' | 'missing'> {
-    try {
-      await this.client(worker).startVm(workshopId, seatId, { wait: 'ready', wait_timeout_s: this.o.readyTimeoutS });
-      return 'started';
-    } catch (error) {
-      if (error instanceof AgentError && error.status === 404) return 'missing';
-      throw error;
-    }
+    const started = this.client(worker).startVm(workshopId, seatId, { wait: 'ready', wait_timeout_s: this.o.readyTimeoutS });
+    return (await unlessMissing(started)) ? 'started' : 'missing';
+  }
+}
+
+/** False when the agent has no such VM (404); any other refusal is thrown. */
+async function unlessMissing(request: Promise<unknown>): Promise<boolean> {
+  try {
+    await request;
+    return true;
+  } catch (error) {
+    if (error instanceof AgentError && error.status === 404) return false;
+    throw error;
   }
 }
