@@ -10,6 +10,7 @@ import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { MIGRATIONS } from '../../src/server-db/migrations.ts';
 import {
   Browser,
   eventually,
@@ -109,8 +110,8 @@ test(
     await migrations.end();
     assert.deepEqual(
       applied.rows.map((r: { version: number }) => r.version),
-      [1],
-      'migrated once although two processes started together',
+      MIGRATIONS.map((_, i) => i + 1),
+      'every migration applied, once, although two processes started together',
     );
 
     const added = await run(['instructor', 'add', 'teacher@example.org'], { DATABASE_URL: postgres.url }, `${PASSWORD}\n`);
