@@ -79,6 +79,46 @@ test('health has exactly the guide fields; a VM has its seat address and running
   });
 });
 
+test('a new VM is ready as soon as its guest answers, without the periodic sweep; a VM that never answers stays not ready', async () => {
+  let probes = 0;
+  // The guest answers from the fourth probe on (a sweep would wait a second between probes; none runs here).
+  const api = await buildTestApi({
+    agentToken: undefined,
+    capacity: 3,
+    probe: async (ip) => {
+      if (ip !== '192.168.100.11') return { terminal: false, files: false };
+      probes++;
+      return { terminal: probes > 3, files: probes > 3 };
+    },
+  });
+  try {
+    const create = (seat: number) =>
+      api.app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'w', seat_id: seat } });
+    assert.equal((await create(1)).statusCode, 201);
+    assert.equal((await create(2)).statusCode, 201);
+    const started = Date.now();
+    let ready = false;
+    while (!ready && Date.now() - started < 5_000) {
+      ready = (await api.app.inject({ url: '/vms/w/1' })).json().ready === true;
+      if (!ready) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.ok(ready, `seat 1 not ready after ${probes} probes`);
+    assert.equal(probes, 4, 'probed until it answered, then no more');
+    assert.equal((await api.app.inject({ url: '/vms/w/2' })).json().ready, false);
+    // wait=ready on a guest that never answers ends in 504, not a hang.
+    const waited = await api.app.inject({
+      method: 'POST',
+      url: '/vms',
+      headers: json,
+      payload: { workshop_id: 'w', seat_id: 3, wait: 'ready', wait_timeout_s: 1 },
+    });
+    assert.equal(waited.statusCode, 504);
+    assert.equal(waited.json().code, 'not_ready');
+  } finally {
+    await api.close();
+  }
+});
+
 test('stop and start: the VM keeps its seat address, the seat proxy says stopped, bad input is refused', async () => {
   await withApi(undefined, async (app) => {
     await app.inject({ method: 'POST', url: '/vms', headers: json, payload: { workshop_id: 'ws', seat_id: 1 } });

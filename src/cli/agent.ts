@@ -170,6 +170,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     reclaimed,
     metrics: registry,
     async close() {
+      readiness.stop();
       await app.close();
       store.close();
     },

@@ -1,5 +1,5 @@
 // The identity a restored guest is given, as one line on the host-to-guest channel. The guest's
-// init (src/guest/init/clarateach-init, apply_identity) parses exactly this; both sides check every
+// init (src/guest/init/clarateach-init, its identity agent) parses exactly this; both sides check every
 // field, so a line that fails here never reaches a guest.
 import { randomBytes } from 'node:crypto';
 import type { GuestIdentity } from './ports.ts';

@@ -82,18 +82,19 @@ describe('snapshot start', { timeout: 15 * 60_000 }, () => {
     }
     const probe =
       'cat /etc/machine-id; hostname; ip -4 -o addr show dev eth0 | tr -s " " | cut -d" " -f4; cat /sys/class/net/eth0/address; ' +
-      'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s';
+      'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; date +%s; ip -4 route show default';
     const seen = [];
     for (const seat of [one, two]) {
       const out = (await (await terminal(seat.seat_id)).run(probe)).trim().split('\n');
-      assert.equal(out.length, 6, out.join('\n'));
-      const [machineId, host, address, mac, random, clock] = out as [string, string, string, string, string, string];
+      assert.equal(out.length, 7, out.join('\n'));
+      const [machineId, host, address, mac, random, clock, route] = out as [string, string, string, string, string, string, string];
       assert.match(machineId, /^[0-9a-f]{32}$/);
       assert.equal(host, `seat-${seat.seat_id}`);
       assert.equal(address, `${seat.ip}/24`, 'its own address, and only that one');
       assert.equal(mac, seat.mac);
       assert.match(random, /^[0-9a-f]{32}$/);
       assert.ok(Math.abs(Number(clock) - Date.now() / 1000) < 30, `guest clock ${clock} is the host's time`);
+      assert.match(route, /^default via 192\.168\.100\.1 dev eth0/, 'its default route is the bridge');
       seen.push({ machineId, random });
     }
     assert.notEqual(seen[0]?.machineId, seen[1]?.machineId, 'machine ids differ');

@@ -12,6 +12,7 @@ import { layerDisks } from '../../src/disks/layer.ts';
 import { imagePaths } from '../../src/image/layout.ts';
 import { TemplateCatalog } from '../../src/templates/catalog.ts';
 import { findProcessesUnder, hostProcesses, killProcess } from '../../src/host/process.ts';
+import type { GuestProbe } from '../../src/vms/ports.ts';
 import { MemoryNetwork, StandInDriver } from './stand-ins.ts';
 
 export interface TestApiOptions {
@@ -22,6 +23,8 @@ export interface TestApiOptions {
   readonly workerId?: string;
   /** What the guest health probe says for every VM (default: nothing answers). */
   readonly guestAnswers?: boolean;
+  /** The guest health probe itself (overrides `guestAnswers`). */
+  readonly probe?: GuestProbe;
   /** The lifecycle's clock (default Date.now). */
   readonly now?: () => number;
   /** The learner page's build (default: the repository's dist/learner-page). */
@@ -76,7 +79,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
       disks: layerDisks,
       images: new TemplateCatalog(imagesDir),
       processes: hostProcesses,
-      probe: async () => ({ terminal: answers, files: answers }),
+      probe: o.probe ?? (async () => ({ terminal: answers, files: answers })),
       clock: { now: o.now ?? Date.now },
     },
   );

@@ -49,6 +49,7 @@ export async function vmRoutes(app: FastifyInstance, o: VmRoutesOptions): Promis
         },
         request.log,
       );
+      void o.readiness.follow(vm.workshopId, vm.seatId);
       return answer(reply, 201, vm, body);
     },
   );
@@ -97,6 +98,7 @@ export async function vmRoutes(app: FastifyInstance, o: VmRoutesOptions): Promis
     async (request, reply) => {
       const seat = seatFromParam(request.params.seatID, o.maxSeat);
       const vm = await o.manager.start(request.params.workshopID, seat, request.log);
+      void o.readiness.follow(vm.workshopId, vm.seatId);
       return answer(reply, 200, vm, request.body ?? {});
     },
   );

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import * as pty from 'node-pty';
 import { GUEST_CONTRACT_PATH, GUEST_PORTS, guestContractEnv } from '../contract.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -152,5 +153,87 @@ test('the contract file is plain shell assignments', () => {
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a template waits for its services: ports_listening reads LISTEN sockets from /proc/net/tcp', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-init-tcp-'));
+  try {
+    const tcp = join(dir, 'tcp');
+    const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
+    // 3001 = 0BB9 listening; 3002 = 0BBA only as an established connection's local port.
+    writeFileSync(
+      tcp,
+      header +
+        '   0: 00000000:0BB9 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n' +
+        '   1: 0B64A8C0:0BBA 0164A8C0:D431 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 20 4 30 10 -1\n',
+    );
+    const check = (ports: string): string => bash(`PROC_NET_TCP=${JSON.stringify(tcp)}; ports_listening ${ports} && echo yes || echo no`);
+    assert.equal(check(String(GUEST_PORTS.terminal)), 'yes\n');
+    assert.equal(check(`${GUEST_PORTS.terminal} ${GUEST_PORTS.files}`), 'no\n');
+    writeFileSync(
+      tcp,
+      header +
+        '   0: 00000000:0BB9 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n' +
+        '   1: 00000000:0BBA 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 3 1 0 100 0 0 10 0\n',
+    );
+    assert.equal(check(`${GUEST_PORTS.terminal} ${GUEST_PORTS.files}`), 'yes\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * Runs the identity agent on a terminal of its own (standing in for the virtio port), hands it
+ * `lines`, and returns what it wrote and its exit code. Only lines it must refuse are handed to
+ * it: a valid one would set this machine's clock and network.
+ */
+async function identityAgent(lines: readonly string[]): Promise<{ output: string; code: number }> {
+  const script = `stty raw -echo; source ${JSON.stringify(INIT)}; exec perl -e "$IDENTITY_AGENT" /dev/tty clarateach-identity/1`;
+  const term = pty.spawn('bash', ['-c', script], { cols: 200, rows: 20 });
+  let output = '';
+  term.onData((data) => (output += data));
+  const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
+  for (let waited = 0; !output.includes('ready'); waited += 20) {
+    assert.ok(waited < 10_000, `the agent says ready: ${JSON.stringify(output)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  for (const line of lines) term.write(`${line}\n`);
+  const code = await exited;
+  return { output, code };
+}
+
+const SEED = 'ab'.repeat(64);
+const LINE = (fields: string): string => `clarateach-identity/1 ${fields}`;
+const GOOD = {
+  ip: '10.9.0.2',
+  prefix: '24',
+  gw: '10.9.0.1',
+  mac: '06:00:0a:09:00:02',
+  host: 'seat-1',
+  seed: SEED,
+  epoch_ms: '1790000000000',
+};
+const fields = (over: Record<string, string>): string =>
+  Object.entries({ ...GOOD, ...over })
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+
+test('the identity agent says ready, skips empty lines, and refuses a line with a bad field, saying which', async () => {
+  const cases: [string, RegExp][] = [
+    [LINE(fields({ seed: 'abc' })), /identity-error bad seed/],
+    [LINE(fields({ ip: '300.1.1.1' })), /identity-error bad address ip=300\.1\.1\.1/],
+    [LINE(fields({ prefix: '33' })), /identity-error bad prefix 33/],
+    [LINE(fields({ mac: '06:00:0A:09:00:02' })), /identity-error bad mac/],
+    [LINE(fields({ host: '-seat' })), /identity-error bad host name -seat/],
+    [LINE(fields({ epoch_ms: '12' })), /identity-error bad epoch_ms 12/],
+    [LINE(`${fields({})} dns=1.1.1.1,x`), /identity-error bad dns x/],
+    [`clarateach-identity/2 ${fields({})}`, /identity-error unknown identity version 'clarateach-identity\/2'/],
+  ];
+  for (const [line, expected] of cases) {
+    const { output, code } = await identityAgent(['', line]);
+    assert.match(output, expected, line);
+    assert.match(output, /clarateach-init: identity: error: /);
+    assert.equal(code, 1);
   }
 });

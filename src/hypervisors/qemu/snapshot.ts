@@ -19,7 +19,7 @@ import { stopVm } from './stop.ts';
 
 /** Bumped whenever the command line's devices change: older snapshots are then stale. */
 const DEVICE_LAYOUT = 1;
-/** How long a restored guest may take to apply its identity (perl + one `ip` under TCG: ~0.5 s). */
+/** How long a restored guest may take to apply its identity (its resident identity agent, under TCG: ~0.2 s). */
 const IDENTITY_TIMEOUT_MS = 15_000;
 /**
  * Where a restore's device state is copied for QEMU to read: `migrate-incoming` runs its `cat` after
