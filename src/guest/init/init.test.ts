@@ -1,8 +1,10 @@
 // The guest init scripts: syntax, and the kernel command line parsing of clarateach-init (its
 // functions are sourced into a plain bash; nothing is mounted or configured).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
@@ -235,5 +237,89 @@ test('the identity agent says ready, skips empty lines, and refuses a line with 
     assert.match(output, expected, line);
     assert.match(output, /clarateach-init: identity: error: /);
     assert.equal(code, 1);
+  }
+});
+
+test('a virtio vsock device (id 0x0013) is told from the others', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'virtio-'));
+  try {
+    const device = (name: string, id: string): void => {
+      execFileSync('mkdir', ['-p', join(dir, name)]);
+      writeFileSync(join(dir, name, 'device'), `${id}\n`);
+    };
+    device('virtio0', '0x0002');
+    device('virtio1', '0x0001');
+    assert.equal(bash(`has_virtio_vsock ${JSON.stringify(dir)} && echo yes || echo no`), 'no\n');
+    device('virtio2', '0x0013');
+    assert.equal(bash(`has_virtio_vsock ${JSON.stringify(dir)} && echo yes || echo no`), 'yes\n');
+    assert.equal(bash('has_virtio_vsock /nonexistent && echo yes || echo no'), 'no\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the vsock address is the host's (CID 2) port 52 as struct sockaddr_vm", () => {
+  const addr = Buffer.alloc(16);
+  addr.writeUInt16LE(40, 0); // AF_VSOCK
+  addr.writeUInt32LE(52, 4);
+  addr.writeUInt32LE(2, 8); // VMADDR_CID_HOST
+  assert.equal(bash('echo "$IDENTITY_VSOCK_ADDR $IDENTITY_VSOCK_PORT"'), `${addr.toString('hex')} 52\n`);
+});
+
+/** struct sockaddr_un of `path`, hex: the agent's socket channel over a unix socket instead of vsock. */
+function unixAddrHex(path: string): string {
+  return Buffer.concat([Buffer.from([1, 0]), Buffer.from(path), Buffer.from([0])]).toString('hex');
+}
+
+/**
+ * A host end: the first connection is closed after its "ready" (the reset a restore makes), the
+ * second gets `line`; resolves with what each connection said.
+ */
+function hostEnd(path: string, line: string): { server: Server; said: Promise<string[][]> } {
+  const said: string[][] = [];
+  let done: (value: string[][]) => void = () => undefined;
+  const finished = new Promise<string[][]>((resolve) => (done = resolve));
+  const server = createServer((socket) => {
+    const mine: string[] = [];
+    said.push(mine);
+    const index = said.length;
+    let buffer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      for (let end = buffer.indexOf('\n'); end >= 0; end = buffer.indexOf('\n')) {
+        mine.push(buffer.slice(0, end));
+        buffer = buffer.slice(end + 1);
+        if (mine.length === 1 && index === 1) socket.destroy();
+        else if (mine.length === 1) socket.write(`${line}\n`);
+        else socket.end();
+      }
+    });
+    socket.on('close', () => {
+      if (index === 2) done(said);
+    });
+  });
+  server.listen(path);
+  return { server, said: finished };
+}
+
+test('over a socket (vsock under Firecracker) the identity agent connects again after a reset and answers on the new connection', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ident-'));
+  const path = join(dir, 'v.sock_52');
+  // A line it must refuse: a valid one would set this machine's clock and network.
+  const host = hostEnd(path, LINE(fields({ seed: 'abc' })));
+  try {
+    const script = `source ${JSON.stringify(INIT)}\nexec perl -e "$IDENTITY_AGENT" socket:1:${unixAddrHex(path)} clarateach-identity/1`;
+    const child = spawn('bash', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => (out += chunk));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 1, out);
+    assert.deepEqual(await host.said, [['ready'], ['ready', 'identity-error bad seed']]);
+    assert.match(out, /clarateach-init: identity: error: bad seed/);
+  } finally {
+    host.server.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -3,7 +3,18 @@
 // bodies, so every request carries an explicit Content-Length and goes on its own connection.
 import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
-import type { BootSource, Drive, InstanceActionInfo, InstanceInfo, MachineConfiguration, NetworkInterface } from './api-types.ts';
+import type {
+  BootSource,
+  Drive,
+  InstanceActionInfo,
+  InstanceInfo,
+  MachineConfiguration,
+  NetworkInterface,
+  SnapshotCreateParams,
+  SnapshotLoadParams,
+  Vm,
+  Vsock,
+} from './api-types.ts';
 
 export type ApiMethod = 'GET' | 'PUT' | 'PATCH';
 
@@ -143,6 +154,26 @@ export class FirecrackerApiClient {
   /** PUT /actions (createSyncAction). */
   async createSyncAction(body: InstanceActionInfo, options?: RequestOptions): Promise<void> {
     await this.call('PUT', '/actions', body, options);
+  }
+
+  /** PUT /vsock (putGuestVsock). Pre-boot only. */
+  async putGuestVsock(body: Vsock, options?: RequestOptions): Promise<void> {
+    await this.call('PUT', '/vsock', body, options);
+  }
+
+  /** PATCH /vm (patchVm): pause or resume the guest. */
+  async patchVm(body: Vm, options?: RequestOptions): Promise<void> {
+    await this.call('PATCH', '/vm', body, options);
+  }
+
+  /** PUT /snapshot/create (createSnapshot). The guest must be paused. */
+  async createSnapshot(body: SnapshotCreateParams, options?: RequestOptions): Promise<void> {
+    await this.call('PUT', '/snapshot/create', body, options);
+  }
+
+  /** PUT /snapshot/load (loadSnapshot). Only on a VMM nothing else was configured on. */
+  async loadSnapshot(body: SnapshotLoadParams, options?: RequestOptions): Promise<void> {
+    await this.call('PUT', '/snapshot/load', body, options);
   }
 }
 

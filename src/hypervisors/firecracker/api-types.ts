@@ -82,3 +82,52 @@ export interface InstanceInfo {
 export interface ApiErrorBody {
   readonly fault_message?: string;
 }
+
+/** `Vsock`: body of PUT /vsock (putGuestVsock). Pre-boot only; `uds_path` is bound by Firecracker. */
+export interface Vsock {
+  /** 3 or more (0-2 are reserved; 2 is the host). */
+  readonly guest_cid: number;
+  /** Host-initiated connections go here; guest-initiated ones to port P reach `<uds_path>_P`. */
+  readonly uds_path: string;
+}
+
+/** `Vm`: body of PATCH /vm (patchVm). */
+export interface Vm {
+  readonly state: 'Paused' | 'Resumed';
+}
+
+/** `SnapshotCreateParams`: body of PUT /snapshot/create (createSnapshot). The VM must be paused. */
+export interface SnapshotCreateParams {
+  readonly snapshot_path: string;
+  readonly mem_file_path: string;
+  readonly snapshot_type?: 'Full' | 'Diff';
+}
+
+/** `MemoryBackend`: `File` maps the memory file privately (copy-on-write). */
+export interface MemoryBackend {
+  readonly backend_type: 'File' | 'Uffd';
+  readonly backend_path: string;
+}
+
+/** `NetworkOverride` (Firecracker 1.12 and later): another TAP for a saved interface. */
+export interface NetworkOverride {
+  readonly iface_id: string;
+  readonly host_dev_name: string;
+}
+
+/** `VsockOverride` (Firecracker 1.16 and later): another UDS for the saved vsock device. */
+export interface VsockOverride {
+  readonly uds_path: string;
+}
+
+/** `SnapshotLoadParams`: body of PUT /snapshot/load (loadSnapshot). Only on a fresh VMM. */
+export interface SnapshotLoadParams {
+  readonly snapshot_path: string;
+  readonly mem_backend?: MemoryBackend;
+  /** Deprecated upstream: `mem_backend` instead. */
+  readonly mem_file_path?: string;
+  readonly track_dirty_pages?: boolean;
+  readonly resume_vm?: boolean;
+  readonly network_overrides?: readonly NetworkOverride[];
+  readonly vsock_override?: VsockOverride;
+}

@@ -2,7 +2,7 @@
 // machine config, boot source, drives, network, then InstanceStart). Pure; the driver sends them.
 import type { VmLaunchSpec } from '../../vms/ports.ts';
 import type { FirecrackerApiClient, RequestOptions } from './api-client.ts';
-import type { BootSource, Drive, InstanceActionInfo, MachineConfiguration, NetworkInterface } from './api-types.ts';
+import type { BootSource, Drive, InstanceActionInfo, MachineConfiguration, NetworkInterface, Vsock } from './api-types.ts';
 
 /**
  * Always on the guest command line: serial console on ttyS0 (Firecracker copies it to its stdout),
@@ -27,10 +27,14 @@ export type BootCall =
   | { readonly operationId: 'putGuestBootSource'; readonly method: 'PUT'; readonly path: string; readonly body: BootSource }
   | { readonly operationId: 'putGuestDriveByID'; readonly method: 'PUT'; readonly path: string; readonly body: Drive }
   | { readonly operationId: 'putGuestNetworkInterfaceByID'; readonly method: 'PUT'; readonly path: string; readonly body: NetworkInterface }
+  | { readonly operationId: 'putGuestVsock'; readonly method: 'PUT'; readonly path: string; readonly body: Vsock }
   | { readonly operationId: 'createSyncAction'; readonly method: 'PUT'; readonly path: string; readonly body: InstanceActionInfo };
 
-/** Every request start() sends, in order; the last one is InstanceStart. */
-export function bootCalls(spec: VmLaunchSpec): readonly BootCall[] {
+/**
+ * Every request start() sends, in order; the last one is InstanceStart. `vsock` adds the device a
+ * snapshot template talks to the agent through (snapshot.ts).
+ */
+export function bootCalls(spec: VmLaunchSpec, vsock?: Vsock): readonly BootCall[] {
   const machine: MachineConfiguration = { vcpu_count: spec.vcpus, mem_size_mib: spec.memoryMb };
   const boot: BootSource = {
     kernel_image_path: spec.kernelPath,
@@ -57,6 +61,7 @@ export function bootCalls(spec: VmLaunchSpec): readonly BootCall[] {
     { operationId: 'putGuestDriveByID', method: 'PUT', path: `/drives/${BASE_DRIVE_ID}`, body: base },
     { operationId: 'putGuestDriveByID', method: 'PUT', path: `/drives/${LAYER_DRIVE_ID}`, body: layer },
     { operationId: 'putGuestNetworkInterfaceByID', method: 'PUT', path: `/network-interfaces/${NET_IFACE_ID}`, body: net },
+    ...(vsock ? [{ operationId: 'putGuestVsock', method: 'PUT', path: '/vsock', body: vsock } as const] : []),
     { operationId: 'createSyncAction', method: 'PUT', path: '/actions', body: start },
   ];
 }
@@ -72,6 +77,8 @@ export async function sendBootCall(client: FirecrackerApiClient, call: BootCall,
       return client.putGuestDriveByID(call.body, options);
     case 'putGuestNetworkInterfaceByID':
       return client.putGuestNetworkInterfaceByID(call.body, options);
+    case 'putGuestVsock':
+      return client.putGuestVsock(call.body, options);
     case 'createSyncAction':
       return client.createSyncAction(call.body, options);
   }

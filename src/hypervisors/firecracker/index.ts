@@ -12,7 +12,9 @@ import { DEFAULT_JAIL_UID_BASE, jailIdsForVm } from './jail.ts';
 import { startVm } from './launch.ts';
 import { driverContext, type FirecrackerDriverOptions } from './options.ts';
 import { reclaimOrphans } from './reclaim.ts';
+import { firecrackerSnapshots } from './snapshot.ts';
 import { stopVm } from './stop.ts';
+import { iprouteTemplateTaps } from './template-tap.ts';
 
 export { DEFAULT_CGROUP_OVERHEAD_MB, FirecrackerStartError, type FirecrackerDriverOptions, type JailSettings } from './options.ts';
 export { FirecrackerApiClient, FirecrackerApiError, socketAnswers, type ApiMethod, type ApiResponse } from './api-client.ts';
@@ -41,6 +43,8 @@ export {
 } from './jail.ts';
 export { stageJail, type StagedJail } from './jail-stage.ts';
 export { BOOT_ARGS_PREFIX, bootCalls, buildBootArgs, type BootCall } from './boot-requests.ts';
+export { IDENTITY_VSOCK_PORT, JAIL_SNAPSHOT_FILES, MIN_RESTORE_VERSION, NEEDS_JAILER, TEMPLATE_VSOCK, versionRefusal } from './snapshot.ts';
+export { iprouteTemplateTaps, TEMPLATE_TAP_PATTERN, templateTapName, type TemplateTaps } from './template-tap.ts';
 export type * from './api-types.ts';
 
 /**
@@ -57,5 +61,7 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions): Promise
     reclaim: (keep) => reclaimOrphans(ctx, keep),
     // Jailed VMMs run as the VM's own uid/gid: its TAP is given to them.
     vmmOwner: async (spec) => (opts.jailerBin ? jailIdsForVm(spec.mac, opts.jail?.uidBase ?? DEFAULT_JAIL_UID_BASE) : undefined),
+    // Snapshot start needs the jailer; without it save and restore refuse, saying so (snapshot.ts).
+    snapshots: firecrackerSnapshots(ctx, opts.templateTaps ?? iprouteTemplateTaps(opts.jail?.netns)),
   });
 }

@@ -43,7 +43,7 @@ async function linkOrCopy(src: string, dest: string, cacheDir: string): Promise<
 }
 
 /** Hard-links the (writable) layer into the jail; across filesystems, bind-mounts it. */
-async function linkOrBind(src: string, dest: string): Promise<StagedHow> {
+export async function linkOrBind(src: string, dest: string): Promise<StagedHow> {
   try {
     await link(src, dest);
     return 'linked';

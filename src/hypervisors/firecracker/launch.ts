@@ -9,11 +9,12 @@ import { describeProcess, isProcessAlive, killProcess } from '../../host/process
 import { readPidFile } from '../../shared/files.ts';
 import type { VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { FirecrackerApiClient, FirecrackerApiError, socketAnswers } from './api-client.ts';
+import type { SnapshotLoadParams, Vsock } from './api-types.ts';
 import { bootCalls, sendBootCall } from './boot-requests.ts';
 import type { VmmCommand } from './command.ts';
 import { consoleSince, describeExit, fileSize, type Exit } from './console-log.ts';
 import { FirecrackerStartError, message, type DriverContext } from './options.ts';
-import { prepareHost } from './prepare.ts';
+import { prepareHost, type LaunchStage } from './prepare.ts';
 import { vmmSetup, type VmmSetup } from './setup.ts';
 import { removeSurroundings, surroundingsOf } from './surroundings.ts';
 
@@ -32,7 +33,27 @@ function spawnDetached(command: VmmCommand, spec: VmLaunchSpec): ChildProcess {
   }
 }
 
-export async function startVm(ctx: DriverContext, spec: VmLaunchSpec): Promise<VmmProcess> {
+/** Where a started VMM is, for what runs once it is configured. */
+export interface LaunchedVmm {
+  readonly proc: VmmProcess;
+  readonly client: FirecrackerApiClient;
+  /** The jail's root on the host (`/` as the jailed VMM sees it); undefined without the jailer. */
+  readonly chrootDir: string | undefined;
+}
+
+/** How a start differs from a plain boot (snapshot.ts: template boots and restores). */
+export interface LaunchOptions {
+  /** A vsock device, configured before InstanceStart. */
+  readonly vsock?: Vsock;
+  /** Instead of the boot requests: this one snapshot load (Firecracker accepts nothing else before it). */
+  readonly load?: SnapshotLoadParams;
+  /** Puts more into the jail once it is staged, before the jailer runs. */
+  readonly stage?: LaunchStage;
+  /** Runs once the guest runs; a rejection undoes the start like any other failure. */
+  readonly ready?: (vmm: LaunchedVmm) => Promise<void>;
+}
+
+export async function startVm(ctx: DriverContext, spec: VmLaunchSpec, options: LaunchOptions = {}): Promise<VmmProcess> {
   const label = `firecracker ${spec.id}`;
   let setup: VmmSetup;
   try {
@@ -40,8 +61,8 @@ export async function startVm(ctx: DriverContext, spec: VmLaunchSpec): Promise<V
   } catch (error) {
     throw new FirecrackerStartError(`${label}: ${message(error)}`, undefined);
   }
-  await prepareHost(ctx, spec, setup, label);
-  return new Launch(ctx, spec, setup, label).run();
+  await prepareHost(ctx, spec, setup, label, options.stage);
+  return new Launch(ctx, spec, setup, label, options).run();
 }
 
 /** One start from the spawn on: what has been started so far, so that a failure undoes exactly it. */
@@ -59,6 +80,7 @@ class Launch {
     private readonly spec: VmLaunchSpec,
     private readonly setup: VmmSetup,
     private readonly label: string,
+    private readonly options: LaunchOptions,
   ) {
     this.socketPath = setup.command.apiSocketPath;
     this.launcherName = setup.jail ? 'the jailer' : 'firecracker';
@@ -75,8 +97,19 @@ class Launch {
       );
       await this.confine(proc);
       await this.waitForSocket(proc);
-      await this.configure(proc);
-      this.ctx.log.info({ vm: this.spec.id }, `${this.label}: guest started`);
+      const client = await this.configure(proc);
+      if (this.options.ready) {
+        try {
+          await this.options.ready({ proc, client, chrootDir: this.setup.jail?.chrootDir });
+        } catch (error) {
+          const why = await this.gone(proc);
+          await this.fail(
+            `${message(error)}${why ? ` (${why})` : ''}`,
+            error instanceof FirecrackerApiError ? error.faultMessage : undefined,
+          );
+        }
+      }
+      this.ctx.log.info({ vm: this.spec.id }, `${this.label}: guest ${this.options.load ? 'restored' : 'started'}`);
       return proc;
     } catch (error) {
       if (error instanceof FirecrackerStartError) throw error;
@@ -189,21 +222,34 @@ class Launch {
     }
   }
 
-  /** The boot requests, in order, through the API; InstanceStart gets three times the timeout. */
-  private async configure(proc: VmmProcess): Promise<void> {
+  /**
+   * The boot requests, in order, through the API (InstanceStart gets three times the timeout), or
+   * the one snapshot load (the same, as it maps the memory and restores every device).
+   */
+  private async configure(proc: VmmProcess): Promise<FirecrackerApiClient> {
     const timeout = this.ctx.requestTimeoutMs;
     const client = new FirecrackerApiClient(this.socketPath, timeout);
-    for (const call of bootCalls(this.setup.bootSpec)) {
-      const isStart = call.operationId === 'createSyncAction';
+    const send = async (what: () => Promise<void>): Promise<void> => {
       try {
-        await sendBootCall(client, call, { timeoutMs: isStart ? timeout * 3 : timeout });
+        await what();
       } catch (error) {
         const why = await this.gone(proc);
         const faultMessage = error instanceof FirecrackerApiError ? error.faultMessage : undefined;
         await this.fail(`${message(error)}${why ? ` (${why})` : ''}`, faultMessage);
       }
+    };
+    const load = this.options.load;
+    if (load) {
+      await send(() => client.loadSnapshot(load, { timeoutMs: timeout * 3 }));
+    } else {
+      for (const call of bootCalls(this.setup.bootSpec, this.options.vsock)) {
+        const isStart = call.operationId === 'createSyncAction';
+        await send(() => sendBootCall(client, call, { timeoutMs: isStart ? timeout * 3 : timeout }));
+      }
     }
-    if (!isProcessAlive(proc)) await this.fail(`${(await this.gone(proc)) ?? 'firecracker exited'} right after InstanceStart`);
+    const step = load ? 'the snapshot load' : 'InstanceStart';
+    if (!isProcessAlive(proc)) await this.fail(`${(await this.gone(proc)) ?? 'firecracker exited'} right after ${step}`);
+    return client;
   }
 
   /** Undoes the start (processes, socket, cgroup, jail) and throws the reason with the console's tail. */

@@ -2,6 +2,7 @@
 import type { Logger } from 'pino';
 import { ensureParentCgroup, resolvePlacement, type CgroupPlacement, type ResolvedPlacement } from '../../host/cgroups/index.ts';
 import type { JailerOptions } from './command.ts';
+import type { TemplateTaps } from './template-tap.ts';
 
 /** Memory (MiB) a VM's cgroup allows on top of the guest's memory: Firecracker's own needs. */
 export const DEFAULT_CGROUP_OVERHEAD_MB = 64;
@@ -40,6 +41,8 @@ export interface FirecrackerDriverOptions {
   readonly cgroup?: CgroupPlacement | false;
   /** MiB on top of the guest's memory the cgroup allows the VMM; default 64. */
   readonly cgroupOverheadMb?: number;
+  /** How a snapshot template's unconnected TAP is made and removed; default iproute2 (in `jail.netns`). */
+  readonly templateTaps?: TemplateTaps;
 }
 
 /** start() failed; nothing is left running. `faultMessage` is Firecracker's own reason, if any. */

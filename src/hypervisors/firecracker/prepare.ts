@@ -9,10 +9,19 @@ import { processesOfUid, removeJailsOf } from './jail.ts';
 import { stageJail } from './jail-stage.ts';
 import { FirecrackerStartError, message, type DriverContext } from './options.ts';
 import type { VmmSetup } from './setup.ts';
+
+/** More files for the jail, once it is staged (snapshot files, the identity channel's socket). */
+export type LaunchStage = (chrootDir: string, owner: { readonly uid: number; readonly gid: number }) => Promise<void>;
 import { killCgroupMembers, removeSurroundings, surroundingsOf } from './surroundings.ts';
 
 /** A free API socket path, and the VM's cgroup or jail made; on failure nothing is left. */
-export async function prepareHost(ctx: DriverContext, spec: VmLaunchSpec, setup: VmmSetup, label: string): Promise<void> {
+export async function prepareHost(
+  ctx: DriverContext,
+  spec: VmLaunchSpec,
+  setup: VmmSetup,
+  label: string,
+  stage?: LaunchStage,
+): Promise<void> {
   const socketPath = setup.command.apiSocketPath;
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
     throw new FirecrackerStartError(`${label}: API socket path too long for a unix socket: ${socketPath}`, undefined);
@@ -28,8 +37,10 @@ export async function prepareHost(ctx: DriverContext, spec: VmLaunchSpec, setup:
     // Anything still in this VM's cgroup is left from an earlier run of it (a VMM that no longer
     // answers, a jailer that crashed).
     await killCgroupMembers(ctx, setup.cgroup, label);
-    if (setup.jail) await prepareJail(ctx, spec, setup, label);
-    else if (setup.cgroup && setup.placement) await createVmCgroup({ name: setup.cgroup.name, ...setup.limits }, setup.placement);
+    if (setup.jail) {
+      await prepareJail(ctx, spec, setup, label);
+      await stage?.(setup.jail.chrootDir, setup.jail.ids);
+    } else if (setup.cgroup && setup.placement) await createVmCgroup({ name: setup.cgroup.name, ...setup.limits }, setup.placement);
   } catch (error) {
     const problems = await removeSurroundings(ctx, surroundingsOf(setup), label);
     throw new FirecrackerStartError(`${label}: ${message(error)}${problems.length ? ` (cleanup: ${problems.join('; ')})` : ''}`, undefined);

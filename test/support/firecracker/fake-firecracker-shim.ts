@@ -18,6 +18,10 @@ export interface FakeFirecrackerOptions {
   readonly guestPowersOff?: boolean;
   readonly shutdownDelayMs?: number;
   readonly specPath?: string;
+  /** The version it reports and behaves as (default 1.8.0: no network_overrides). */
+  readonly version?: string;
+  /** How the emulated guest answers an identity line (default ok). */
+  readonly guestIdentity?: 'ok' | 'refuse' | 'silent';
 }
 
 /** Writes `<dir>/firecracker`, a shell script that execs the stand-in (same pid), and returns its path. */
@@ -32,6 +36,8 @@ export function writeFakeFirecracker(dir: string, options: FakeFirecrackerOption
     FAKE_FIRECRACKER_GUEST_POWERS_OFF: options.guestPowersOff ? '1' : undefined,
     FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS: options.shutdownDelayMs?.toString(),
     FIRECRACKER_OPENAPI_SPEC: options.specPath,
+    FAKE_FIRECRACKER_VERSION: options.version,
+    FAKE_FIRECRACKER_GUEST_IDENTITY: options.guestIdentity,
   };
   const lines = ['#!/bin/sh', '# Stand-in firecracker for tests (written by fake-firecracker-shim.ts).'];
   for (const [name, value] of Object.entries(vars)) {

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, test } from 'node:test';
@@ -169,5 +170,140 @@ describe('fake firecracker', () => {
     assert.notEqual((await badId.exited)[0], 0);
     assert.match(badId.output(), /Invalid instance ID: InvalidChar\('\.', 7\)/);
     assert.equal(existsSync(join(fx.dir, 'b.sock')), false);
+  });
+});
+
+// Snapshots through the stand-in, without a jail: the agent's side of the identity channel is played here.
+describe('fake firecracker snapshots', () => {
+  let fx: VmFixture;
+  const children: ChildProcess[] = [];
+  const servers: Server[] = [];
+
+  beforeEach(async () => {
+    fx = await createVmFixture();
+  });
+
+  afterEach(async () => {
+    for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const server of servers.splice(0)) server.close();
+    await fx.cleanup();
+  });
+
+  async function start(name: string, options: Parameters<VmFixture['fakeFirecracker']>[0] = {}): Promise<Running> {
+    const socketPath = join(fx.spec.runDir, `${name}.sock`);
+    const running = await launch(fx.fakeFirecracker(options), ['--api-sock', socketPath, '--id', name], socketPath);
+    children.push(running.child);
+    return running;
+  }
+
+  /** The agent's listener at `<uds_path>_52`: each connection's lines, and what to answer "ready" with. */
+  function listen(path: string, answer?: string): { lines: string[][]; connected: () => number } {
+    const lines: string[][] = [];
+    const server = createServer((socket) => {
+      const mine: string[] = [];
+      lines.push(mine);
+      let buffer = '';
+      socket.setEncoding('utf8');
+      socket.on('error', () => {});
+      socket.on('data', (chunk: string) => {
+        buffer += chunk;
+        for (let end = buffer.indexOf('\n'); end >= 0; end = buffer.indexOf('\n')) {
+          const line = buffer.slice(0, end);
+          buffer = buffer.slice(end + 1);
+          mine.push(line);
+          if (line === 'ready' && answer !== undefined) socket.write(`${answer}\n`);
+        }
+      });
+    });
+    server.listen(path);
+    servers.push(server);
+    return { lines, connected: () => lines.length };
+  }
+
+  async function until(what: string, check: () => boolean): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!check()) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await sleep(20);
+    }
+  }
+
+  const vsock = (fx: VmFixture): { guest_cid: number; uds_path: string } => ({ guest_cid: 3, uds_path: join(fx.dir, 'v.sock') });
+
+  async function bootTemplate(running: Running): Promise<void> {
+    const { client } = running;
+    await client.putMachineConfiguration({ vcpu_count: 1, mem_size_mib: 64 });
+    await client.putGuestBootSource({ kernel_image_path: fx.spec.kernelPath, boot_args: 'console=ttyS0 clarateach.identity=wait' });
+    await client.putGuestDriveByID({ drive_id: 'layer', path_on_host: fx.spec.layerDiskPath, is_root_device: false, is_read_only: false });
+    await client.putGuestNetworkInterfaceByID({ iface_id: 'eth0', host_dev_name: 'ctsnap00000000', guest_mac: '52:54:00:00:00:01' });
+    await client.putGuestVsock(vsock(fx));
+    await client.createSyncAction({ action_type: 'InstanceStart' });
+  }
+
+  test('a template says ready over vsock, is paused and saved; a restore on its own TAP reconnects and answers its identity', async () => {
+    const channel = listen(`${vsock(fx).uds_path}_52`);
+    const template = await start('template', { version: '1.12.0' });
+    await bootTemplate(template);
+    await until('the template guest to say ready', () => channel.lines[0]?.[0] === 'ready');
+
+    const notPaused = await template.client.send('PUT', '/snapshot/create', {
+      snapshot_path: join(fx.dir, 's'),
+      mem_file_path: join(fx.dir, 'm'),
+    });
+    assert.match(JSON.stringify(notPaused.body), /not paused/);
+    await template.client.patchVm({ state: 'Paused' });
+    assert.equal((await template.client.describeInstance()).state, 'Paused');
+    const state = join(fx.dir, 'snapshot.state');
+    const memory = join(fx.dir, 'snapshot.mem');
+    await template.client.createSnapshot({ snapshot_type: 'Full', snapshot_path: state, mem_file_path: memory });
+    assert.equal(statSync(memory).size, 64 * 1024 * 1024);
+    template.child.kill('SIGKILL');
+    await template.exited;
+    rmSync(vsock(fx).uds_path, { force: true });
+    await new Promise((resolve) => servers[0]?.close(resolve));
+
+    const seatChannel = listen(`${vsock(fx).uds_path}_52`, 'clarateach-identity/1 ip=10.0.0.2');
+    const seat = await start('seat', { version: '1.12.0' });
+    const configured = await seat.client.send('PUT', '/snapshot/load', { snapshot_path: state, mem_file_path: memory });
+    assert.equal(configured.statusCode, 204, JSON.stringify(configured.body));
+    assert.equal((await seat.client.describeInstance()).state, 'Paused', 'not resumed unless asked');
+    const again = await start('again', { version: '1.12.0' });
+    await again.client.putMachineConfiguration({ vcpu_count: 1, mem_size_mib: 64 });
+    const afterConfig = await again.client.send('PUT', '/snapshot/load', { snapshot_path: state, mem_file_path: memory });
+    assert.match(JSON.stringify(afterConfig.body), /not allowed after configuring boot-specific resources/);
+    seat.child.kill('SIGKILL');
+    await seat.exited;
+    rmSync(vsock(fx).uds_path, { force: true });
+
+    const restored = await start('restored', { version: '1.12.0' });
+    await restored.client.loadSnapshot({
+      snapshot_path: state,
+      mem_backend: { backend_type: 'File', backend_path: memory },
+      network_overrides: [{ iface_id: 'eth0', host_dev_name: 'ct0a000002' }],
+      resume_vm: true,
+    });
+    await until('the restored guest to answer', () =>
+      seatChannel.lines.some((l) => l[0] === 'ready' && l[1]?.startsWith('identity-ok') === true),
+    );
+    const loaded = readJsonLines(fx.requestLog)
+      .filter((e) => e.event === 'snapshot-loaded')
+      .at(-1);
+    assert.deepEqual(
+      (loaded?.nets as { host_dev_name: string }[]).map((n) => n.host_dev_name),
+      ['ct0a000002'],
+    );
+    assert.deepEqual(readJsonLines(fx.violationsLog), []);
+  });
+
+  test('a version before 1.12 refuses network_overrides as an unknown field', async () => {
+    const old = await start('old');
+    const answer = await old.client.send('PUT', '/snapshot/load', {
+      snapshot_path: join(fx.dir, 'state'),
+      mem_backend: { backend_type: 'File', backend_path: join(fx.dir, 'mem') },
+      network_overrides: [{ iface_id: 'eth0', host_dev_name: 'ct0a000002' }],
+    });
+    assert.equal(answer.statusCode, 400);
+    assert.match(JSON.stringify(answer.body), /unknown field `network_overrides`/);
+    assert.deepEqual(loggedRequests(fx.requestLog).at(-1)?.status, 400);
   });
 });

@@ -10,7 +10,15 @@
 // test that caused them can fail. It also behaves like Firecracker where the driver depends on it:
 // pre-boot configuration, files opened when configured, InstanceStart only with a boot source and
 // a loadable kernel (ELF or bzImage), console output on stdout, pre-boot-only requests refused
-// after the start, exit(0) some time after SendCtrlAltDel.
+// after the start, exit(0) some time after SendCtrlAltDel. Snapshots: PUT /vsock binds its socket,
+// PATCH /vm pauses and resumes, PUT /snapshot/create (paused only) writes a state file of its own
+// format and a sparse memory file, PUT /snapshot/load (on a fresh process only) reopens the saved
+// drives at their recorded paths, applies `network_overrides` (1.12+) and `vsock_override` (1.16+;
+// older versions refuse them as unknown fields, as serde does) and resumes if asked.
+// It also plays the guest's side of the identity channel (clarateach-init, await_identity):
+// a guest booted with clarateach.identity=wait and a vsock device connects to `<uds_path>_52`, says
+// "ready" and waits for a line; the snapshot resets that connection, and a restored guest connects
+// again, reads its identity line and answers `identity-ok ...` (or as FAKE_FIRECRACKER_GUEST_IDENTITY says).
 //
 // Environment:
 //   FAKE_FIRECRACKER_VIOLATIONS_LOG     file to append violations to (JSON lines)
@@ -21,17 +29,30 @@
 //                                       rebooting; like Firecracker on x86_64, the VMM lives on
 //   FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS  guest shutdown time after Ctrl-Alt-Del (default 150)
 //   FAKE_FIRECRACKER_MAX_LIFETIME_MS    safety net against leaked processes (default 300000)
+//   FAKE_FIRECRACKER_VERSION            the version it reports and behaves as (default 1.8.0)
+//   FAKE_FIRECRACKER_GUEST_IDENTITY     how the guest answers an identity line: ok (default),
+//                                       refuse (identity-error), silent (never answers)
 //   FIRECRACKER_OPENAPI_SPEC            the OpenAPI document (default shared/firecracker/firecracker.yaml)
 //   FAKE_FIRECRACKER_CHROOT             set by the stand-in jailer (fake-jailer.ts): the directory the
 //                                       real one would chroot into. Every path (API socket, kernel,
 //                                       drives) is then resolved inside it, as in a real jail.
-import { appendFileSync, closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, ftruncateSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { BootSource, Drive, MachineConfiguration, NetworkInterface } from '../../../src/hypervisors/firecracker/api-types.ts';
+import { createConnection, createServer as createNetServer, type Server, type Socket } from 'node:net';
+import type {
+  BootSource,
+  Drive,
+  MachineConfiguration,
+  NetworkInterface,
+  SnapshotCreateParams,
+  SnapshotLoadParams,
+  Vm,
+  Vsock,
+} from '../../../src/hypervisors/firecracker/api-types.ts';
 import { FirecrackerSpecValidator, type SpecOperation } from './openapi-validator.ts';
 
-const VERSION = '1.8.0';
+const VERSION = process.env.FAKE_FIRECRACKER_VERSION ?? '1.8.0';
 /** Firecracker's FcExitCode::ArgParsing. */
 const EXIT_ARG_PARSING = 153;
 
@@ -44,6 +65,7 @@ const guestPowersOff = env.FAKE_FIRECRACKER_GUEST_POWERS_OFF === '1';
 const shutdownDelayMs = Number(env.FAKE_FIRECRACKER_SHUTDOWN_DELAY_MS ?? 150);
 const maxLifetimeMs = Number(env.FAKE_FIRECRACKER_MAX_LIFETIME_MS ?? 300_000);
 const chroot = env.FAKE_FIRECRACKER_CHROOT;
+const guestIdentity = env.FAKE_FIRECRACKER_GUEST_IDENTITY ?? 'ok';
 
 /** Where a path the VMM was given is on the host: inside the jail when there is one. */
 function hostPath(path: string): string {
@@ -113,14 +135,24 @@ const validator = FirecrackerSpecValidator.load();
 
 interface VmState {
   started: boolean;
+  paused: boolean;
+  /** Anything but the logger and metrics configured: a snapshot can no longer be loaded. */
+  configured: boolean;
   machine: MachineConfiguration;
   boot?: BootSource;
+  vsock?: Vsock;
+  vsockServer?: Server;
+  /** The guest waits for an identity line (booted with clarateach.identity=wait). */
+  awaitsIdentity: boolean;
   readonly drives: Map<string, Drive>;
   readonly nets: Map<string, NetworkInterface>;
 }
 
 const vm: VmState = {
   started: false,
+  paused: false,
+  configured: false,
+  awaitsIdentity: false,
   machine: { vcpu_count: 1, mem_size_mib: 128, smt: false, track_dirty_pages: false, huge_pages: 'None' },
   drives: new Map(),
   nets: new Map(),
@@ -269,6 +301,9 @@ function applyAction(body: unknown): undefined {
     vm.started = true;
     logLine('Successfully started microvm that was configured from API calls');
     for (const line of bootLines()) process.stdout.write(`${line}\n`);
+    // A template boot: once its services run the guest says ready over vsock (clarateach-init).
+    vm.awaitsIdentity = /(^| )clarateach\.identity=wait( |$)/.test(vm.boot.boot_args ?? '');
+    guestConnect();
     return undefined;
   }
   if (!vm.started) throw new Refusal('The requested operation is not supported before starting the microVM.');
@@ -288,16 +323,253 @@ function applyAction(body: unknown): undefined {
   return undefined; // FlushMetrics
 }
 
+/** "1.12.0" -> [1, 12, 0], for the fields later versions added. */
+function versionAtLeast(major: number, minor: number): boolean {
+  const [a = 0, b = 0] = VERSION.split('.').map(Number);
+  return a > major || (a === major && b >= minor);
+}
+
+/** Binds the vsock device's socket, as Firecracker does when the device is made (host-initiated connections). */
+function bindVsock(udsPath: string): Server {
+  const path = hostPath(udsPath);
+  if (existsSync(path)) {
+    throw new Refusal(
+      `Vsock config error: Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse, message: "Address in use" })`,
+    );
+  }
+  const server = createNetServer((socket) => socket.destroy());
+  server.listen(path);
+  return server;
+}
+
+function applyVsock(body: unknown): undefined {
+  const vsock = body as Vsock;
+  vm.vsockServer?.close();
+  vm.vsockServer = bindVsock(vsock.uds_path);
+  vm.vsock = vsock;
+  return undefined;
+}
+
+// ---- the guest's side of the identity channel (clarateach-init's vsock loop) ----------------------
+
+let guestSocket: Socket | undefined;
+let guestTimer: NodeJS.Timeout | undefined;
+
+/** Connects (again) to the agent's `<uds_path>_52`, says ready, answers the identity line it gets. */
+function guestConnect(): void {
+  if (guestSocket || guestTimer || !vm.vsock || !vm.awaitsIdentity || vm.paused || !vm.started) return;
+  const retry = (): void => {
+    guestSocket = undefined;
+    guestTimer = setTimeout(() => {
+      guestTimer = undefined;
+      guestConnect();
+    }, 50);
+  };
+  const socket = createConnection(hostPath(`${vm.vsock.uds_path}_52`));
+  guestSocket = socket;
+  let buffer = '';
+  let answered = false;
+  socket.setEncoding('utf8');
+  socket.on('connect', () => {
+    record(requestLog, { event: 'guest', step: 'connected' });
+    socket.write('ready\n');
+  });
+  socket.on('data', (chunk: string) => {
+    if (vm.paused) return; // a paused guest reads nothing; the snapshot resets this connection
+    buffer += chunk;
+    const end = buffer.indexOf('\n');
+    if (end < 0 || answered) return;
+    const line = buffer.slice(0, end);
+    answered = true;
+    record(requestLog, { event: 'guest', step: 'identity', line });
+    if (guestIdentity === 'silent') return;
+    const ok = line.startsWith('clarateach-identity/1 ') && guestIdentity === 'ok';
+    socket.end(
+      ok ? 'identity-ok at 0.2 s\n' : `identity-error ${guestIdentity === 'ok' ? 'unknown identity version' : 'refused by the stand-in'}\n`,
+    );
+    if (ok) {
+      vm.awaitsIdentity = false;
+      process.stdout.write('clarateach-init: identity: applied\n');
+    }
+  });
+  socket.on('error', () => {});
+  socket.on('close', () => {
+    if (guestSocket !== socket) return;
+    guestSocket = undefined;
+    // Like the guest's loop: a connection that ended without an identity is made again.
+    if (vm.awaitsIdentity && !vm.paused) retry();
+  });
+}
+
+/** The guest side of a vsock transport reset: every connection is closed. */
+function guestReset(): void {
+  clearTimeout(guestTimer);
+  guestTimer = undefined;
+  const socket = guestSocket;
+  guestSocket = undefined;
+  socket?.destroy();
+}
+
+// ---- snapshots ------------------------------------------------------------------------------------
+
+const SNAPSHOT_FORMAT = 'fake-firecracker-snapshot/1';
+const MIB = 1024 * 1024;
+
+interface FakeSnapshot {
+  readonly format: string;
+  readonly version: string;
+  readonly machine: MachineConfiguration;
+  readonly boot?: BootSource;
+  readonly drives: Drive[];
+  readonly nets: NetworkInterface[];
+  readonly vsock?: Vsock;
+  readonly awaitsIdentity: boolean;
+}
+
+function applyVmState(body: unknown): undefined {
+  const state = (body as Vm).state;
+  if (!vm.started) throw new Refusal('The requested operation is not supported before starting the microVM.');
+  if (state === 'Paused') {
+    vm.paused = true;
+  } else {
+    vm.paused = false;
+    guestConnect();
+  }
+  return undefined;
+}
+
+function applySnapshotCreate(body: unknown): undefined {
+  const params = body as SnapshotCreateParams;
+  if (!vm.paused) throw new Refusal('Create snapshot error: Cannot save the microVM state: the microVM is not paused.');
+  if (params.snapshot_type === 'Diff' && !vm.machine.track_dirty_pages) {
+    throw new Refusal('Create snapshot error: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.');
+  }
+  const snapshot: FakeSnapshot = {
+    format: SNAPSHOT_FORMAT,
+    version: VERSION,
+    machine: vm.machine,
+    ...(vm.boot ? { boot: vm.boot } : {}),
+    drives: [...vm.drives.values()],
+    nets: [...vm.nets.values()],
+    ...(vm.vsock ? { vsock: vm.vsock } : {}),
+    awaitsIdentity: vm.awaitsIdentity,
+  };
+  try {
+    writeFileSync(hostPath(params.snapshot_path), `${JSON.stringify(snapshot)}\n`);
+    const fd = openSync(hostPath(params.mem_file_path), 'w', 0o600);
+    try {
+      ftruncateSync(fd, vm.machine.mem_size_mib * MIB); // sparse, as an untouched guest's memory mostly is
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new Refusal(`Create snapshot error: Cannot write the snapshot files: ${OS_ERRORS[code] ?? code}`);
+  }
+  // Firecracker resets the vsock device when it saves it: the guest's connections end.
+  guestReset();
+  record(requestLog, { event: 'snapshot-created', snapshot });
+  return undefined;
+}
+
+function readSnapshot(path: string): FakeSnapshot {
+  let value: Partial<FakeSnapshot>;
+  try {
+    value = JSON.parse(readFileSync(hostPath(path), 'utf8')) as Partial<FakeSnapshot>;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new Refusal(
+      `Load snapshot error: Cannot build the microVM from the snapshot: ${code ? (OS_ERRORS[code] ?? code) : 'Cannot deserialize the microVM state'}`,
+    );
+  }
+  if (value.format !== SNAPSHOT_FORMAT || !value.machine || !value.drives || !value.nets) {
+    throw new Refusal('Load snapshot error: Cannot build the microVM from the snapshot: Cannot deserialize the microVM state');
+  }
+  return value as FakeSnapshot;
+}
+
+function applySnapshotLoad(body: unknown): undefined {
+  const params = body as SnapshotLoadParams;
+  // serde's deny_unknown_fields of the version the stand-in plays.
+  if (params.network_overrides !== undefined && !versionAtLeast(1, 12)) {
+    throw new Refusal('An error occurred when deserializing the json body of a request: unknown field `network_overrides`.');
+  }
+  if (params.vsock_override !== undefined && !versionAtLeast(1, 16)) {
+    throw new Refusal('An error occurred when deserializing the json body of a request: unknown field `vsock_override`.');
+  }
+  if (vm.configured) throw new Refusal('Loading a microVM snapshot not allowed after configuring boot-specific resources.');
+  if ((params.mem_backend === undefined) === (params.mem_file_path === undefined)) {
+    throw new Refusal(
+      'An error occurred when deserializing the json body of a request: exactly one of mem_backend and mem_file_path is allowed.',
+    );
+  }
+  if (params.mem_backend?.backend_type === 'Uffd') throw new NotEmulated('loadSnapshot with a Uffd memory backend');
+  const snapshot = readSnapshot(params.snapshot_path);
+  const memPath = params.mem_backend?.backend_path ?? params.mem_file_path ?? '';
+  const memProblem = openError(memPath, false);
+  if (memProblem) throw new Refusal(`Load snapshot error: Cannot restore the guest memory: ${memProblem}`);
+  if (statSync(hostPath(memPath)).size !== snapshot.machine.mem_size_mib * MIB) {
+    throw new Refusal('Load snapshot error: Cannot restore the guest memory: the memory file does not match the saved memory size');
+  }
+  // The drives are opened again at the paths recorded in the snapshot.
+  for (const drive of snapshot.drives) {
+    const problem = openError(drive.path_on_host ?? '', !drive.is_read_only);
+    if (problem) {
+      throw new Refusal(
+        `Load snapshot error: Failed to restore MicroVM state: Block device error: BackingFile(${problem}, "${drive.path_on_host ?? ''}")`,
+      );
+    }
+  }
+  const nets = snapshot.nets.map((n) => ({ ...n }));
+  for (const override of params.network_overrides ?? []) {
+    const net = nets.find((n) => n.iface_id === override.iface_id);
+    if (!net) throw new Refusal(`Load snapshot error: Invalid network override: no interface ${override.iface_id} in the snapshot`);
+    net.host_dev_name = override.host_dev_name;
+  }
+  for (const net of nets) {
+    if (net.host_dev_name === '' || Buffer.byteLength(net.host_dev_name) > 15) {
+      throw new Refusal(
+        `Load snapshot error: Failed to restore MicroVM state: Net device error: Open tap device failed: Invalid TUN/TAP Backend provided by ${net.host_dev_name}.`,
+      );
+    }
+  }
+  const vsock = snapshot.vsock && params.vsock_override ? { ...snapshot.vsock, uds_path: params.vsock_override.uds_path } : snapshot.vsock;
+  if (vsock) vm.vsockServer = bindVsock(vsock.uds_path);
+  vm.machine = snapshot.machine;
+  if (snapshot.boot) vm.boot = snapshot.boot;
+  for (const drive of snapshot.drives) vm.drives.set(drive.drive_id, drive);
+  for (const net of nets) vm.nets.set(net.iface_id, net);
+  if (vsock) vm.vsock = vsock;
+  vm.awaitsIdentity = snapshot.awaitsIdentity;
+  vm.started = true;
+  vm.paused = params.resume_vm !== true;
+  record(requestLog, { event: 'snapshot-loaded', nets, drives: snapshot.drives, vsock: vsock ?? null, paused: vm.paused });
+  logLine('Successfully restored microvm from a snapshot');
+  guestConnect();
+  return undefined;
+}
+
 /** Applies a request that conforms to the document; returns the JSON answer (undefined: 204). */
 function apply(operation: SpecOperation, pathParams: Readonly<Record<string, string>>, body: unknown): unknown {
   const preBootOnly = /pre-boot only/i.test(operation.summary) || operation.operationId === 'loadSnapshot';
   const postBootOnly = /post-boot only/i.test(operation.summary);
   if (preBootOnly && vm.started) throw new Refusal('The requested operation is not supported after starting the microVM.');
   if (postBootOnly && !vm.started) throw new Refusal('The requested operation is not supported before starting the microVM.');
+  const configures = preBootOnly && !['loadSnapshot', 'putLogger', 'putMetrics'].includes(operation.operationId);
+  const answer = applyOperation(operation, pathParams, body);
+  if (configures) vm.configured = true;
+  return answer;
+}
 
+function applyOperation(operation: SpecOperation, pathParams: Readonly<Record<string, string>>, body: unknown): unknown {
   switch (operation.operationId) {
     case 'describeInstance':
-      return { app_name: 'Firecracker', id: instanceId, state: vm.started ? 'Running' : 'Not started', vmm_version: VERSION };
+      return {
+        app_name: 'Firecracker',
+        id: instanceId,
+        state: vm.started ? (vm.paused ? 'Paused' : 'Running') : 'Not started',
+        vmm_version: VERSION,
+      };
     case 'getFirecrackerVersion':
       return { firecracker_version: VERSION };
     case 'getMachineConfiguration':
@@ -313,6 +585,14 @@ function apply(operation: SpecOperation, pathParams: Readonly<Record<string, str
       return applyNetworkInterface(pathParams, body);
     case 'createSyncAction':
       return applyAction(body);
+    case 'putGuestVsock':
+      return applyVsock(body);
+    case 'patchVm':
+      return applyVmState(body);
+    case 'createSnapshot':
+      return applySnapshotCreate(body);
+    case 'loadSnapshot':
+      return applySnapshotLoad(body);
     case 'putLogger':
     case 'putMetrics':
       return undefined;

@@ -1,0 +1,124 @@
+// The host end of a guest's identity channel over vsock: Firecracker forwards a connection the
+// guest opens to the host (CID 2) port P to the unix socket `<uds_path>_P`, where this listens.
+// Lines both ways, as on QEMU's virtio-serial port (src/vms/identity.ts has the words).
+import { chown, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+
+/** A guest line longer than this is not an answer of ours. */
+const MAX_LINE = 4096;
+
+/** One connection from the guest. */
+export class GuestConnection {
+  private buffer = '';
+  private closed: string | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly socket: Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      this.buffer += chunk;
+      this.wake?.();
+    });
+    socket.on('close', () => {
+      this.closed ??= 'the guest closed the channel';
+      this.wake?.();
+    });
+    socket.on('error', (error) => {
+      this.closed = `the guest channel failed: ${error.message}`;
+    });
+  }
+
+  writeLine(line: string): void {
+    this.socket.write(`${line}\n`);
+  }
+
+  /** The next line without its newline; throws when the connection ends first or at the deadline. */
+  async readLine(deadline: number): Promise<string> {
+    for (;;) {
+      const end = this.buffer.indexOf('\n');
+      if (end >= 0) {
+        const line = this.buffer.slice(0, end).replace(/\r$/, '');
+        this.buffer = this.buffer.slice(end + 1);
+        return line;
+      }
+      if (this.buffer.length > MAX_LINE) throw new Error('the guest sent a line longer than expected');
+      if (this.closed !== undefined) throw new ChannelClosed(this.closed);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('no line from the guest in time');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** The connection ended: a guest whose vsock was reset (after a restore) connects again. */
+export class ChannelClosed extends Error {}
+
+/** Listens on a unix socket for the guest's connections, one after the other. */
+export class GuestListener {
+  private readonly waiting: GuestConnection[] = [];
+  private readonly open = new Set<Socket>();
+  private wake: (() => void) | undefined;
+
+  private constructor(
+    private readonly server: Server,
+    readonly path: string,
+  ) {
+    server.on('connection', (socket) => {
+      this.open.add(socket);
+      socket.on('close', () => this.open.delete(socket));
+      this.waiting.push(new GuestConnection(socket));
+      this.wake?.();
+    });
+  }
+
+  /** Listens at `path` (a stale file there is replaced), connectable by `owner` alone besides root. */
+  static async listen(path: string, owner?: { readonly uid: number; readonly gid: number }): Promise<GuestListener> {
+    await rm(path, { force: true });
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    // The jailed VMM connects as the VM's uid: connecting needs write permission on the socket.
+    if (owner) await chown(path, owner.uid, owner.gid);
+    return new GuestListener(server, path);
+  }
+
+  /** The next connection from the guest, waiting for it until the deadline. */
+  async accept(deadline: number): Promise<GuestConnection> {
+    for (;;) {
+      const next = this.waiting.shift();
+      if (next) return next;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`the guest did not connect to ${this.path} in time`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.open) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await rm(this.path, { force: true });
+  }
+}
