@@ -4,7 +4,7 @@ import type { Addressing, GuestSubnet, NetworkPort } from '../vms/ports.ts';
 import { allocateIp, intToIp, type Cidr } from './cidr.ts';
 import { ensureBridge, pinNeighbor, unpinNeighbor } from './bridge.ts';
 import { allowVm, forgetVm } from './firewall.ts';
-import { deleteTap, ensureTap, listTaps, macForIp, tapNameForIp } from './tap.ts';
+import { addTap, deleteTap, ensureTap, listTaps, macForIp, tapNameForIp } from './tap.ts';
 
 /** Seat N gets network + 10 + N when free; its TAP name and MAC follow from the address. */
 export function seatAddressing(cidr: Cidr): Addressing {
@@ -21,8 +21,10 @@ export function createHostNetwork(bridge: string, cidr: Cidr): NetworkPort {
     subnet: guestSubnet(cidr),
     ensureBridge: () => ensureBridge(bridge, cidr),
     async attach(vm, owner) {
-      await ensureTap(vm.tap, bridge, owner);
-      await pinNeighbor(vm.ip, vm.mac, bridge);
+      if (!(await addTap(vm, bridge, owner))) {
+        await ensureTap(vm.tap, bridge, owner);
+        await pinNeighbor(vm.ip, vm.mac, bridge);
+      }
       await allowVm(vm);
     },
     async detach(vm) {
