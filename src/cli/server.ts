@@ -109,7 +109,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   };
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
-  // Made before listening: a page that finds no instructor can always be answered with a code.
+  // Kept before listening: by the time anyone can open the sign-up URL, its code is in the database.
   const setupCode = await issueSetupCode(repo, clock.now()).catch(async (error: unknown) => {
     await app.close();
     await db.close();
@@ -125,7 +125,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     const elsewhere = ['0.0.0.0', '::'].includes(config.host) ? " (from another machine, with this server's address in it)" : '';
     notices?.(
       `\nclarateach server: no instructor account yet. Create the first one in a browser${elsewhere} at\n\n  ${signUp}\n\n` +
-        `or with: clarateach instructor add EMAIL (the code works once, until the first account exists)\n\n`,
+        `or with: clarateach instructor add EMAIL. The code makes the first account only; after that it opens nothing.\n\n`,
     );
   }
   if (!overrides.noBackground) {
