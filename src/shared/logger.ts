@@ -1,6 +1,6 @@
 // One pino logger for the agent and the server. Secrets never reach the log: request URLs have
 // `token` and `setup` (the server's sign-up code) masked and headers are not logged.
-import pino, { type Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 
 interface LoggedRequest {
   method?: string;
@@ -38,11 +38,17 @@ export const requestSerializers = {
   res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
 };
 
-export function createLogger(level: string, service: 'clarateach-agent' | 'clarateach-server' = 'clarateach-agent'): Logger {
-  return pino({
+/** JSON lines on stdout, or on `destination` (a test reading what an operator would read). */
+export function createLogger(
+  level: string,
+  service: 'clarateach-agent' | 'clarateach-server' = 'clarateach-agent',
+  destination?: DestinationStream,
+): Logger {
+  const options = {
     level,
     base: { service },
     serializers: { ...requestSerializers, err: pino.stdSerializers.err },
     redact: { paths: ['authorization', 'headers.authorization', 'token'], censor: '[redacted]' },
-  });
+  };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }
