@@ -50,7 +50,8 @@ service() {
 if [ "$mode" = server ]; then
   if [ -f /etc/clarateach/server.env ]; then set -a; . /etc/clarateach/server.env; set +a; fi
   step 2 "workshop server (no guest image needed)"
-  echo "the first instructor: sudo npx clarateach instructor add EMAIL (password on stdin), before the server starts"
+  echo "the first instructor signs up in a browser at the URL the server logs (sudo journalctl -u clarateach-server | grep setup=)"
+  echo "  or, with the server stopped: sudo npx clarateach instructor add EMAIL (password on stdin)"
   step 3 "workshop server"
   service clarateach-server server "${PORT:-8080}" server <<'ENV'
 # ClaraTeach workshop server settings (see README, The workshop server). Without DATABASE_URL

@@ -1,6 +1,7 @@
 // Composition root of the workshop server: the database (PGlite in DATA_DIR, or PostgreSQL at
 // DATABASE_URL) with its migrations, the repository, the agents of the workers, the domain service,
-// the HTTP app; and the background rounds (worker polls, workshops past their end time).
+// the HTTP app; and the background rounds (worker polls, workshops past their end time). With no
+// instructor yet, a setup code is made and its sign-up URL logged.
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -16,6 +17,7 @@ import type { Clock, WorkerPort } from '../workshops/ports.ts';
 import { buildServerApp } from '../server-api/app.ts';
 import { ServerAuth } from '../server-api/auth.ts';
 import { ServerMetrics } from '../server-api/metrics.ts';
+import { issueSetupCode, setupUrl } from '../server-api/routes/setup.ts';
 import { VERSION } from './agent.ts';
 
 /** Where `npm run build` puts the server's pages (src/server-pages). */
@@ -39,6 +41,16 @@ export interface ServerOverrides {
   readonly noBackground?: boolean;
   /** The built pages (default: SERVER_PAGES_DIR). */
   readonly pagesDir?: string;
+  /**
+   * Where notices for the operator go as plain text (the sign-up URL). Default: stderr when the
+   * log is the server's own (JSON lines, hard to read), nowhere when `log` is given.
+   */
+  readonly notices?: (text: string) => void;
+}
+
+/** The log line an operator reads to make the first account (the same words a test looks for). */
+export function setupLine(url: string): string {
+  return `no instructor account yet: create the first one at ${url} (or: clarateach instructor add EMAIL)`;
 }
 
 export async function startServer(config: ServerConfig, overrides: ServerOverrides = {}): Promise<RunningServer> {
@@ -97,8 +109,25 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
   };
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> = Promise.resolve();
+  // Kept before listening: by the time anyone can open the sign-up URL, its code is in the database.
+  const setupCode = await issueSetupCode(repo, clock.now()).catch(async (error: unknown) => {
+    await app.close();
+    await db.close();
+    throw error;
+  });
   const url = await app.listen({ host: config.host, port: config.port });
   log.info({ url, database: db.kind, placement: config.placement }, 'workshop server listening');
+  if (setupCode !== undefined) {
+    const signUp = setupUrl(url, setupCode);
+    // warn: the server is of no use until someone acts on it, and LOG_LEVEL=warn must still show it.
+    log.warn({ setup_url: signUp }, setupLine(signUp));
+    const notices = overrides.notices ?? (overrides.log ? undefined : (text: string) => void process.stderr.write(text));
+    const elsewhere = ['0.0.0.0', '::'].includes(config.host) ? " (from another machine, with this server's address in it)" : '';
+    notices?.(
+      `\nclarateach server: no instructor account yet. Create the first one in a browser${elsewhere} at\n\n  ${signUp}\n\n` +
+        `or with: clarateach instructor add EMAIL. The code makes the first account only; after that it opens nothing.\n\n`,
+    );
+  }
   if (!overrides.noBackground) {
     const round = (): void => {
       running = tick().catch((error: unknown) => log.warn({ err: error }, 'background round failed'));

@@ -15,6 +15,7 @@ import type { ServerContext } from './context.ts';
 import { serverErrorHandler } from './errors.ts';
 import { joinRoutes } from './routes/join.ts';
 import { sessionRoutes } from './routes/session.ts';
+import { setupRoutes } from './routes/setup.ts';
 import { workerRoutes } from './routes/workers.ts';
 import { workshopRoutes } from './routes/workshops.ts';
 import { pageRoutes } from './pages.ts';
@@ -70,6 +71,7 @@ export async function buildServerApp(o: ServerAppOptions): Promise<FastifyInstan
     async (_request, reply) => reply.type(c.metrics.registry.contentType).send(await c.metrics.registry.metrics()),
   );
   await app.register(sessionRoutes, c);
+  await app.register(setupRoutes, c);
   await app.register(workerRoutes, c);
   await app.register(workshopRoutes, c);
   await app.register(joinRoutes, c);

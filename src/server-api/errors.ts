@@ -11,6 +11,8 @@ const STATUS: Record<WorkshopErrorCode, number> = {
   worker_exists: 409,
   worker_in_use: 409,
   instructor_exists: 409,
+  invalid_setup_code: 401,
+  already_set_up: 409,
   invalid_code: 404,
   workshop_ended: 410,
   workshop_full: 409,

@@ -85,6 +85,12 @@ export const MIGRATIONS: readonly string[] = [
   // Seats idle past their workshop's timeout are stopped (VM stopped, disk kept).
   `ALTER TABLE seats DROP CONSTRAINT seats_state_check;
    ALTER TABLE seats ADD CONSTRAINT seats_state_check CHECK (state IN ('provisioning', 'ready', 'stopped', 'failed', 'removed'))`,
+  // One-time codes for signing up the first instructor: only their digests; each server process
+  // that starts with no instructor adds one, and all go when the first account is made.
+  `CREATE TABLE setup_codes (
+     code_digest text PRIMARY KEY,
+     created_at double precision NOT NULL
+   )`,
 ];
 
 /** An arbitrary constant: the key of the advisory lock migrations hold. */

@@ -38,6 +38,9 @@ import {
   type WorkshopRow,
 } from './rows.ts';
 
+/** An arbitrary constant: the key of the advisory lock that makes the first instructor once (migrations hold another). */
+const FIRST_INSTRUCTOR_LOCK = 7_301_443;
+
 export class SqlWorkshopRepository implements WorkshopRepository {
   constructor(
     private readonly db: Database,
@@ -45,13 +48,49 @@ export class SqlWorkshopRepository implements WorkshopRepository {
   ) {}
 
   async addInstructor(id: string, email: string, passwordHash: string): Promise<Instructor> {
-    const rows = await this.db.query<InstructorRow>(
-      'INSERT INTO instructors (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (email) DO NOTHING RETURNING *',
-      [id, email, passwordHash, this.now()],
-    );
-    const row = rows[0];
-    if (!row) throw new WorkshopError('instructor_exists', `an instructor ${email} exists already`);
-    return instructorFrom(row);
+    return this.db.transaction(async (tx) => {
+      // Under the sign-up's lock: an account made here and a first sign-up never both pass "no instructor yet".
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [FIRST_INSTRUCTOR_LOCK]);
+      const rows = await tx.query<InstructorRow>(
+        'INSERT INTO instructors (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (email) DO NOTHING RETURNING *',
+        [id, email, passwordHash, this.now()],
+      );
+      const row = rows[0];
+      if (!row) throw new WorkshopError('instructor_exists', `an instructor ${email} exists already`);
+      // An account exists now: no setup code may make another.
+      await tx.query('DELETE FROM setup_codes');
+      return instructorFrom(row);
+    });
+  }
+
+  async addSetupCode(codeDigest: string, now: number): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [FIRST_INSTRUCTOR_LOCK]);
+      const rows = await tx.query<{ code_digest: string }>(
+        `INSERT INTO setup_codes (code_digest, created_at) SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM instructors)
+         RETURNING code_digest`,
+        [codeDigest, now],
+      );
+      return rows.length > 0;
+    });
+  }
+
+  async signUpFirstInstructor(codeDigest: string, id: string, email: string, passwordHash: string): Promise<Instructor> {
+    return this.db.transaction(async (tx) => {
+      // One sign-up at a time across every server process on this database; READ COMMITTED, so the
+      // statements after the lock see the account a sign-up before it made.
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [FIRST_INSTRUCTOR_LOCK]);
+      const existing = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM instructors');
+      if ((existing[0]?.n ?? 0) > 0) throw new WorkshopError('already_set_up', 'this server has an instructor account already: log in');
+      const code = await tx.query<{ code_digest: string }>('SELECT code_digest FROM setup_codes WHERE code_digest = $1', [codeDigest]);
+      if (code.length === 0) throw new WorkshopError('invalid_setup_code', "this setup code is not valid: copy it from the server's log");
+      const rows = await tx.query<InstructorRow>(
+        'INSERT INTO instructors (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING *',
+        [id, email, passwordHash, this.now()],
+      );
+      await tx.query('DELETE FROM setup_codes');
+      return instructorFrom(rows[0] as InstructorRow);
+    });
   }
 
   async instructorByEmail(email: string): Promise<InstructorWithPassword | undefined> {

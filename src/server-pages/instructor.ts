@@ -1,4 +1,5 @@
-// The instructor's page: log in, list and create workshops, and a workshop's dashboard that
+// The instructor's page: on a fresh server the first account's sign-up (with the setup code of the
+// URL the server logged), else log in; list and create workshops, and a workshop's dashboard that
 // updates live (who sits where, on which worker, in which state, when they last did something),
 // with a learner's workspace, a seat's console, reset, add seats and end.
 import { ago, api, ApiFailure, byId, el, say, useCsrf } from './api.ts';
@@ -28,17 +29,30 @@ interface Seat {
 }
 
 const REFRESH_MS = 2000;
+/** The server's rule for new passwords (src/server-api/passwords.ts): the pages import nothing of the server. */
+const MIN_PASSWORD_LENGTH = 10;
+const EMAIL = /^[^\s@]+@[^\s@]+$/;
 const errorLine = byId<HTMLParagraphElement>('error');
 let refreshTimer: ReturnType<typeof setTimeout> | undefined;
 let openWorkshop: string | undefined;
+
+/** The code of the sign-up URL the server logged, taken out of the address bar at once so that no history keeps it. */
+const setupCodeFromUrl = ((): string => {
+  const url = new URL(location.href);
+  const code = url.searchParams.get('setup');
+  if (code === null) return '';
+  url.searchParams.delete('setup');
+  history.replaceState(history.state, '', `${url.pathname}${url.search}${url.hash}`);
+  return code.trim();
+})();
 
 const report = (error: unknown): void => {
   if (error instanceof ApiFailure && error.status === 401) return showLogin();
   say(errorLine, (error as Error).message);
 };
 
-function show(section: 'login-form' | 'workshops' | 'workshop'): void {
-  for (const id of ['login-form', 'workshops', 'workshop'] as const) byId(id).hidden = id !== section;
+function show(section: 'login-form' | 'setup-form' | 'workshops' | 'workshop'): void {
+  for (const id of ['login-form', 'setup-form', 'workshops', 'workshop'] as const) byId(id).hidden = id !== section;
   if (section !== 'workshop') openWorkshop = undefined;
   clearTimeout(refreshTimer);
 }
@@ -48,6 +62,27 @@ function showLogin(): void {
   byId('who').textContent = '';
   byId('logout').hidden = true;
   show('login-form');
+}
+
+function showSetup(): void {
+  useCsrf('');
+  byId('who').textContent = '';
+  byId('logout').hidden = true;
+  show('setup-form');
+  const code = byId<HTMLInputElement>('setup-code');
+  if (code.value === '') code.value = setupCodeFromUrl;
+  byId<HTMLInputElement>(code.value === '' ? 'setup-code' : 'setup-email').focus();
+}
+
+/** Not logged in: the sign-up while the server has no instructor, else the login form. */
+async function showSignUpOrLogin(): Promise<void> {
+  try {
+    const { needed } = await api<{ needed: boolean }>('GET', '/api/setup');
+    if (needed) return showSetup();
+  } catch (error) {
+    say(errorLine, (error as Error).message);
+  }
+  showLogin();
 }
 
 function signedIn(session: Session): void {
@@ -189,6 +224,45 @@ byId<HTMLFormElement>('login-form').addEventListener('submit', (event) => {
     .catch((error: unknown) => say(errorLine, (error as Error).message));
 });
 
+/** The API's refusal of a sign-up, in words. */
+function signUpRefusal(error: unknown): string {
+  if (!(error instanceof ApiFailure)) return (error as Error).message;
+  if (error.code === 'invalid_setup_code')
+    return "This setup code is not valid. Copy it again from the server's log, from the line that starts with “no instructor account yet”.";
+  if (error.code === 'rate_limited') return `Too many attempts: ${error.message}.`;
+  if (error.status === 400 && /email/.test(error.message)) return 'Type a whole email address, like name@example.org.';
+  if (error.status === 400 && /password/.test(error.message)) return `The password needs ${MIN_PASSWORD_LENGTH} characters or more.`;
+  return error.message;
+}
+
+byId<HTMLFormElement>('setup-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const value = (id: string): string => byId<HTMLInputElement>(id).value;
+  const setupCode = value('setup-code').trim();
+  const email = value('setup-email').trim();
+  const password = value('setup-password');
+  if (setupCode === '') return say(errorLine, "Paste the setup code from the server's log.");
+  if (!EMAIL.test(email)) return say(errorLine, 'Type a whole email address, like name@example.org.');
+  if (password.length < MIN_PASSWORD_LENGTH) return say(errorLine, `The password needs ${MIN_PASSWORD_LENGTH} characters or more.`);
+  if (password !== value('setup-password-again'))
+    return say(errorLine, 'The two passwords do not match: type the same password in both fields.');
+  say(errorLine, '');
+  const button = byId<HTMLButtonElement>('setup');
+  button.disabled = true;
+  api<Session>('POST', '/api/setup', { setup_code: setupCode, email, password })
+    .then(signedIn)
+    .catch((error: unknown) => {
+      // Someone made the first account meanwhile (or `clarateach instructor add`): only logging in is left.
+      if (error instanceof ApiFailure && error.code === 'already_set_up') {
+        showLogin();
+        byId<HTMLInputElement>('email').value = email;
+        return say(errorLine, 'This server has an instructor account already: log in.');
+      }
+      say(errorLine, signUpRefusal(error));
+    })
+    .finally(() => (button.disabled = false));
+});
+
 byId<HTMLFormElement>('create-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const number = (id: string): number => Number(byId<HTMLInputElement>(id).value);
@@ -239,6 +313,6 @@ byId('console-close').addEventListener('click', () => (byId('console').hidden = 
 byId('logout').addEventListener('click', () => void api('POST', '/api/logout').then(showLogin, report));
 
 api<Session>('GET', '/api/session').then(signedIn, (error: unknown) => {
-  if (error instanceof ApiFailure && error.status === 401) showLogin();
+  if (error instanceof ApiFailure && error.status === 401) void showSignUpOrLogin();
   else report(error);
 });

@@ -1,6 +1,6 @@
-// One pino logger for the agent. Secrets never reach the log: request URLs have `token` masked
-// and headers are not logged.
-import pino, { type Logger } from 'pino';
+// One pino logger for the agent and the server. Secrets never reach the log: request URLs have
+// `token` and `setup` (the server's sign-up code) masked and headers are not logged.
+import pino, { type DestinationStream, type Logger } from 'pino';
 
 interface LoggedRequest {
   method?: string;
@@ -8,7 +8,9 @@ interface LoggedRequest {
   ip?: string;
 }
 
-/** The URL with the value of every query parameter whose decoded name is `token` masked. */
+const SECRET_PARAMETERS = new Set(['token', 'setup']);
+
+/** The URL with the value of every query parameter whose decoded name is `token` or `setup` masked. */
 export function redactUrl(url: string): string {
   const at = url.indexOf('?');
   if (at < 0) return url;
@@ -24,7 +26,7 @@ export function redactUrl(url: string): string {
       } catch {
         decoded = name;
       }
-      return decoded.trim().toLowerCase() === 'token' ? `${name}=[redacted]` : pair;
+      return SECRET_PARAMETERS.has(decoded.trim().toLowerCase()) ? `${name}=[redacted]` : pair;
     })
     .join('&');
   return `${url.slice(0, at)}?${query}`;
@@ -36,11 +38,17 @@ export const requestSerializers = {
   res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode }),
 };
 
-export function createLogger(level: string, service: 'clarateach-agent' | 'clarateach-server' = 'clarateach-agent'): Logger {
-  return pino({
+/** JSON lines on stdout, or on `destination` (a test reading what an operator would read). */
+export function createLogger(
+  level: string,
+  service: 'clarateach-agent' | 'clarateach-server' = 'clarateach-agent',
+  destination?: DestinationStream,
+): Logger {
+  const options = {
     level,
     base: { service },
     serializers: { ...requestSerializers, err: pino.stdSerializers.err },
     redact: { paths: ['authorization', 'headers.authorization', 'token'], censor: '[redacted]' },
-  });
+  };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }

@@ -135,6 +135,8 @@ export type WorkshopErrorCode =
   | 'worker_exists'
   | 'worker_in_use'
   | 'instructor_exists'
+  | 'invalid_setup_code'
+  | 'already_set_up'
   | 'invalid_code'
   | 'workshop_ended'
   | 'workshop_full'

@@ -52,8 +52,17 @@ export interface JoinOutcome {
  * under row locks in one transaction, so any number of server processes may share the database.
  */
 export interface WorkshopRepository {
+  /** Clears the setup codes too: with an account, none may make another. */
   addInstructor(id: string, email: string, passwordHash: string): Promise<Instructor>;
   instructorByEmail(email: string): Promise<InstructorWithPassword | undefined>;
+  /** Keeps a setup code's digest while no instructor exists; false (nothing kept) once one does. */
+  addSetupCode(codeDigest: string, now: number): Promise<boolean>;
+  /**
+   * The first instructor, made with a setup code: already_set_up once any instructor exists,
+   * invalid_setup_code when no kept code has this digest; every code goes with the account. Under
+   * one lock, so of concurrent sign-ups on any server process exactly one makes an account.
+   */
+  signUpFirstInstructor(codeDigest: string, id: string, email: string, passwordHash: string): Promise<Instructor>;
   countInstructors(): Promise<number>;
   createSession(tokenDigest: string, instructorId: string, csrfToken: string, expiresAt: number): Promise<void>;
   sessionByDigest(tokenDigest: string, now: number): Promise<Session | undefined>;

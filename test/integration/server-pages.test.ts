@@ -1,5 +1,6 @@
-// A whole workshop in a real browser (Debian's chromium, headless, playwright-core): an
-// instructor logs in on the server's dashboard and creates a workshop of 3 seats over two real
+// A whole workshop in a real browser (Debian's chromium, headless, playwright-core): on a fresh
+// server the instructor signs up with the URL the server logged (its setup code), logs out and in
+// again on the dashboard, and creates a workshop of 3 seats over two real
 // agents (QEMU guests; the second agent in a namespace of its own inside this test's, joined by a
 // veth pair); two learners join with the code in two browser contexts and each types a command in
 // their own terminal; the dashboard shows both, and opens one learner's workspace; a learner
@@ -7,7 +8,6 @@
 // Screenshots are kept in test-results/server-pages/.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,11 +15,11 @@ import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { launchChromium } from '../support/chromium.ts';
 import { peerNamespace, requireTestNetns, startAgent, type AgentProcess, type PeerNamespace } from '../support/agent-process.ts';
 import { freePort } from '../support/workshop-server.ts';
-import { startServer, type RunningServer } from '../../src/cli/server.ts';
+import { setupLine, startServer, type RunningServer } from '../../src/cli/server.ts';
 import { loadServerConfig } from '../../src/server-config/config.ts';
+import { createLogger } from '../../src/shared/logger.ts';
 
 requireTestNetns();
-const BIN = new URL('../../bin/clarateach.js', import.meta.url).pathname;
 const ARTIFACTS = join(import.meta.dirname, '../../test-results/server-pages');
 const EMAIL = 'teacher@example.org';
 const PASSWORD = 'a-long-enough-password';
@@ -57,6 +57,8 @@ describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 },
   let browser: Browser;
   let instructor: Page;
   const learners: { name: string; context: BrowserContext; page: Page }[] = [];
+  /** The sign-up URL of the server's log line, as an operator copies it. */
+  let setupUrl = '';
   let workshopId = '';
   let joinCode = '';
   const rejoinLinks: string[] = [];
@@ -88,29 +90,23 @@ describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 },
       }),
     );
     const dataDir = mkdtempSync(join(tmpdir(), 'ct-server-pages-'));
-    const added = spawnSync(process.execPath, [BIN, 'instructor', 'add', EMAIL, '--data-dir', dataDir], {
-      input: `${PASSWORD}\n`,
-      encoding: 'utf8',
+    // The server's own JSON log, on stdout as ever, and read here for the line an operator acts on.
+    const logged: string[] = [];
+    const log = createLogger('warn', 'clarateach-server', {
+      write: (line: string) => {
+        logged.push(line);
+        process.stdout.write(line);
+      },
     });
-    assert.equal(added.status, 0, added.stderr);
     server = await startServer(
       loadServerConfig({ DATA_DIR: dataDir, PORT: String(await freePort()), HOST: '127.0.0.1', WORKER_POLL_S: '2', LOG_LEVEL: 'warn' }),
+      { log },
     );
-    // The operator registers the workers (the CLI's way: a bearer session).
-    const login = await fetch(`${server.url}/api/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ email: EMAIL, password: PASSWORD, bearer: true }),
-    });
-    const { session_token } = (await login.json()) as { session_token: string };
-    for (const [i, agent] of agents.entries()) {
-      const added = await fetch(`${server.url}/api/workers`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${session_token}` },
-        body: JSON.stringify({ url: agent.url, token: AGENT_TOKEN, id: `worker-${i === 0 ? 'a' : 'b'}` }),
-      });
-      assert.equal(added.status, 201, await added.text());
-    }
+    const [head = '', tail = ''] = setupLine('\n').split('\n');
+    const messages = logged.map((line) => (JSON.parse(line) as { msg?: string }).msg ?? '');
+    const line = messages.find((msg) => msg.startsWith(head) && msg.endsWith(tail)) ?? '';
+    setupUrl = line.slice(head.length, line.length - tail.length);
+    assert.match(setupUrl, /^http:\/\/127\.0\.0\.1:\d+\/\?setup=[\w-]{40,}$/, `the sign-up line in the log:\n${logged.join('')}`);
     browser = await launchChromium();
     instructor = await (await browser.newContext({ viewport: { width: 1300, height: 900 } })).newPage();
   });
@@ -127,8 +123,47 @@ describe('a workshop in the browser, over two agents', { timeout: 20 * 60_000 },
     peer?.remove();
   });
 
-  test('the instructor logs in and creates a workshop of 3 seats; they are made on both workers', async () => {
-    await instructor.goto(`${server.url}/`);
+  test('the instructor signs up with the code the server logged, logs in again and creates a workshop of 3 seats; they are made on both workers', async () => {
+    await instructor.goto(setupUrl);
+    await instructor.waitForSelector('#setup-form:not([hidden])');
+    assert.equal(await instructor.isVisible('#login-form'), false, 'no login form before there is an account');
+    assert.equal(new URL(instructor.url()).search, '', 'the code is taken out of the address bar');
+    assert.equal(await instructor.inputValue('#setup-code'), new URL(setupUrl).searchParams.get('setup'));
+    await instructor.fill('#setup-email', EMAIL);
+    await instructor.fill('#setup-password', PASSWORD);
+    await instructor.fill('#setup-password-again', 'not-the-same-password');
+    await instructor.click('#setup');
+    await instructor.waitForSelector('#error:text("The two passwords do not match")');
+    await instructor.fill('#setup-password-again', PASSWORD);
+    await instructor.click('#setup');
+    await instructor.waitForSelector('#workshops:not([hidden])');
+    assert.equal(await instructor.textContent('#who'), EMAIL);
+    assert.equal(await instructor.isVisible('#setup-form'), false);
+    await shot(instructor, 'signed-up');
+
+    // The operator registers the workers (the CLI's way: a bearer session of the new account).
+    const login = await fetch(`${server.url}/api/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: EMAIL, password: PASSWORD, bearer: true }),
+    });
+    assert.equal(login.status, 200);
+    const { session_token } = (await login.json()) as { session_token: string };
+    for (const [i, agent] of agents.entries()) {
+      const added = await fetch(`${server.url}/api/workers`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${session_token}` },
+        body: JSON.stringify({ url: agent.url, token: AGENT_TOKEN, id: `worker-${i === 0 ? 'a' : 'b'}` }),
+      });
+      assert.equal(added.status, 201, await added.text());
+    }
+
+    // With an account made, the same link leads to the login form.
+    await instructor.click('#logout');
+    await instructor.waitForSelector('#login-form:not([hidden])');
+    await instructor.goto(setupUrl);
+    await instructor.waitForSelector('#login-form:not([hidden])');
+    assert.equal(await instructor.isVisible('#setup-form'), false);
     await instructor.fill('#email', EMAIL);
     await instructor.fill('#password', 'not-the-password');
     await instructor.click('#login');

@@ -1,5 +1,6 @@
 // Two workshop server processes (the real `clarateach server`) sharing one real PostgreSQL 15
-// (a fresh cluster in a temp dir, run as the `postgres` user): both migrate at once, a session made
+// (a fresh cluster in a temp dir, run as the `postgres` user): both migrate at once, each logs its
+// own sign-up code and sign-ups racing on both with them make exactly one account, a session made
 // on one works on the other, and 20 concurrent joins spread over both end with 20 distinct seats,
 // none twice, no worker over capacity. Workers are two real in-process agents (stand-in VMM,
 // loopback addresses) of 10 seats each. Ending on one process removes every VM on both workers.
@@ -10,6 +11,7 @@ import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { setupLine } from '../../src/cli/server.ts';
 import { MIGRATIONS } from '../../src/server-db/migrations.ts';
 import {
   Browser,
@@ -63,6 +65,21 @@ async function startServerProcess(databaseUrl: string, name: string): Promise<{ 
   return { url: `http://127.0.0.1:${port}`, child, log };
 }
 
+/** The setup code of the sign-up line in a server's log (its JSON line, as an operator reads it). */
+async function setupCodeIn(log: string): Promise<string> {
+  const [head = '', tail = ''] = setupLine('\n').split('\n');
+  let url = '';
+  await eventually(`the sign-up line in ${log}`, async () => {
+    for (const line of readFileSync(log, 'utf8').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const msg = (JSON.parse(line) as { msg?: string }).msg ?? '';
+      if (msg.startsWith(head) && msg.endsWith(tail)) url = msg.slice(head.length, msg.length - tail.length);
+    }
+    return url !== '';
+  });
+  return new URL(url).searchParams.get('setup') ?? '';
+}
+
 before(async () => {
   if (!postgresAvailable()) return;
   dir = mkdtempSync(join(tmpdir(), 'ct-pg-servers-'));
@@ -98,7 +115,7 @@ after(async () => {
 });
 
 test(
-  'two server processes on one PostgreSQL: 20 concurrent joins, 20 distinct seats, no worker over capacity',
+  'two server processes on one PostgreSQL: racing sign-ups make one account; 20 concurrent joins, 20 distinct seats, no worker over capacity',
   { timeout: 240_000 },
   async (t) => {
     if (!postgresAvailable()) return t.skip('needs root and PostgreSQL 15 (scripts/install-deps.sh installs it)');
@@ -114,8 +131,22 @@ test(
       'every migration applied, once, although two processes started together',
     );
 
-    const added = await run(['instructor', 'add', 'teacher@example.org'], { DATABASE_URL: postgres.url }, `${PASSWORD}\n`);
+    // The first account: each process logged its own code; 10 sign-ups race over both, one wins.
+    const codes = await Promise.all([setupCodeIn(a.log), setupCodeIn(b.log)]);
+    assert.notEqual(codes[0], codes[1]);
+    const signUps = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        new Browser(i % 2 === 0 ? a.url : b.url).json('/api/setup', {
+          setup_code: codes[i % 2],
+          email: 'teacher@example.org',
+          password: PASSWORD,
+        }),
+      ),
+    );
+    assert.deepEqual(signUps.map((r) => r.status).sort(), [201, ...Array<number>(9).fill(409)]);
+    const added = await run(['instructor', 'add', 'second@example.org'], { DATABASE_URL: postgres.url }, `${PASSWORD}\n`);
     assert.equal(added.code, 0, added.out);
+    for (const s of [a, b]) assert.deepEqual(await (await fetch(`${s.url}/api/setup`)).json(), { needed: false });
     const login = await new Browser(a.url).json('/api/login', { email: 'teacher@example.org', password: PASSWORD, bearer: true });
     assert.equal(login.status, 200);
     const auth = { authorization: `Bearer ${((await login.json()) as { session_token: string }).session_token}` };

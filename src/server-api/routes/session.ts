@@ -1,17 +1,20 @@
 // Instructors' sessions and accounts: POST /api/login, POST /api/logout, GET /api/session,
 // POST /api/instructors (a logged-in instructor adds another).
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { newId, newSecretToken, tokenDigest } from '../../workshops/codes.ts';
+import type { Instructor } from '../../workshops/model.ts';
 import { DUMMY_HASH, MIN_PASSWORD_LENGTH, hashPassword, verifyPassword } from '../passwords.ts';
 import { ApiError } from '../errors.ts';
 import { SESSION_COOKIE, ServerAuth, actorOfInstructor, cookieOptions } from '../auth.ts';
 import type { ServerContext } from '../context.ts';
 import { errorReply } from '../schemas.ts';
 
-const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' } as const;
+export const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' } as const;
 const PASSWORD = { type: 'string', minLength: 1, maxLength: 1024 } as const;
+/** A password an account is made with (a login takes any: old accounts keep working if the rule changes). */
+export const NEW_PASSWORD = { ...PASSWORD, minLength: MIN_PASSWORD_LENGTH } as const;
 
-const sessionReply = {
+export const sessionReply = {
   type: 'object',
   required: ['email', 'csrf_token', 'expires_at'],
   properties: {
@@ -26,11 +29,37 @@ export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
 
+/** Guessing passwords or setup codes: a few tries a minute per address (at least 10, else as joins). */
+export function credentialRateLimit(c: ServerContext) {
+  return { rateLimit: { max: Math.max(10, c.joinRateLimit), timeWindow: '1 minute' } };
+}
+
+/** A new session for the instructor: the HttpOnly cookie set, and the reply's body (the token in it only when asked for). */
+export async function startSession(
+  c: ServerContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  instructor: Instructor,
+  bearer: boolean,
+): Promise<{ email: string; csrf_token: string; expires_at: string; session_token?: string }> {
+  const token = newSecretToken();
+  const csrf = newSecretToken();
+  const expiresAt = c.clock.now() + c.sessionTtlS * 1000;
+  await c.repo.createSession(tokenDigest(token), instructor.id, csrf, expiresAt);
+  reply.setCookie(SESSION_COOKIE, token, cookieOptions(request, c.secureCookies, c.sessionTtlS));
+  return {
+    email: instructor.email,
+    csrf_token: csrf,
+    expires_at: new Date(expiresAt).toISOString(),
+    ...(bearer ? { session_token: token } : {}),
+  };
+}
+
 export async function sessionRoutes(app: FastifyInstance, c: ServerContext): Promise<void> {
   app.post<{ Body: { email: string; password: string; bearer?: boolean } }>(
     '/api/login',
     {
-      config: { rateLimit: { max: Math.max(10, c.joinRateLimit), timeWindow: '1 minute' } },
+      config: credentialRateLimit(c),
       schema: {
         security: [],
         body: {
@@ -47,17 +76,7 @@ export async function sessionRoutes(app: FastifyInstance, c: ServerContext): Pro
       // Without an account the check still runs: how long it takes says nothing.
       const ok = await verifyPassword(request.body.password, instructor?.passwordHash ?? DUMMY_HASH);
       if (!instructor || !ok) throw new ApiError(401, 'invalid_credentials', 'wrong email or password');
-      const token = newSecretToken();
-      const csrf = newSecretToken();
-      const expiresAt = c.clock.now() + c.sessionTtlS * 1000;
-      await c.repo.createSession(tokenDigest(token), instructor.id, csrf, expiresAt);
-      reply.setCookie(SESSION_COOKIE, token, cookieOptions(request, c.secureCookies, c.sessionTtlS));
-      return {
-        email: instructor.email,
-        csrf_token: csrf,
-        expires_at: new Date(expiresAt).toISOString(),
-        ...(request.body.bearer === true ? { session_token: token } : {}),
-      };
+      return startSession(c, request, reply, instructor, request.body.bearer === true);
     },
   );
 
@@ -82,7 +101,7 @@ export async function sessionRoutes(app: FastifyInstance, c: ServerContext): Pro
           type: 'object',
           required: ['email', 'password'],
           additionalProperties: false,
-          properties: { email: EMAIL, password: { ...PASSWORD, minLength: MIN_PASSWORD_LENGTH } },
+          properties: { email: EMAIL, password: NEW_PASSWORD },
         },
         response: { 201: { type: 'object', properties: { id: { type: 'string' }, email: { type: 'string' } } } },
       },
