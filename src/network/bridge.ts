@@ -1,4 +1,5 @@
 // The VMs' bridge and its neighbor table, through iproute2. Every function checks, then acts.
+import { readFile } from 'node:fs/promises';
 import { CommandError, run } from '../shared/exec.ts';
 import type { Cidr } from './cidr.ts';
 
@@ -8,9 +9,18 @@ interface LinkAddresses {
   addr_info?: { family?: string; local: string; prefixlen: number }[];
 }
 
-/** Creates the bridge when missing, gives it the CIDR's address, and brings it up. */
+/** Bridges this process set up or checked in full, by name and CIDR. */
+const checked = new Set<string>();
+
+/**
+ * Creates the bridge when missing, gives it the CIDR's address, and brings it up. Asked on every
+ * create: once the bridge was checked in full, a look at the routing table (no process) is enough
+ * while the CIDR's network is still routed on it (it is gone when the bridge is deleted or down).
+ */
 export async function ensureBridge(name: string, cidr: Cidr): Promise<void> {
-  // Asked on every create: one `ip` process when all is in place (the usual case).
+  const key = `${name} ${cidr.text}`;
+  if (checked.has(key) && (await routedOn(name, cidr))) return;
+  checked.delete(key);
   const link = await showAddresses(name);
   if (!link) {
     await run('ip', ['link', 'add', 'name', name, 'type', 'bridge']);
@@ -22,6 +32,27 @@ export async function ensureBridge(name: string, cidr: Cidr): Promise<void> {
     await run('ip', ['addr', 'add', cidr.text, 'dev', name]);
   }
   if (!link?.flags?.includes('UP')) await run('ip', ['link', 'set', name, 'up']);
+  checked.add(key);
+}
+
+/** Whether /proc/self/net/route (this process's namespace) has the CIDR's network, up, on `name`. */
+async function routedOn(name: string, cidr: Cidr): Promise<boolean> {
+  // Addresses there are hex in the host's (little-endian) byte order.
+  const hex = (value: number): string =>
+    Buffer.from([24, 16, 8, 0].map((shift) => Math.floor(value / 2 ** shift) % 256).reverse())
+      .toString('hex')
+      .toUpperCase();
+  const destination = hex(cidr.network);
+  const mask = hex(2 ** 32 - 2 ** (32 - cidr.prefix));
+  try {
+    const table = await readFile('/proc/self/net/route', 'utf8');
+    return table.split('\n').some((line) => {
+      const [iface, dest, , flags, , , , lineMask] = line.trim().split(/\s+/);
+      return iface === name && dest === destination && lineMask === mask && (Number.parseInt(flags ?? '0', 16) & 1) === 1;
+    });
+  } catch {
+    return false;
+  }
 }
 
 /** The device with its addresses, or undefined when there is none of that name. */

@@ -21,11 +21,14 @@ export function createHostNetwork(bridge: string, cidr: Cidr): NetworkPort {
     subnet: guestSubnet(cidr),
     ensureBridge: () => ensureBridge(bridge, cidr),
     async attach(vm, owner) {
-      if (!(await addTap(vm, bridge, owner))) {
+      // Two processes at once (ip, nft): the VM sends nothing before both are done.
+      const [tap, guard] = await Promise.allSettled([addTap(vm, bridge, owner), allowVm(vm)]);
+      if (tap.status === 'rejected') throw tap.reason;
+      if (guard.status === 'rejected') throw guard.reason;
+      if (!tap.value) {
         await ensureTap(vm.tap, bridge, owner);
         await pinNeighbor(vm.ip, vm.mac, bridge);
       }
-      await allowVm(vm);
     },
     async detach(vm) {
       await forgetVm(vm);

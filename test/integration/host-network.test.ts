@@ -1,6 +1,7 @@
-// The host network a VM gets, for real in this test's namespace: the bridge with its address, and
-// per VM a TAP owned by the VM's user, on the bridge as an isolated port without learning, up,
-// with its neighbor entry pinned and its guard element; attaching again repairs, detaching removes.
+// The host network a VM gets, for real in this test's namespace: the bridge with its address (set
+// up again when it lost it), and per VM a TAP owned by the VM's user, on the bridge as an isolated
+// port without learning, up, with its neighbor entry pinned and its guard element; attaching again
+// repairs, detaching removes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -38,6 +39,17 @@ test('a VM is attached in one go, attached again after damage, and detached with
   await network.ensureBridge();
   assert.match(ip('-4', '-o', 'addr', 'show', 'dev', 'clarateach0'), /inet 192\.168\.100\.1\/24/);
   assert.equal(ip('-4', '-o', 'addr', 'show', 'dev', 'clarateach0').trim().split('\n').length, 1, 'the address once');
+  // Checked quickly after the first time, but a bridge that lost its address, went down or was
+  // deleted is set up again.
+  ip('addr', 'flush', 'dev', 'clarateach0');
+  await network.ensureBridge();
+  assert.match(ip('-4', '-o', 'addr', 'show', 'dev', 'clarateach0'), /inet 192\.168\.100\.1\/24/);
+  ip('link', 'set', 'clarateach0', 'down');
+  await network.ensureBridge();
+  assert.match(ip('link', 'show', 'dev', 'clarateach0'), /[<,]UP[,>]/);
+  ip('link', 'del', 'clarateach0');
+  await network.ensureBridge();
+  assert.match(ip('-4', '-o', 'addr', 'show', 'dev', 'clarateach0'), /inet 192\.168\.100\.1\/24/);
   await applyFirewall({ bridge: 'clarateach0', cidr, egress: parseEgress('none'), dns: '1.1.1.1', vms: [] });
 
   const vm = { tap: 'ctc0a8640b', mac: '06:00:c0:a8:64:0b', ip: '192.168.100.11' };
