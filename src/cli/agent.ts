@@ -23,7 +23,7 @@ import { AuditLog } from '../api/audit.ts';
 import { maxSeatId } from '../network/cidr.ts';
 import { createHostNetwork } from '../network/host-network.ts';
 import { applyFirewall } from '../network/firewall.ts';
-import { layerDisks } from '../disks/layer.ts';
+import { SpareLayers } from '../disks/spare-layers.ts';
 import { hostProcesses } from '../host/process.ts';
 import { probeGuest } from '../proxy/guest.ts';
 import { selectDriver } from '../hypervisors/select.ts';
@@ -37,6 +37,8 @@ export const LEARNER_PAGE_DIR: string = fileURLToPath(new URL('../../dist/learne
 
 const WATCH_INTERVAL_MS = 5_000;
 const READINESS_INTERVAL_MS = 1_000;
+/** Writable layers made ahead, of each kind (empty of VM_DISK_MB, copy of a snapshot's layer). */
+const SPARE_LAYERS = 2;
 
 /** The adapters behind the lifecycle's ports and the API's guest probe. */
 export interface AgentAdapters {
@@ -214,7 +216,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     {
       driver,
       network,
-      disks: layerDisks,
+      // Two ready layers of each kind: a create renames one into place instead of running mkfs or cp.
+      disks: new SpareLayers({ dir: join(config.stateDir, 'spare-layers'), perKind: SPARE_LAYERS, log }),
       images: new TemplateCatalog(config.imagesDir),
       processes: hostProcesses,
       probe: (ip) => probeGuest(ip, 1000),

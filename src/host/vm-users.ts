@@ -1,6 +1,8 @@
 // One unprivileged system user per VM, so that VMMs cannot signal, trace or read one another.
 // Users are created on first use and kept (the name follows the VM's TAP, so a later VM on the
-// same address reuses it); creation is serialised because useradd locks /etc/passwd.
+// same address reuses it); creation is serialised because useradd locks /etc/passwd, lookups read
+// it in-process.
+import { readFile } from 'node:fs/promises';
 import { run } from '../shared/exec.ts';
 
 let queue: Promise<unknown> = Promise.resolve();
@@ -16,20 +18,29 @@ export function vmUserName(tapName: string): string {
   return `ctvm-${tapName.replace(/[^a-z0-9]/gi, '').slice(-10)}`.toLowerCase();
 }
 
-async function lookup(name: string): Promise<VmUser | undefined> {
-  try {
-    const { stdout } = await run('getent', ['passwd', name]);
-    const fields = stdout.trim().split(':');
-    return { name, uid: Number(fields[2]), gid: Number(fields[3]) };
-  } catch {
-    return undefined;
+/** Where useradd writes them; read in-process (a lookup is on every create's path). */
+const PASSWD = '/etc/passwd';
+
+/** The user as /etc/passwd has it (useradd writes there), or undefined. */
+export async function lookupVmUser(name: string, passwd = PASSWD): Promise<VmUser | undefined> {
+  const text = await readFile(passwd, 'utf8').catch(() => '');
+  for (const line of text.split('\n')) {
+    const fields = line.split(':');
+    if (fields[0] !== name) continue;
+    const uid = Number(fields[2]);
+    const gid = Number(fields[3]);
+    if (Number.isInteger(uid) && Number.isInteger(gid) && fields[2] !== '' && fields[3] !== '') return { name, uid, gid };
   }
+  return undefined;
 }
 
-export function ensureVmUser(name: string): Promise<VmUser> {
+/** The user `name`, made when missing. Lookups run at once; creations one at a time (useradd locks /etc/passwd). */
+export async function ensureVmUser(name: string): Promise<VmUser> {
+  const existing = await lookupVmUser(name);
+  if (existing) return existing;
   const next = queue.then(async () => {
-    const existing = await lookup(name);
-    if (existing) return existing;
+    const again = await lookupVmUser(name);
+    if (again) return again;
     await run('useradd', [
       '--system',
       '--no-create-home',
@@ -42,7 +53,7 @@ export function ensureVmUser(name: string): Promise<VmUser> {
       'ClaraTeach VM',
       name,
     ]);
-    const created = await lookup(name);
+    const created = await lookupVmUser(name);
     if (!created) throw new Error(`user ${name} was not created`);
     return created;
   });
