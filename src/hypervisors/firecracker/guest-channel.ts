@@ -3,70 +3,11 @@
 // Lines both ways, as on QEMU's virtio-serial port (src/vms/identity.ts has the words).
 import { chown, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-
-/** A guest line longer than this is not an answer of ours. */
-const MAX_LINE = 4096;
-
-/** One connection from the guest. */
-export class GuestConnection {
-  private buffer = '';
-  private closed: string | undefined;
-  private wake: (() => void) | undefined;
-
-  constructor(private readonly socket: Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      this.buffer += chunk;
-      this.wake?.();
-    });
-    socket.on('close', () => {
-      this.closed ??= 'the guest closed the channel';
-      this.wake?.();
-    });
-    socket.on('error', (error) => {
-      this.closed = `the guest channel failed: ${error.message}`;
-    });
-  }
-
-  writeLine(line: string): void {
-    this.socket.write(`${line}\n`);
-  }
-
-  /** The next line without its newline; throws when the connection ends first or at the deadline. */
-  async readLine(deadline: number): Promise<string> {
-    for (;;) {
-      const end = this.buffer.indexOf('\n');
-      if (end >= 0) {
-        const line = this.buffer.slice(0, end).replace(/\r$/, '');
-        this.buffer = this.buffer.slice(end + 1);
-        return line;
-      }
-      if (this.buffer.length > MAX_LINE) throw new Error('the guest sent a line longer than expected');
-      if (this.closed !== undefined) throw new ChannelClosed(this.closed);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error('no line from the guest in time');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-    }
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-/** The connection ended: a guest whose vsock was reset (after a restore) connects again. */
-export class ChannelClosed extends Error {}
+import { LineSocket } from '../../shared/line-socket.ts';
 
 /** Listens on a unix socket for the guest's connections, one after the other. */
 export class GuestListener {
-  private readonly waiting: GuestConnection[] = [];
+  private readonly waiting: LineSocket[] = [];
   private readonly open = new Set<Socket>();
   private wake: (() => void) | undefined;
 
@@ -77,7 +18,7 @@ export class GuestListener {
     server.on('connection', (socket) => {
       this.open.add(socket);
       socket.on('close', () => this.open.delete(socket));
-      this.waiting.push(new GuestConnection(socket));
+      this.waiting.push(new LineSocket(socket));
       this.wake?.();
     });
   }
@@ -99,7 +40,7 @@ export class GuestListener {
   }
 
   /** The next connection from the guest, waiting for it until the deadline. */
-  async accept(deadline: number): Promise<GuestConnection> {
+  async accept(deadline: number): Promise<LineSocket> {
     for (;;) {
       const next = this.waiting.shift();
       if (next) return next;

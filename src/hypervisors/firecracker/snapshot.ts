@@ -17,7 +17,8 @@ import { GUEST_READY_LINE, IDENTITY_APPLIED_PREFIX, identityLine } from '../../v
 import type { GuestIdentity, SnapshotDriver, SnapshotFiles, VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import type { SnapshotLoadParams, Vsock } from './api-types.ts';
 import { NET_IFACE_ID } from './boot-requests.ts';
-import { ChannelClosed, GuestListener } from './guest-channel.ts';
+import { ChannelClosed } from '../../shared/line-socket.ts';
+import { GuestListener } from './guest-channel.ts';
 import { DEFAULT_JAIL_UID_BASE, errnoCode, jailIdsForVm } from './jail.ts';
 import { linkOrBind } from './jail-stage.ts';
 import { startVm, type LaunchedVmm } from './launch.ts';

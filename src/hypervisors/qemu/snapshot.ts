@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureVmUser, vmUserName } from '../../host/vm-users.ts';
 import { run } from '../../shared/exec.ts';
+import { LineSocket } from '../../shared/line-socket.ts';
 import { GUEST_READY_LINE, IDENTITY_APPLIED_PREFIX, identityLine } from '../../vms/identity.ts';
 import type { GuestIdentity, SnapshotDriver, SnapshotFiles, VmLaunchSpec, VmmProcess } from '../../vms/ports.ts';
 import { identitySocketPath, qmpSocketPath, TCG_TB_SIZE_MB } from './args.ts';
-import { LineChannel } from './line-channel.ts';
 import { startVm } from './launch.ts';
 import type { QemuContext } from './options.ts';
 import { QmpClient } from './qmp.ts';
@@ -77,9 +77,9 @@ async function awaitMigration(qmp: QmpClient, deadline: number, what: string): P
 async function saveSnapshot(ctx: QemuContext, spec: VmLaunchSpec, files: SnapshotFiles, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const proc = await startVm(ctx, spec, { snapshot: { memoryPath: files.memoryPath, share: true, incoming: false } });
-  let channel: LineChannel | undefined;
+  let channel: LineSocket | undefined;
   try {
-    channel = await LineChannel.connect(identitySocketPath(spec.runDir), deadline);
+    channel = await LineSocket.connect(identitySocketPath(spec.runDir), deadline);
     const line = await channel.readLine(deadline);
     if (line !== GUEST_READY_LINE) throw new Error(`the template guest said "${line}" instead of "${GUEST_READY_LINE}"`);
     const temp = `${files.statePath}.tmp`;
@@ -143,7 +143,7 @@ async function loadAndIdentify(
     await awaitStatus(qmp, 'paused', deadline);
     phase('load');
     // Connected before the CPUs run, so the guest's waiting read sees the host end open.
-    const channel = await LineChannel.connect(identitySocketPath(spec.runDir), deadline);
+    const channel = await LineSocket.connect(identitySocketPath(spec.runDir), deadline);
     try {
       channel.writeLine(line);
       await qmp.execute('cont');

@@ -1,17 +1,20 @@
-// A line-based conversation over a unix socket (the host end of a guest's identity channel):
-// connect with retries until a deadline, write a line, read the next line before a deadline.
+// A line-based conversation over a unix socket: the host end of a guest's identity channel (QEMU's
+// virtio-serial port, Firecracker's vsock), lines both ways, each read bounded by a deadline.
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A guest line longer than this is not an answer of ours. */
 const MAX_LINE = 4096;
 
-export class LineChannel {
+/** The connection ended before a whole line came (a guest whose vsock was reset connects again). */
+export class ChannelClosed extends Error {}
+
+export class LineSocket {
   private buffer = '';
   private closedReason: string | undefined;
   private wake: (() => void) | undefined;
 
-  private constructor(private readonly socket: Socket) {
+  constructor(private readonly socket: Socket) {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
@@ -27,7 +30,7 @@ export class LineChannel {
   }
 
   /** Connects to `path`, trying again while the socket does not exist yet or refuses. */
-  static async connect(path: string, deadline: number): Promise<LineChannel> {
+  static async connect(path: string, deadline: number): Promise<LineSocket> {
     let last = 'no attempt';
     while (Date.now() < deadline) {
       try {
@@ -36,7 +39,7 @@ export class LineChannel {
           s.once('connect', () => resolve(s));
           s.once('error', reject);
         });
-        return new LineChannel(socket);
+        return new LineSocket(socket);
       } catch (error) {
         last = (error as Error).message;
         await sleep(20);
@@ -49,7 +52,7 @@ export class LineChannel {
     this.socket.write(`${line}\n`);
   }
 
-  /** The next line, without its newline (a '\r' before it dropped). */
+  /** The next line, without its newline (a '\r' before it dropped); ChannelClosed when the connection ends first. */
   async readLine(deadline: number): Promise<string> {
     for (;;) {
       const end = this.buffer.indexOf('\n');
@@ -59,7 +62,7 @@ export class LineChannel {
         return line;
       }
       if (this.buffer.length > MAX_LINE) throw new Error('the guest sent a line longer than expected');
-      if (this.closedReason !== undefined) throw new Error(this.closedReason);
+      if (this.closedReason !== undefined) throw new ChannelClosed(this.closedReason);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error('no answer from the guest in time');
       await new Promise<void>((resolve) => {
