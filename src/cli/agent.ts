@@ -191,6 +191,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   log.info({ hypervisor: driver.info.name, acceleration: driver.info.acceleration }, 'hypervisor selected');
   const network = createHostNetwork(config.bridgeName, config.bridgeCidr);
   await network.ensureBridge();
+  // Two ready layers of each kind: a create renames one into place instead of running mkfs or cp.
+  const spares = new SpareLayers({ dir: join(config.stateDir, 'spare-layers'), perKind: SPARE_LAYERS, log });
+  spares.prefill(config.vmDiskMb);
   await installFirewall(config, log);
 
   const agent = await composeAgent(
@@ -216,8 +219,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     {
       driver,
       network,
-      // Two ready layers of each kind: a create renames one into place instead of running mkfs or cp.
-      disks: new SpareLayers({ dir: join(config.stateDir, 'spare-layers'), perKind: SPARE_LAYERS, log }),
+      disks: spares,
       images: new TemplateCatalog(config.imagesDir),
       processes: hostProcesses,
       probe: (ip) => probeGuest(ip, 1000),

@@ -88,7 +88,7 @@ test('copies of a snapshot layer: spares hold its content; a remade or removed s
   }
 });
 
-test('a spare cut off half-made is never handed out, and is removed', async () => {
+test('a spare cut off half-made is never handed out, and is removed; spares can be made ahead at start', async () => {
   const root = mkdtempSync(join(tmpdir(), 'ct-spares-'));
   try {
     const dir = join(root, 'spares');
@@ -102,6 +102,15 @@ test('a spare cut off half-made is never handed out, and is removed', async () =
       readdirSync(join(dir, 'empty-64mib')).filter((n) => n.startsWith('.making-')),
       [],
     );
+    // Made ahead at the agent's start: even the first create of that size takes a spare.
+    const early = new SpareLayers({ dir: join(root, 'early'), perKind: 1 });
+    early.prefill(64);
+    await early.idle();
+    const [spare] = sparesOf(join(root, 'early'), 'empty-64mib');
+    const inode = statSync(join(root, 'early', 'empty-64mib', spare ?? '')).ino;
+    await early.ensureLayer(join(root, 'first.ext4'), 64);
+    assert.equal(statSync(join(root, 'first.ext4')).ino, inode);
+    await early.idle();
     // perKind 0: nothing is made ahead.
     const none = new SpareLayers({ dir: join(root, 'none'), perKind: 0 });
     await none.ensureLayer(join(root, 'b.ext4'), 64);

@@ -36,10 +36,8 @@ export class SpareLayers implements DiskPort {
 
   async ensureLayer(path: string, sizeMb: number): Promise<void> {
     if (await exists(path)) return;
-    const kind = `empty-${sizeMb}mib`;
-    const make = (target: string): Promise<void> => ensureLayerDisk(target, sizeMb);
-    await this.takeOrMake(kind, path, make);
-    this.refill(kind, make, () => this.dropOthers('empty-', kind));
+    if (!(await this.take(`empty-${sizeMb}mib`, path))) await ensureLayerDisk(path, sizeMb);
+    this.prefill(sizeMb);
   }
 
   async copyLayer(source: string, path: string): Promise<void> {
@@ -48,21 +46,26 @@ export class SpareLayers implements DiskPort {
     // A source rewritten in place (same path, a new snapshot) is another kind.
     const kind = `copy-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`;
     const make = (target: string): Promise<void> => copyLayerDisk(source, target);
-    await this.takeOrMake(kind, path, make);
+    if (!(await this.take(kind, path))) await make(path);
     this.refill(kind, make, async () => {
       await writeFile(join(this.o.dir, kind, SOURCE_FILE), JSON.stringify({ source, identity }));
       await this.dropStaleCopies();
     });
   }
 
+  /** Starts making the spares of an empty layer of `sizeMb` (at the agent's start: the first create need not wait). */
+  prefill(sizeMb: number): void {
+    const kind = `empty-${sizeMb}mib`;
+    this.refill(
+      kind,
+      (target) => ensureLayerDisk(target, sizeMb),
+      () => this.dropOthers('empty-', kind),
+    );
+  }
+
   /** Resolves once every refill asked for so far is done: for shutdown and tests. */
   async idle(): Promise<void> {
     while (this.refills.size > 0) await Promise.all(this.refills.values());
-  }
-
-  private async takeOrMake(kind: string, path: string, make: (target: string) => Promise<void>): Promise<void> {
-    if (await this.take(kind, path)) return;
-    await make(path);
   }
 
   /** Renames a ready spare of `kind` to `path`; false when there is none. */

@@ -38,8 +38,8 @@ export async function ensureTap(name: string, bridge: string, owner?: { uid: num
 /**
  * A new VM's TAP in one `ip -batch` (each `ip` process costs milliseconds, and a create is on the
  * learner's clock): made, owned, on the bridge as an isolated port, up, with its neighbor entry
- * pinned. False, having changed nothing it can tell, when the TAP already exists (a VM booted
- * again): the caller then checks and repairs step by step (ensureTap).
+ * pinned. False when the TAP exists after all (a VM booted again, or the batch stopped half-way):
+ * the caller then checks and repairs step by step (ensureTap).
  */
 export async function addTap(
   vm: { readonly tap: string; readonly ip: string; readonly mac: string },
@@ -58,8 +58,9 @@ export async function addTap(
     await run('ip', ['-batch', '-'], { input: `${batch.join('\n')}\n` });
     return true;
   } catch (error) {
-    // `ip -batch` stops at the first failure: a TAP that existed stopped it at its first line.
-    if (error instanceof CommandError && /^Command failed -:1$/m.test(error.stderr) && (await showLink(vm.tap))) return false;
+    // `ip -batch` stops at its first failure. With the TAP there (it existed, or a later line
+    // failed), the step-by-step path repairs what is missing or fails with its own reason.
+    if (error instanceof CommandError && (await showLink(vm.tap))) return false;
     throw error;
   }
 }
