@@ -323,3 +323,35 @@ test('over a socket (vsock under Firecracker) the identity agent connects again 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a template warms each service with one GET /health over /dev/tcp, and a closed port costs nothing', async () => {
+  const { createServer: createHttpServer } = await import('node:http');
+  const seen: string[] = [];
+  const server = createHttpServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    res.end('{"status":"ok"}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const address = server.address();
+    assert.ok(address && typeof address === 'object');
+    const run = (port: number): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const child = spawn('bash', ['-c', `source ${JSON.stringify(INIT)}\nwarm_service ${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.setEncoding('utf8');
+        child.stdout.on('data', (chunk: string) => (out += chunk));
+        child.stderr.setEncoding('utf8');
+        child.stderr.on('data', (chunk: string) => (out += `stderr: ${chunk}`));
+        child.on('error', reject);
+        child.on('close', () => resolve(out));
+      });
+    assert.equal(await run(address.port), `clarateach-init: service on port ${address.port} warmed: HTTP/1.1 200 OK\n`);
+    assert.deepEqual(seen, ['GET /health']);
+    server.close();
+    await once(server, 'close');
+    assert.equal(await run(address.port), '', 'nothing listens: nothing to warm, no error');
+  } finally {
+    server.close();
+  }
+});
