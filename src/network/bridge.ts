@@ -1,13 +1,8 @@
 // The VMs' bridge and its neighbor table, through iproute2. Every function checks, then acts.
 import { readFile } from 'node:fs/promises';
-import { CommandError, run } from '../shared/exec.ts';
+import { run } from '../shared/exec.ts';
+import { showAddresses } from './ip-link.ts';
 import type { Cidr } from './cidr.ts';
-
-interface LinkAddresses {
-  flags?: string[];
-  linkinfo?: { info_kind?: string };
-  addr_info?: { family?: string; local: string; prefixlen: number }[];
-}
 
 /** Bridges this process set up or checked in full, by name and CIDR. */
 const checked = new Set<string>();
@@ -52,17 +47,6 @@ async function routedOn(name: string, cidr: Cidr): Promise<boolean> {
     });
   } catch {
     return false;
-  }
-}
-
-/** The device with its addresses, or undefined when there is none of that name. */
-async function showAddresses(name: string): Promise<LinkAddresses | undefined> {
-  try {
-    const { stdout } = await run('ip', ['-j', '-d', 'addr', 'show', 'dev', name]);
-    return (JSON.parse(stdout) as LinkAddresses[])[0];
-  } catch (error) {
-    if (error instanceof CommandError && /does not exist|Cannot find device/.test(error.stderr)) return undefined;
-    throw error;
   }
 }
 
