@@ -26,10 +26,21 @@ export async function upload(url: string, body: Buffer): Promise<void> {
   if (res.statusCode >= 300) throw new Error(`PUT ${url}: ${res.statusCode}`);
 }
 
+/** Throughput both ways (bytes per ms, medians) and how the pairs compared. */
+export interface Throughputs {
+  readonly baseline: number;
+  readonly ours: number;
+  /** Median of each round's ours / baseline: rounds next to each other share the machine's mood. */
+  readonly ratio: number;
+  readonly lowest: number;
+  readonly highest: number;
+}
+
 /**
- * Bytes per ms of parallel downloads, direct and through the proxy, median over `runs` rounds.
- * One unmeasured round first (the guest's page cache), then the two alternate, so neither gets
- * the warmer machine.
+ * Parallel downloads, straight (the baseline) and ours, `runs` rounds each. One unmeasured round
+ * first (the guest's page cache), then the two alternate, so neither gets the warmer machine. An
+ * emulated guest's send rate swings by a third from one download to the next here; the ratio is
+ * the median over the rounds of each round's pair, printed with its range.
  */
 export async function throughputs(
   direct: readonly string[],
@@ -37,15 +48,29 @@ export async function throughputs(
   bytesEach: number,
   runs: number,
   headersOf: (url: string) => Headers = () => ({}),
-): Promise<[number, number]> {
+): Promise<Throughputs> {
   const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map((u) => download(u, headersOf(u)))));
   await round(direct);
-  const rates: [number[], number[]] = [[], []];
+  const baseline: number[] = [];
+  const ours: number[] = [];
+  const ratios: number[] = [];
   for (let i = 0; i < runs; i++) {
-    rates[0].push((bytesEach * direct.length) / (await round(direct)));
-    rates[1].push((bytesEach * proxied.length) / (await round(proxied)));
+    baseline.push((bytesEach * direct.length) / (await round(direct)));
+    ours.push((bytesEach * proxied.length) / (await round(proxied)));
+    ratios.push((ours.at(-1) ?? NaN) / (baseline.at(-1) ?? NaN));
   }
-  return [median(rates[0]), median(rates[1])];
+  return {
+    baseline: median(baseline),
+    ours: median(ours),
+    ratio: median(ratios),
+    lowest: Math.min(...ratios),
+    highest: Math.max(...ratios),
+  };
+}
+
+/** "proxy 22.9 MiB/s (7 rounds: 0.84–1.05)": ours, with the range of the rounds' ratios. */
+export function rateWithRange(label: string, t: Throughputs, runs: number): string {
+  return `${label} ${mibps(t.ours * 1000, 1000)} (${runs} rounds: ${t.lowest.toFixed(2)}–${t.highest.toFixed(2)})`;
 }
 
 /** One shell; `type` sends a key and resolves with the time until the shell echoed it. */
@@ -123,22 +148,22 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
     await upload(proxied(vm, 'small.bin'), small);
   }
   const [a, b] = seats as [VmJson, VmJson];
-  const [oneDirect, oneProxy] = await throughputs([direct(a, 'big.bin')], [proxied(a, 'big.bin')], big.length, 3);
+  const one = await throughputs([direct(a, 'big.bin')], [proxied(a, 'big.bin')], big.length, 7);
   results.add(
     'proxy',
-    'download 64 MiB, 1 session',
-    `direct ${mibps(oneDirect * 1000, 1000)}`,
-    `proxy ${mibps(oneProxy * 1000, 1000)}`,
-    oneProxy / oneDirect,
+    'download 64 MiB, 1 session (ratio: median of the rounds)',
+    `direct ${mibps(one.baseline * 1000, 1000)}`,
+    rateWithRange('proxy', one, 7),
+    one.ratio,
   );
   const fifty = (to: (vm: VmJson, p: string) => string): string[] => Array.from({ length: 50 }, (_, i) => to(i % 2 ? b : a, 'small.bin'));
-  const [manyDirect, manyProxy] = await throughputs(fifty(direct), fifty(proxied), small.length, 3);
+  const many = await throughputs(fifty(direct), fifty(proxied), small.length, 3);
   results.add(
     'proxy',
-    'download 4 MiB × 50 at once, total',
-    `direct ${mibps(manyDirect * 1000, 1000)}`,
-    `proxy ${mibps(manyProxy * 1000, 1000)}`,
-    manyProxy / manyDirect,
+    'download 4 MiB × 50 at once, total (ratio: median of the rounds)',
+    `direct ${mibps(many.baseline * 1000, 1000)}`,
+    rateWithRange('proxy', many, 3),
+    many.ratio,
   );
 
   const terminal = (vm: VmJson, via: 'proxy' | 'direct', session: string): string =>

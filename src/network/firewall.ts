@@ -6,7 +6,8 @@
 //  - a VM cannot pretend to be another: frames from a TAP must carry that VM's MAC and address;
 //  - egress follows EGRESS: nat (public internet through NAT), none, or an allow-list.
 import { writeFile } from 'node:fs/promises';
-import { run, commandExists } from '../shared/exec.ts';
+import type { CommandSession } from '../shared/command-session.ts';
+import { CommandError, run, commandExists } from '../shared/exec.ts';
 import type { VmEndpoint } from '../vms/ports.ts';
 import { intToIp, type Cidr } from './cidr.ts';
 
@@ -157,12 +158,18 @@ export async function applyFirewall(input: Omit<FirewallInput, 'uplink'>): Promi
   return { uplink, warnings };
 }
 
-export async function allowVm(vm: VmEndpoint): Promise<void> {
-  await run('nft', ['add', 'element', 'bridge', NFT_TABLE, 'vms', `{ "${vm.tap}" . ${vm.mac} . ${vm.ip} }`]);
+function guardElement(vm: VmEndpoint): string {
+  return `element bridge ${NFT_TABLE} vms { "${vm.tap}" . ${vm.mac} . ${vm.ip} }`;
 }
 
-export async function forgetVm(vm: VmEndpoint): Promise<void> {
-  const { stdout } = await run('nft', ['-j', 'list', 'set', 'bridge', NFT_TABLE, 'vms']).catch(() => ({ stdout: '' }));
-  if (!stdout.includes(`"${vm.tap}"`)) return;
-  await run('nft', ['delete', 'element', 'bridge', NFT_TABLE, 'vms', `{ "${vm.tap}" . ${vm.mac} . ${vm.ip} }`]).catch(() => undefined);
+/** Lets the VM's frames out of its TAP, through the agent's `nft` session. */
+export async function allowVm(nft: CommandSession, vm: VmEndpoint): Promise<void> {
+  await nft.run([`add ${guardElement(vm)}`]);
+}
+
+/** Takes the VM's element out again; one already gone (or never added) is fine. */
+export async function forgetVm(nft: CommandSession, vm: VmEndpoint): Promise<void> {
+  await nft.run([`delete ${guardElement(vm)}`]).catch((error: unknown) => {
+    if (!(error instanceof CommandError && /No such file or directory/.test(error.stderr))) throw error;
+  });
 }

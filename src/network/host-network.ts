@@ -4,6 +4,7 @@ import type { Addressing, GuestSubnet, NetworkPort } from '../vms/ports.ts';
 import { allocateIp, intToIp, type Cidr } from './cidr.ts';
 import { ensureBridge, pinNeighbor, unpinNeighbor } from './bridge.ts';
 import { allowVm, forgetVm } from './firewall.ts';
+import { ipSession, nftSession } from './sessions.ts';
 import { addTap, deleteTap, ensureTap, listTaps, macForIp, tapNameForIp } from './tap.ts';
 
 /** Seat N gets network + 10 + N when free; its TAP name and MAC follow from the address. */
@@ -16,13 +17,18 @@ export function guestSubnet(cidr: Cidr): GuestSubnet {
 }
 
 export function createHostNetwork(bridge: string, cidr: Cidr): NetworkPort {
+  // Kept open for the agent's life: no process is started per create or delete.
+  const ip = ipSession();
+  const nft = nftSession();
+  ip.warm();
+  nft.warm();
   return {
     addressing: seatAddressing(cidr),
     subnet: guestSubnet(cidr),
     ensureBridge: () => ensureBridge(bridge, cidr),
     async attach(vm, owner) {
-      // Two processes at once (ip, nft): the VM sends nothing before both are done.
-      const [tap, guard] = await Promise.allSettled([addTap(vm, bridge, owner), allowVm(vm)]);
+      // Both sessions at once: the VM sends nothing before both are done.
+      const [tap, guard] = await Promise.allSettled([addTap(ip, vm, bridge, owner), allowVm(nft, vm)]);
       if (tap.status === 'rejected') throw tap.reason;
       if (guard.status === 'rejected') throw guard.reason;
       if (!tap.value) {
@@ -31,11 +37,11 @@ export function createHostNetwork(bridge: string, cidr: Cidr): NetworkPort {
       }
     },
     async detach(vm) {
-      await forgetVm(vm);
-      await unpinNeighbor(vm.ip, bridge);
-      await deleteTap(vm.tap);
+      await forgetVm(nft, vm);
+      await unpinNeighbor(ip, vm.ip, bridge);
+      await deleteTap(ip, vm.tap);
     },
     listTaps: () => listTaps(),
-    deleteTap,
+    deleteTap: (name) => deleteTap(ip, name),
   };
 }

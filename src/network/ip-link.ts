@@ -4,6 +4,7 @@ import { run, CommandError } from '../shared/exec.ts';
 export interface IpLink {
   ifname: string;
   operstate?: string;
+  address?: string;
   flags?: string[];
   master?: string;
   linkinfo?: { info_kind?: string };

@@ -1,5 +1,6 @@
 // A VM's TAP device: its name and MAC (both derived from the VM's address) and making, listing
 // and removing it through iproute2. Every function checks, then acts.
+import type { CommandSession } from '../shared/command-session.ts';
 import { CommandError, run } from '../shared/exec.ts';
 import { intToIp } from './cidr.ts';
 import { showLink, type IpLink } from './ip-link.ts';
@@ -36,12 +37,13 @@ export async function ensureTap(name: string, bridge: string, owner?: { uid: num
 }
 
 /**
- * A new VM's TAP in one `ip -batch` (each `ip` process costs milliseconds, and a create is on the
- * learner's clock): made, owned, on the bridge as an isolated port, up, with its neighbor entry
- * pinned. False when the TAP exists after all (a VM booted again, or the batch stopped half-way):
- * the caller then checks and repairs step by step (ensureTap).
+ * A new VM's TAP in one group of the agent's `ip` session (each `ip` process costs milliseconds,
+ * and a create is on the learner's clock): made, owned, on the bridge as an isolated port, up, with
+ * its neighbor entry pinned. False when the TAP existed, or a line failed with the TAP there: the
+ * caller then checks and repairs step by step (ensureTap).
  */
 export async function addTap(
+  ip: CommandSession,
   vm: { readonly tap: string; readonly ip: string; readonly mac: string },
   bridge: string,
   owner?: { uid: number; gid: number },
@@ -55,18 +57,20 @@ export async function addTap(
     `neigh replace ${vm.ip} lladdr ${vm.mac} dev ${bridge} nud permanent`,
   ];
   try {
-    await run('ip', ['-batch', '-'], { input: `${batch.join('\n')}\n` });
+    await ip.run(batch);
     return true;
   } catch (error) {
-    // `ip -batch` stops at its first failure. With the TAP there (it existed, or a later line
-    // failed), the step-by-step path repairs what is missing or fails with its own reason.
+    // With the TAP there (it existed, or a later line failed), the step-by-step path repairs
+    // what is missing or fails with its own reason.
     if (error instanceof CommandError && (await showLink(vm.tap))) return false;
     throw error;
   }
 }
 
-export async function deleteTap(name: string): Promise<void> {
-  if (await showLink(name)) await run('ip', ['link', 'del', 'dev', name]);
+export async function deleteTap(ip: CommandSession, name: string): Promise<void> {
+  await ip.run([`link del dev ${name}`]).catch((error: unknown) => {
+    if (!(error instanceof CommandError && /Cannot find device/.test(error.stderr))) throw error;
+  });
 }
 
 /** Names of all TAP devices whose name matches `pattern` (by default: the ones this agent makes). */

@@ -39,6 +39,8 @@ test('a VM is attached in one go, attached again after damage, and detached with
   await network.ensureBridge();
   assert.match(ip('-4', '-o', 'addr', 'show', 'dev', 'clarateach0'), /inet 192\.168\.100\.1\/24/);
   assert.equal(ip('-4', '-o', 'addr', 'show', 'dev', 'clarateach0').trim().split('\n').length, 1, 'the address once');
+  // Its own MAC (from its address), not its lowest port's: see the ten-VM test.
+  assert.match(ip('link', 'show', 'dev', 'clarateach0'), /link\/ether 06:00:c0:a8:64:01 /);
   // Checked quickly after the first time, but a bridge that lost its address, went down or was
   // deleted is set up again.
   ip('addr', 'flush', 'dev', 'clarateach0');
@@ -91,4 +93,43 @@ test('a create whose bridge is gone fails with the reason and leaves no TAP', as
   await assert.rejects(network.attach(vm), /ctgone0/);
   await network.detach(vm).catch(() => undefined);
   assert.ok(!(await network.listTaps()).includes(vm.tap), 'no TAP left');
+});
+
+// Ten TAPs joining one bridge: with a MAC of its own, the bridge keeps it, and so the pinned
+// neighbor entries of the VMs already there (a bridge's MAC change flushes them all).
+test('ten VMs attached and detached at once through the kept-open ip and nft, also after those were killed', async () => {
+  const ours = (): string[] =>
+    spawnSync('pgrep', ['-P', String(process.pid), '-x', 'ip|nft'], { encoding: 'utf8' })
+      .stdout.trim()
+      .split('\n')
+      .filter(Boolean);
+  const earlier = new Set(ours()); // the other tests' networks
+  const cidr = parseCidr('192.168.100.1/24');
+  const network = createHostNetwork('clarateach0', cidr);
+  await network.ensureBridge();
+  await applyFirewall({ bridge: 'clarateach0', cidr, egress: parseEgress('none'), dns: '1.1.1.1', vms: [] });
+  const vms = Array.from({ length: 10 }, (_, i) => {
+    const last = 20 + i;
+    const hex = last.toString(16).padStart(2, '0');
+    return { tap: `ctc0a864${hex}`, mac: `06:00:c0:a8:64:${hex}`, ip: `192.168.100.${last}` };
+  });
+  const interpreters = (): string[] => ours().filter((pid) => !earlier.has(pid));
+
+  await Promise.all(vms.slice(0, 5).map((vm) => network.attach(vm)));
+  assert.equal(interpreters().length, 2, 'one ip and one nft, kept open');
+  // Killed (an operator's pkill, a crash): the next groups start new ones.
+  spawnSync('kill', ['-9', ...interpreters()]);
+  await Promise.all(vms.slice(5).map((vm) => network.attach(vm)));
+  const guards = spawnSync('nft', ['list', 'set', 'bridge', 'clarateach', 'vms'], { encoding: 'utf8' }).stdout;
+  for (const vm of vms) {
+    assert.equal(port(vm.tap)?.isolated, true, `${vm.tap} isolated on the bridge`);
+    assert.match(ip('neigh', 'show', vm.ip, 'dev', 'clarateach0'), new RegExp(`lladdr ${vm.mac} PERMANENT`));
+    assert.ok(guards.includes(`"${vm.tap}" . ${vm.mac} . ${vm.ip}`), `${vm.tap} guarded`);
+  }
+
+  await Promise.all(vms.map((vm) => network.detach(vm)));
+  await Promise.all(vms.map((vm) => network.detach(vm))); // again: nothing left to remove is fine
+  assert.deepEqual(await network.listTaps(), []);
+  assert.doesNotMatch(spawnSync('nft', ['list', 'set', 'bridge', 'clarateach', 'vms'], { encoding: 'utf8' }).stdout, /ctc0a864/);
+  assert.doesNotMatch(ip('neigh', 'show', 'dev', 'clarateach0'), /PERMANENT/);
 });
