@@ -222,7 +222,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       disks: spares,
       images: new TemplateCatalog(config.imagesDir),
       processes: hostProcesses,
-      probe: (ip) => probeGuest(ip, 1000),
+      probe: (ip) => probeGuest(ip),
       clock: { now: Date.now },
     },
   );

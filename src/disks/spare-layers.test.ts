@@ -88,6 +88,27 @@ test('copies of a snapshot layer: spares hold its content; a remade or removed s
   }
 });
 
+test("copies made ahead of a snapshot's first seat: that seat takes one", async () => {
+  const root = mkdtempSync(join(tmpdir(), 'ct-spares-'));
+  try {
+    const dir = join(root, 'spares');
+    const spares = new SpareLayers({ dir, perKind: 2 });
+    const source = join(root, 'snapshot-layer.ext4');
+    writeFileSync(source, 'the snapshot');
+    await spares.prepareCopies(source);
+    await spares.idle();
+    const [kind = ''] = readdirSync(dir);
+    const made = sparesOf(dir, kind);
+    assert.equal(made.length, 2, 'two copies before any seat asked');
+    const madeInodes = made.map((n) => statSync(join(dir, kind, n)).ino);
+    await spares.copyLayer(source, join(root, 'first-seat.ext4'));
+    assert.ok(madeInodes.includes(statSync(join(root, 'first-seat.ext4')).ino), 'the first seat took a copy made ahead');
+    assert.equal(readFileSync(join(root, 'first-seat.ext4'), 'utf8'), 'the snapshot');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test('a spare cut off half-made is never handed out, and is removed; spares can be made ahead at start', async () => {
   const root = mkdtempSync(join(tmpdir(), 'ct-spares-'));
   try {

@@ -42,15 +42,27 @@ export class SpareLayers implements DiskPort {
 
   async copyLayer(source: string, path: string): Promise<void> {
     if (await exists(path)) return;
+    const copies = await this.copiesOf(source);
+    if (!(await this.take(copies.kind, path))) await copies.make(path);
+    copies.refill();
+  }
+
+  /** Starts making copies of `source` ahead (a snapshot just made or found): its first seat need not wait. */
+  async prepareCopies(source: string): Promise<void> {
+    (await this.copiesOf(source)).refill();
+  }
+
+  private async copiesOf(source: string): Promise<{ kind: string; make: (target: string) => Promise<void>; refill: () => void }> {
     const identity = sourceIdentity(source, await stat(source));
     // A source rewritten in place (same path, a new snapshot) is another kind.
     const kind = `copy-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`;
     const make = (target: string): Promise<void> => copyLayerDisk(source, target);
-    if (!(await this.take(kind, path))) await make(path);
-    this.refill(kind, make, async () => {
-      await writeFile(join(this.o.dir, kind, SOURCE_FILE), JSON.stringify({ source, identity }));
-      await this.dropStaleCopies();
-    });
+    const refill = (): void =>
+      this.refill(kind, make, async () => {
+        await writeFile(join(this.o.dir, kind, SOURCE_FILE), JSON.stringify({ source, identity }));
+        await this.dropStaleCopies();
+      });
+    return { kind, make, refill };
   }
 
   /** Starts making the spares of an empty layer of `sizeMb` (at the agent's start: the first create need not wait). */

@@ -1,5 +1,6 @@
 // The lock an image build holds on its directory: builds into one directory wait for each other,
 // and the template catalog sees when a directory's files are mid-rebuild.
+import { existsSync } from 'node:fs';
 import { open, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeProcess, isProcessAlive } from '../host/process.ts';
@@ -7,6 +8,8 @@ import { readJson } from './util.ts';
 
 /** True while a live `image build` holds `dir`: its files are then half old, half new. */
 export async function isBeingBuilt(dir: string): Promise<boolean> {
+  // Asked on every create: no lock file (nearly always) is known without the thread pool's hop.
+  if (!existsSync(join(dir, '.build.lock'))) return false;
   const holder = (await readJson(join(dir, '.build.lock'))) as { pid?: unknown; startTime?: unknown } | undefined;
   return (
     holder !== undefined &&

@@ -209,6 +209,8 @@ export interface DiskPort {
   ensureLayer(path: string, sizeMb: number): Promise<void>;
   /** A copy of `source` at `path` (holes kept), made unless it exists; a crash leaves no half-made disk. */
   copyLayer(source: string, path: string): Promise<void>;
+  /** Begins making copies of `source` ahead, where the adapter keeps spares (a snapshot's layer). */
+  prepareCopies?(source: string): Promise<void>;
 }
 
 /** Absolute paths of the boot images of one build. */

@@ -1,8 +1,9 @@
 // The layout of STATE_DIR/vms: one directory per VM, named after its (unique) TAP, holding its
 // writable layer, sockets, pid file and console log. The one place these paths are spelled.
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { exists, readTail, trimLog } from '../shared/files.ts';
+import { readTail, trimLog } from '../shared/files.ts';
 import type { VmRecord } from './model.ts';
 
 const CONSOLE_KEEP_BYTES = 1024 * 1024;
@@ -33,7 +34,7 @@ export class VmDirectories {
   }
 
   async isMade(vm: VmRecord): Promise<boolean> {
-    return exists(this.seatFile(vm));
+    return existsSync(this.seatFile(vm)); // on every create: no thread pool hop for one stat
   }
 
   async make(vm: VmRecord): Promise<void> {
