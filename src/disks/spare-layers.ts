@@ -5,6 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { exists } from '../shared/files.ts';
 import type { DiskPort } from '../vms/ports.ts';
@@ -14,6 +15,11 @@ const SPARE_SUFFIX = '.ext4';
 const MAKING_PREFIX = '.making-';
 /** In a copy kind's directory: the source it copies, so that kinds of vanished sources can go. */
 const SOURCE_FILE = 'source';
+/**
+ * A refill after a create took a spare starts this much later: starting its program (mkfs, cp)
+ * stops this process for the milliseconds a fork takes, which the create would otherwise wait out.
+ */
+const REFILL_AFTER_TAKE_MS = 1000;
 
 export interface SpareLayersOptions {
   /** Where spares live: on the filesystem of the VMs' directories (a spare is renamed into place). */
@@ -37,14 +43,14 @@ export class SpareLayers implements DiskPort {
   async ensureLayer(path: string, sizeMb: number): Promise<void> {
     if (await exists(path)) return;
     if (!(await this.take(`empty-${sizeMb}mib`, path))) await ensureLayerDisk(path, sizeMb);
-    this.prefill(sizeMb);
+    this.refillEmpty(sizeMb, REFILL_AFTER_TAKE_MS);
   }
 
   async copyLayer(source: string, path: string): Promise<void> {
     if (await exists(path)) return;
     const copies = await this.copiesOf(source);
     if (!(await this.take(copies.kind, path))) await copies.make(path);
-    copies.refill();
+    copies.refill(REFILL_AFTER_TAKE_MS);
   }
 
   /** Starts making copies of `source` ahead (a snapshot just made or found): its first seat need not wait. */
@@ -52,26 +58,38 @@ export class SpareLayers implements DiskPort {
     (await this.copiesOf(source)).refill();
   }
 
-  private async copiesOf(source: string): Promise<{ kind: string; make: (target: string) => Promise<void>; refill: () => void }> {
+  private async copiesOf(
+    source: string,
+  ): Promise<{ kind: string; make: (target: string) => Promise<void>; refill: (afterMs?: number) => void }> {
     const identity = sourceIdentity(source, await stat(source));
     // A source rewritten in place (same path, a new snapshot) is another kind.
     const kind = `copy-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`;
     const make = (target: string): Promise<void> => copyLayerDisk(source, target);
-    const refill = (): void =>
-      this.refill(kind, make, async () => {
-        await writeFile(join(this.o.dir, kind, SOURCE_FILE), JSON.stringify({ source, identity }));
-        await this.dropStaleCopies();
-      });
+    const refill = (afterMs?: number): void =>
+      this.refill(
+        kind,
+        make,
+        async () => {
+          await writeFile(join(this.o.dir, kind, SOURCE_FILE), JSON.stringify({ source, identity }));
+          await this.dropStaleCopies();
+        },
+        afterMs,
+      );
     return { kind, make, refill };
   }
 
   /** Starts making the spares of an empty layer of `sizeMb` (at the agent's start: the first create need not wait). */
   prefill(sizeMb: number): void {
+    this.refillEmpty(sizeMb);
+  }
+
+  private refillEmpty(sizeMb: number, afterMs?: number): void {
     const kind = `empty-${sizeMb}mib`;
     this.refill(
       kind,
       (target) => ensureLayerDisk(target, sizeMb),
       () => this.dropOthers('empty-', kind),
+      afterMs,
     );
   }
 
@@ -106,10 +124,11 @@ export class SpareLayers implements DiskPort {
     }
   }
 
-  private refill(kind: string, make: (target: string) => Promise<void>, tidy: () => Promise<void>): void {
+  private refill(kind: string, make: (target: string) => Promise<void>, tidy: () => Promise<void>, afterMs = 0): void {
     if (this.o.perKind <= 0 || this.refills.has(kind)) return;
     const dir = join(this.o.dir, kind);
     const work = (async () => {
+      if (afterMs > 0) await sleep(afterMs);
       await mkdir(dir, { recursive: true });
       await tidy();
       for (const name of await readdir(dir)) if (name.startsWith(MAKING_PREFIX)) await rm(join(dir, name), { force: true });

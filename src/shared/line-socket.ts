@@ -2,6 +2,7 @@
 // virtio-serial port, Firecracker's vsock), lines both ways, each read bounded by a deadline.
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Wakeup } from './wakeup.ts';
 
 /** A guest line longer than this is not an answer of ours. */
 const MAX_LINE = 4096;
@@ -12,17 +13,17 @@ export class ChannelClosed extends Error {}
 export class LineSocket {
   private buffer = '';
   private closedReason: string | undefined;
-  private wake: (() => void) | undefined;
+  private readonly arrival = new Wakeup();
 
   constructor(private readonly socket: Socket) {
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
-      this.wake?.();
+      this.arrival.signal();
     });
     socket.on('close', () => {
       this.closedReason ??= 'the guest channel closed';
-      this.wake?.();
+      this.arrival.signal();
     });
     socket.on('error', (error) => {
       this.closedReason = `the guest channel failed: ${error.message}`;
@@ -63,16 +64,8 @@ export class LineSocket {
       }
       if (this.buffer.length > MAX_LINE) throw new Error('the guest sent a line longer than expected');
       if (this.closedReason !== undefined) throw new ChannelClosed(this.closedReason);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error('no answer from the guest in time');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = undefined;
+      if (Date.now() >= deadline) throw new Error('no answer from the guest in time');
+      await this.arrival.until(deadline);
     }
   }
 

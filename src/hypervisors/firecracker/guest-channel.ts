@@ -4,12 +4,13 @@
 import { chown, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { LineSocket } from '../../shared/line-socket.ts';
+import { Wakeup } from '../../shared/wakeup.ts';
 
 /** Listens on a unix socket for the guest's connections, one after the other. */
 export class GuestListener {
   private readonly waiting: LineSocket[] = [];
   private readonly open = new Set<Socket>();
-  private wake: (() => void) | undefined;
+  private readonly arrival = new Wakeup();
 
   private constructor(
     private readonly server: Server,
@@ -19,7 +20,7 @@ export class GuestListener {
       this.open.add(socket);
       socket.on('close', () => this.open.delete(socket));
       this.waiting.push(new LineSocket(socket));
-      this.wake?.();
+      this.arrival.signal();
     });
   }
 
@@ -44,16 +45,8 @@ export class GuestListener {
     for (;;) {
       const next = this.waiting.shift();
       if (next) return next;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`the guest did not connect to ${this.path} in time`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = undefined;
+      if (Date.now() >= deadline) throw new Error(`the guest did not connect to ${this.path} in time`);
+      await this.arrival.until(deadline);
     }
   }
 
