@@ -43,7 +43,7 @@ export class SpareLayers implements DiskPort {
   async ensureLayer(path: string, sizeMb: number): Promise<void> {
     if (await exists(path)) return;
     if (!(await this.take(`empty-${sizeMb}mib`, path))) await ensureLayerDisk(path, sizeMb);
-    this.refillEmpty(sizeMb, REFILL_AFTER_TAKE_MS);
+    this.prefill(sizeMb, REFILL_AFTER_TAKE_MS);
   }
 
   async copyLayer(source: string, path: string): Promise<void> {
@@ -79,11 +79,7 @@ export class SpareLayers implements DiskPort {
   }
 
   /** Starts making the spares of an empty layer of `sizeMb` (at the agent's start: the first create need not wait). */
-  prefill(sizeMb: number): void {
-    this.refillEmpty(sizeMb);
-  }
-
-  private refillEmpty(sizeMb: number, afterMs?: number): void {
+  prefill(sizeMb: number, afterMs?: number): void {
     const kind = `empty-${sizeMb}mib`;
     this.refill(
       kind,

@@ -8,7 +8,7 @@ export function ipSession(): CommandSession {
     file: 'ip',
     args,
     marker: 'link show dev lo',
-    isMarkerLine: (line) => /^\[\{"ifindex":\d+,"ifname":"lo"/.test(line),
+    isMarkerLine: (line) => line.startsWith('[{') && line.includes('"ifname":"lo"'),
     isFailureLine: (line) => line.startsWith('Command failed '),
     oneOffArgs: args,
   });
