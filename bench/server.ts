@@ -11,7 +11,7 @@ import { loadServerConfig } from '../src/server-config/config.ts';
 import { SqlWorkshopRepository } from '../src/server-db/repository.ts';
 import { hashPassword } from '../src/server-api/passwords.ts';
 import type { BenchAgent } from './agent.ts';
-import { keystrokes, rateWithRange, throughputs, upload, type Headers } from './proxy.ts';
+import { keystrokesBothWays, rateWithRange, throughputs, upload, type Headers } from './proxy.ts';
 import { median, mibps, ms, p95, type Results } from './stats.ts';
 
 const PASSWORD = 'bench-password-long-enough';
@@ -84,16 +84,14 @@ export async function serverBench(agent: BenchAgent, results: Results): Promise<
     );
     for (const sessions of [1, 50]) {
       const urls = (to: (seat: number, p: string) => string): string[] =>
-        // The same shells both ways: the run through the server re-attaches to the agent run's sessions.
+        // The same shells both ways: each run re-attaches to the sessions the first one made.
         Array.from({ length: sessions }, (_, i) =>
           to(i % 2 ? b : a, `terminal?session=bench-server-${sessions}-${i}`).replace('http:', 'ws:'),
         );
-      const keys = sessions === 1 ? 200 : 20;
-      const direct = await keystrokes(urls(viaAgent), keys, headersOf);
-      const hop = await keystrokes(urls(viaServer), keys, headersOf);
+      const [direct, hop] = await keystrokesBothWays(urls(viaAgent), urls(viaServer), sessions === 1 ? 70 : 10, 3, headersOf);
       results.add(
         'server',
-        `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, median / p95 (added: ${ms(median(hop) - median(direct))})`,
+        `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, 3 alternating rounds, median / p95 (added: ${ms(median(hop) - median(direct))})`,
         `agent ${ms(median(direct))} / ${ms(p95(direct))}`,
         `server ${ms(median(hop))} / ${ms(p95(hop))}`,
         median(hop) / median(direct),
