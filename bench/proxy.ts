@@ -38,7 +38,8 @@ export interface Throughputs {
 
 /**
  * Parallel downloads, straight (the baseline) and ours, `runs` rounds each. One unmeasured round
- * first (the guest's page cache), then the two alternate, so neither gets the warmer machine. An
+ * each way first (the guest's page cache; the proxy's connections to the guest and its compiled
+ * code), then the two alternate, so neither gets the warmer machine. An
  * emulated guest's send rate swings by a third from one download to the next here; the ratio is
  * the median over the rounds of each round's pair, printed with its range.
  */
@@ -51,6 +52,7 @@ export async function throughputs(
 ): Promise<Throughputs> {
   const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map((u) => download(u, headersOf(u)))));
   await round(direct);
+  await round(proxied);
   const baseline: number[] = [];
   const ours: number[] = [];
   const ratios: number[] = [];
@@ -114,18 +116,19 @@ async function openShell(url: string, headers: Headers): Promise<{ type(key: str
   };
 }
 
-/** Keystroke round trips of `sessions` shells typing at once, `keys` keys each. */
-export async function keystrokes(
+/** Keystroke round trips of shells typing at once, `keys` keys each, one list per shell. */
+export async function keystrokesPerShell(
   urls: readonly string[],
   keys: number,
   headersOf: (url: string) => Headers = () => ({}),
-): Promise<number[]> {
+): Promise<number[][]> {
   const shells = await Promise.all(urls.map((u) => openShell(u, headersOf(u))));
-  const rtts: number[] = [];
-  await Promise.all(
+  const rtts = await Promise.all(
     shells.map(async (shell) => {
-      for (let i = 0; i < keys; i++) rtts.push(await shell.type(String.fromCharCode(97 + (i % 26))));
+      const mine: number[] = [];
+      for (let i = 0; i < keys; i++) mine.push(await shell.type(String.fromCharCode(97 + (i % 26))));
       shell.clearLine();
+      return mine;
     }),
   );
   shells.forEach((s) => s.close());
@@ -133,23 +136,29 @@ export async function keystrokes(
 }
 
 /**
- * Keystroke round trips one way and the other, alternating: the shells are started first (a few
- * unmeasured keys), then `rounds` rounds of `keys` keys each, baseline then ours. Started by the
- * first run, shells would otherwise still be settling (25 per emulated guest) while it measures,
- * and the later run would meet them idle.
+ * Keystroke round trips one way (`baseline[i]`) and the other (`ours[i]`, the same shell), side
+ * by side: the shells are started first (a few unmeasured keys), then in each of `rounds` rounds
+ * every shell types `keys` keys at once, half of them one way and half the other, the halves
+ * swapped each round (one shell: the rounds alternate). Shells are expected to alternate between
+ * two guests, as the callers make them. Both ways meet the same guests at the same
+ * moment: with 50 shells an emulated guest's own delay swings by more than the proxy adds.
  */
-export async function keystrokesBothWays(
+export async function keystrokesSideBySide(
   baseline: readonly string[],
   ours: readonly string[],
   keys: number,
   rounds: number,
   headersOf: (url: string) => Headers = () => ({}),
 ): Promise<[number[], number[]]> {
-  await keystrokes(baseline, 3, headersOf);
+  await keystrokesPerShell(baseline, 3, headersOf);
   const both: [number[], number[]] = [[], []];
-  for (let i = 0; i < rounds; i++) {
-    both[0].push(...(await keystrokes(baseline, keys, headersOf)));
-    both[1].push(...(await keystrokes(ours, keys, headersOf)));
+  for (let round = 0; round < rounds; round++) {
+    // Shells alternate between the two guests (i % 2): pairs of them go one way, so that each
+    // guest has as many shells typing one way as the other.
+    const way = (i: number): 0 | 1 => ((Math.floor(i / 2) + round) % 2 === 0 ? 0 : 1);
+    const urls = baseline.map((url, i) => (way(i) === 0 ? url : (ours[i] ?? url)));
+    const rtts = await keystrokesPerShell(urls, keys, headersOf);
+    rtts.forEach((mine, i) => both[way(i)].push(...mine));
   }
   return both;
 }
@@ -197,10 +206,10 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
       // The same shells both ways (a guest allows 32, and a detached shell lives on): each run
       // re-attaches to the sessions the first one made.
       Array.from({ length: sessions }, (_, i) => terminal(i % 2 ? b : a, via, `bench-${sessions}-${i}`));
-    const [viaDirect, viaProxy] = await keystrokesBothWays(urls('direct'), urls('proxy'), sessions === 1 ? 70 : 10, 3);
+    const [viaDirect, viaProxy] = await keystrokesSideBySide(urls('direct'), urls('proxy'), sessions === 1 ? 50 : 10, 4);
     results.add(
       'proxy',
-      `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, 3 alternating rounds, median / p95 (added: ${ms(median(viaProxy) - median(viaDirect))})`,
+      `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, side by side (4 rounds), median / p95 (added: ${ms(median(viaProxy) - median(viaDirect))})`,
       `direct ${ms(median(viaDirect))} / ${ms(p95(viaDirect))}`,
       `proxy ${ms(median(viaProxy))} / ${ms(p95(viaProxy))}`,
       median(viaProxy) / median(viaDirect),

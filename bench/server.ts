@@ -11,7 +11,7 @@ import { loadServerConfig } from '../src/server-config/config.ts';
 import { SqlWorkshopRepository } from '../src/server-db/repository.ts';
 import { hashPassword } from '../src/server-api/passwords.ts';
 import type { BenchAgent } from './agent.ts';
-import { keystrokesBothWays, rateWithRange, throughputs, upload, type Headers } from './proxy.ts';
+import { keystrokesSideBySide, rateWithRange, throughputs, upload, type Headers } from './proxy.ts';
 import { median, mibps, ms, p95, type Results } from './stats.ts';
 
 const PASSWORD = 'bench-password-long-enough';
@@ -88,10 +88,10 @@ export async function serverBench(agent: BenchAgent, results: Results): Promise<
         Array.from({ length: sessions }, (_, i) =>
           to(i % 2 ? b : a, `terminal?session=bench-server-${sessions}-${i}`).replace('http:', 'ws:'),
         );
-      const [direct, hop] = await keystrokesBothWays(urls(viaAgent), urls(viaServer), sessions === 1 ? 70 : 10, 3, headersOf);
+      const [direct, hop] = await keystrokesSideBySide(urls(viaAgent), urls(viaServer), sessions === 1 ? 50 : 10, 4, headersOf);
       results.add(
         'server',
-        `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, 3 alternating rounds, median / p95 (added: ${ms(median(hop) - median(direct))})`,
+        `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, side by side (4 rounds), median / p95 (added: ${ms(median(hop) - median(direct))})`,
         `agent ${ms(median(direct))} / ${ms(p95(direct))}`,
         `server ${ms(median(hop))} / ${ms(p95(hop))}`,
         median(hop) / median(direct),
