@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { WebSocket } from 'ws';
 import type { BenchAgent, VmJson } from './agent.ts';
-import { median, mibps, ms, p95, timed, type Results } from './stats.ts';
+import { cpuMsOf, median, mibps, ms, p95, timed, type Results } from './stats.ts';
 
 const FILES_PORT = 3002;
 const TERMINAL_PORT = 3001;
@@ -186,6 +186,22 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
     `direct ${mibps(one.baseline * 1000, 1000)}`,
     rateWithRange('proxy', one, 7),
     one.ratio,
+  );
+  // What relaying costs the agent, far steadier than a throughput ratio: its CPU per MiB over 3
+  // proxied downloads, against what this process (the client) spends per MiB receiving 3 direct.
+  const cpuPerMib = async (url: string, pid: number): Promise<number> => {
+    const before = cpuMsOf(pid);
+    for (let i = 0; i < 3; i++) await download(url);
+    return (cpuMsOf(pid) - before) / ((3 * big.length) / 1048576);
+  };
+  const receiving = await cpuPerMib(direct(a, 'big.bin'), process.pid);
+  const relaying = await cpuPerMib(proxied(a, 'big.bin'), agent.pid);
+  results.add(
+    'proxy',
+    'CPU per MiB downloaded: the agent relaying (baseline: the client receiving direct)',
+    `client ${ms(receiving)}`,
+    `agent ${ms(relaying)}`,
+    relaying / receiving,
   );
   const fifty = (to: (vm: VmJson, p: string) => string): string[] => Array.from({ length: 50 }, (_, i) => to(i % 2 ? b : a, 'small.bin'));
   const many = await throughputs(fifty(direct), fifty(proxied), small.length, 3);

@@ -1,4 +1,5 @@
 // Small statistics and the one results table every benchmark section adds rows to.
+import { readFileSync } from 'node:fs';
 
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
@@ -53,4 +54,13 @@ export async function memoryOf(pid: number): Promise<{ rss: number; pss: number 
   const rollup = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
   const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(rollup)?.[1] ?? NaN) * 1024;
   return { rss: kb('Rss'), pss: kb('Pss') };
+}
+
+/** CPU time (user + system) a process has used so far, in ms (from /proc: 10 ms steps). */
+export function cpuMsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) in parentheses: utime and stime are 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticksPerSecond = 100; // USER_HZ: 100 on every Linux the agent runs on
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
 }
