@@ -34,6 +34,7 @@ export interface Throughputs {
   readonly ratio: number;
   readonly lowest: number;
   readonly highest: number;
+  readonly runs: number;
 }
 
 /**
@@ -67,12 +68,20 @@ export async function throughputs(
     ratio: median(ratios),
     lowest: Math.min(...ratios),
     highest: Math.max(...ratios),
+    runs,
   };
 }
 
-/** "proxy 22.9 MiB/s (7 rounds: 0.84–1.05)": ours, with the range of the rounds' ratios. */
-export function rateWithRange(label: string, t: Throughputs, runs: number): string {
-  return `${label} ${mibps(t.ours * 1000, 1000)} (${runs} rounds: ${t.lowest.toFixed(2)}–${t.highest.toFixed(2)})`;
+/** One throughput row: "direct 23.4 MiB/s" | "proxy 22.9 MiB/s (7 rounds: 0.84–1.05)" | the rounds' median ratio. */
+export function addThroughputRow(results: Results, section: string, measure: string, ways: [string, string], t: Throughputs): void {
+  const rate = (bytesPerMs: number): string => mibps(bytesPerMs * 1000, 1000);
+  results.add(
+    section,
+    measure,
+    `${ways[0]} ${rate(t.baseline)}`,
+    `${ways[1]} ${rate(t.ours)} (${t.runs} rounds: ${t.lowest.toFixed(2)}–${t.highest.toFixed(2)})`,
+    t.ratio,
+  );
 }
 
 /** One shell; `type` sends a key and resolves with the time until the shell echoed it. */
@@ -180,13 +189,7 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
   }
   const [a, b] = seats as [VmJson, VmJson];
   const one = await throughputs([direct(a, 'big.bin')], [proxied(a, 'big.bin')], big.length, 7);
-  results.add(
-    'proxy',
-    'download 64 MiB, 1 session (ratio: median of the rounds)',
-    `direct ${mibps(one.baseline * 1000, 1000)}`,
-    rateWithRange('proxy', one, 7),
-    one.ratio,
-  );
+  addThroughputRow(results, 'proxy', 'download 64 MiB, 1 session (ratio: median of the rounds)', ['direct', 'proxy'], one);
   // What relaying costs the agent, far steadier than a throughput ratio: its CPU per MiB over 3
   // proxied downloads, against what this process (the client) spends per MiB receiving 3 direct.
   const cpuPerMib = async (url: string, pid: number): Promise<number> => {
@@ -205,13 +208,7 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
   );
   const fifty = (to: (vm: VmJson, p: string) => string): string[] => Array.from({ length: 50 }, (_, i) => to(i % 2 ? b : a, 'small.bin'));
   const many = await throughputs(fifty(direct), fifty(proxied), small.length, 3);
-  results.add(
-    'proxy',
-    'download 4 MiB × 50 at once, total (ratio: median of the rounds)',
-    `direct ${mibps(many.baseline * 1000, 1000)}`,
-    rateWithRange('proxy', many, 3),
-    many.ratio,
-  );
+  addThroughputRow(results, 'proxy', 'download 4 MiB × 50 at once, total (ratio: median of the rounds)', ['direct', 'proxy'], many);
 
   const terminal = (vm: VmJson, via: 'proxy' | 'direct', session: string): string =>
     via === 'proxy'

@@ -11,8 +11,8 @@ import { loadServerConfig } from '../src/server-config/config.ts';
 import { SqlWorkshopRepository } from '../src/server-db/repository.ts';
 import { hashPassword } from '../src/server-api/passwords.ts';
 import type { BenchAgent } from './agent.ts';
-import { keystrokesSideBySide, rateWithRange, throughputs, upload, type Headers } from './proxy.ts';
-import { median, mibps, ms, p95, type Results } from './stats.ts';
+import { keystrokesSideBySide, addThroughputRow, throughputs, upload, type Headers } from './proxy.ts';
+import { median, ms, p95, type Results } from './stats.ts';
 
 const PASSWORD = 'bench-password-long-enough';
 
@@ -65,22 +65,22 @@ export async function serverBench(agent: BenchAgent, results: Results): Promise<
     };
     const [a = 1, b = 2] = seats;
     const one = await throughputs([viaAgent(a, 'files/big.bin')], [viaServer(a, 'files/big.bin')], big.length, 7, headersOf);
-    results.add(
+    addThroughputRow(
+      results,
       'server',
       'download 64 MiB, 1 session (baseline: the agent direct; ratio: median of the rounds)',
-      `agent ${mibps(one.baseline * 1000, 1000)}`,
-      rateWithRange('server', one, 7),
-      one.ratio,
+      ['agent', 'server'],
+      one,
     );
     const fifty = (to: (seat: number, p: string) => string): string[] =>
       Array.from({ length: 50 }, (_, i) => to(i % 2 ? b : a, 'files/small.bin'));
     const many = await throughputs(fifty(viaAgent), fifty(viaServer), small.length, 3, headersOf);
-    results.add(
+    addThroughputRow(
+      results,
       'server',
       'download 4 MiB × 50 at once, total (baseline: the agent direct; ratio: median of the rounds)',
-      `agent ${mibps(many.baseline * 1000, 1000)}`,
-      rateWithRange('server', many, 3),
-      many.ratio,
+      ['agent', 'server'],
+      many,
     );
     for (const sessions of [1, 50]) {
       const urls = (to: (seat: number, p: string) => string): string[] =>
