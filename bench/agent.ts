@@ -87,6 +87,13 @@ export class BenchAgent {
     }
   }
 
+  /** How many full (mark-compact) garbage collections the agent's main heap has run, from its /metrics. */
+  async fullCollections(): Promise<number> {
+    const text = await (await this.process.api('/metrics')).text();
+    const line = text.split('\n').find((l) => l.startsWith('clarateach_nodejs_gc_duration_seconds_count{kind="major"}'));
+    return Number(line?.split(' ').at(-1) ?? NaN);
+  }
+
   async stop(): Promise<void> {
     for (const vm of ((await (await this.process.api('/vms')).json()) as { vms: VmJson[] }).vms) {
       await this.process.api(`/vms/${vm.workshop_id}/${vm.seat_id}`, { method: 'DELETE' });

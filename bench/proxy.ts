@@ -1,6 +1,7 @@
 // Through the agent's proxy against straight to the guest: file download throughput and the
 // terminal's keystroke round trip, with 1 and with 50 concurrent sessions (over two seats: a
 // guest allows 32 shells).
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { WebSocket } from 'ws';
@@ -9,6 +10,8 @@ import { cpuMsOf, median, mibps, ms, p95, timed, type Results } from './stats.ts
 
 const FILES_PORT = 3002;
 const TERMINAL_PORT = 3001;
+/** socat's ports on loopback for the reference relay (one per guest). */
+const SOCAT_PORT = 19_500;
 
 export type Headers = Record<string, string>;
 
@@ -35,6 +38,14 @@ export interface Throughputs {
   readonly lowest: number;
   readonly highest: number;
   readonly runs: number;
+  /** CPU per MiB over the measured rounds, when `cpu` named whose (ms; baseline rounds, our rounds). */
+  readonly cpuMsPerMib?: { readonly baseline: number; readonly ours: number };
+}
+
+/** Whose CPU to read over the measured rounds: this process for the baseline, say, and the agent for ours. */
+export interface CpuOf {
+  readonly baselinePid: number;
+  readonly oursPid: number;
 }
 
 /**
@@ -50,18 +61,27 @@ export async function throughputs(
   bytesEach: number,
   runs: number,
   headersOf: (url: string) => Headers = () => ({}),
+  cpu?: CpuOf,
 ): Promise<Throughputs> {
   const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map((u) => download(u, headersOf(u)))));
+  const cpuMs = { baseline: 0, ours: 0 };
+  const measured = async (urls: readonly string[], pid: number | undefined, into: 'baseline' | 'ours'): Promise<number> => {
+    const before = pid === undefined ? 0 : cpuMsOf(pid);
+    const took = await round(urls);
+    if (pid !== undefined) cpuMs[into] += cpuMsOf(pid) - before;
+    return took;
+  };
   await round(direct);
   await round(proxied);
   const baseline: number[] = [];
   const ours: number[] = [];
   const ratios: number[] = [];
   for (let i = 0; i < runs; i++) {
-    baseline.push((bytesEach * direct.length) / (await round(direct)));
-    ours.push((bytesEach * proxied.length) / (await round(proxied)));
+    baseline.push((bytesEach * direct.length) / (await measured(direct, cpu?.baselinePid, 'baseline')));
+    ours.push((bytesEach * proxied.length) / (await measured(proxied, cpu?.oursPid, 'ours')));
     ratios.push((ours.at(-1) ?? NaN) / (baseline.at(-1) ?? NaN));
   }
+  const mib = (urls: readonly string[]): number => (runs * urls.length * bytesEach) / 1048576;
   return {
     baseline: median(baseline),
     ours: median(ours),
@@ -69,6 +89,7 @@ export async function throughputs(
     lowest: Math.min(...ratios),
     highest: Math.max(...ratios),
     runs,
+    ...(cpu ? { cpuMsPerMib: { baseline: cpuMs.baseline / mib(direct), ours: cpuMs.ours / mib(proxied) } } : {}),
   };
 }
 
@@ -172,6 +193,50 @@ export async function keystrokesSideBySide(
   return both;
 }
 
+/**
+ * The same 50 downloads through socat, a relay in C with a process per connection, against direct:
+ * what relaying at all costs on this machine, beside what the agent's relay costs. Skipped (said
+ * so) where socat is not installed.
+ */
+async function relayReference(results: Results, seats: readonly VmJson[], agentRelay: Throughputs): Promise<void> {
+  const relays = seats.map((vm, i) =>
+    spawn('socat', ['-b', '262144', `TCP-LISTEN:${SOCAT_PORT + i},fork,reuseaddr,bind=127.0.0.1`, `TCP:${vm.ip}:${FILES_PORT}`], {
+      stdio: 'ignore',
+    }),
+  );
+  try {
+    const started = await Promise.all(
+      relays.map(
+        (relay) =>
+          new Promise<boolean>((resolve) => {
+            relay.once('error', () => resolve(false));
+            relay.once('spawn', () => setTimeout(() => resolve(relay.exitCode === null), 300));
+          }),
+      ),
+    );
+    if (!started.every(Boolean)) {
+      process.stdout.write('  (socat is not installed or did not start: no reference relay row)\n');
+      return;
+    }
+    const urls = (via: 'direct' | 'socat'): string[] =>
+      Array.from({ length: 50 }, (_, i) =>
+        via === 'socat'
+          ? `http://127.0.0.1:${SOCAT_PORT + (i % 2)}/files/small.bin`
+          : `http://${seats[i % 2]?.ip ?? ''}:${FILES_PORT}/files/small.bin`,
+      );
+    const socat = await throughputs(urls('direct'), urls('socat'), 4 * 1024 * 1024, agentRelay.runs);
+    addThroughputRow(
+      results,
+      'proxy',
+      `download 4 MiB × 50 at once through socat, a C relay (256 KiB buffers, a process per connection), for reference; the agent's relay: ${agentRelay.ratio.toFixed(3)}`,
+      ['direct', 'socat'],
+      socat,
+    );
+  } finally {
+    for (const relay of relays) relay.kill();
+  }
+}
+
 export async function proxyBench(agent: BenchAgent, results: Results): Promise<void> {
   process.stdout.write('\n## proxy against direct\n');
   const seats: VmJson[] = [];
@@ -207,8 +272,23 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
     relaying / receiving,
   );
   const fifty = (to: (vm: VmJson, p: string) => string): string[] => Array.from({ length: 50 }, (_, i) => to(i % 2 ? b : a, 'small.bin'));
-  const many = await throughputs(fifty(direct), fifty(proxied), small.length, 3);
+  const majorsBefore = await agent.fullCollections();
+  const many = await throughputs(fifty(direct), fifty(proxied), small.length, 5, undefined, {
+    baselinePid: process.pid,
+    oursPid: agent.pid,
+  });
+  const majors = (await agent.fullCollections()) - majorsBefore;
   addThroughputRow(results, 'proxy', 'download 4 MiB × 50 at once, total (ratio: median of the rounds)', ['direct', 'proxy'], many);
+  if (many.cpuMsPerMib) {
+    results.add(
+      'proxy',
+      `CPU per MiB, 50 at once: the agent relaying (baseline: the client receiving direct; the agent's full GCs meanwhile: ${majors})`,
+      `client ${ms(many.cpuMsPerMib.baseline)}`,
+      `agent ${ms(many.cpuMsPerMib.ours)}`,
+      many.cpuMsPerMib.ours / many.cpuMsPerMib.baseline,
+    );
+  }
+  await relayReference(results, seats, many);
 
   const terminal = (vm: VmJson, via: 'proxy' | 'direct', session: string): string =>
     via === 'proxy'

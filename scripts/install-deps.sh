@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 # image); iproute2, nftables (bridge, TAPs, NAT); ping, curl, jq (scripts/test-e2e-local.sh);
 # python3, make, g++ (native npm modules build from source: no prebuilt binaries are fetched);
 # chromium (the learner page's browser tests, headless); postgresql (the workshop server's tests
-# run a real PostgreSQL 15 cluster in a temp dir, as the postgres user).
+# run a real PostgreSQL 15 cluster in a temp dir, as the postgres user); socat (the benchmark's
+# reference relay).
 PACKAGES=(
   qemu-system-x86 qemu-utils mmdebstrap busybox-static cpio e2fsprogs kmod xz-utils zstd
-  iproute2 nftables iputils-ping curl jq ca-certificates python3 make g++ chromium postgresql
+  iproute2 nftables iputils-ping curl jq ca-certificates python3 make g++ chromium postgresql socat
 )
 
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps: run as root (sudo)" >&2; exit 1; fi

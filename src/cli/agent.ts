@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { AgentConfig } from '../config/config.ts';
 import { createLogger } from '../shared/logger.ts';
+import { leaveHeapRoomForRelaying } from '../shared/heap.ts';
 import { VmStore } from '../store/vm-store.ts';
 import { VmManager } from '../vms/manager.ts';
 import { endpoint } from '../vms/plans.ts';
@@ -187,6 +188,7 @@ export interface RunningAgent {
 /** The agent on this host: real hypervisor, network, disks and processes; listening on PORT. */
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const log = createLogger(config.logLevel);
+  leaveHeapRoomForRelaying();
   const driver = await selectDriver(config, log);
   log.info({ hypervisor: driver.info.name, acceleration: driver.info.acceleration }, 'hypervisor selected');
   const network = createHostNetwork(config.bridgeName, config.bridgeCidr);

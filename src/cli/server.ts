@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { createLogger } from '../shared/logger.ts';
+import { leaveHeapRoomForRelaying } from '../shared/heap.ts';
 import type { ServerConfig } from '../server-config/config.ts';
 import { openDatabase, type Database } from '../server-db/database.ts';
 import { migrate } from '../server-db/migrations.ts';
@@ -55,6 +56,7 @@ export function setupLine(url: string): string {
 
 export async function startServer(config: ServerConfig, overrides: ServerOverrides = {}): Promise<RunningServer> {
   const log = overrides.log ?? createLogger(config.logLevel, 'clarateach-server');
+  leaveHeapRoomForRelaying();
   const clock = overrides.clock ?? { now: Date.now };
   const db = await openDatabase(config);
   try {
