@@ -1,7 +1,7 @@
 // Through the agent's proxy against straight to the guest: file download throughput and the
 // terminal's keystroke round trip, with 1 and with 50 concurrent sessions (over two seats: a
 // guest allows 32 shells).
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { WebSocket } from 'ws';
@@ -193,44 +193,66 @@ export async function keystrokesSideBySide(
   return both;
 }
 
+/** socat relaying loopback port `port` to `ip:guestPort`, each connection in a process of its own; undefined if it did not start. */
+async function startSocat(port: number, ip: string, guestPort: number): Promise<ChildProcess | undefined> {
+  const relay = spawn('socat', ['-b', '262144', `TCP-LISTEN:${port},fork,reuseaddr,bind=127.0.0.1`, `TCP:${ip}:${guestPort}`], {
+    stdio: 'ignore',
+  });
+  const started = await new Promise<boolean>((resolve) => {
+    relay.once('error', () => resolve(false));
+    relay.once('spawn', () => setTimeout(() => resolve(relay.exitCode === null), 300));
+  });
+  if (started) return relay;
+  relay.kill();
+  return undefined;
+}
+
 /**
- * The same 50 downloads through socat, a relay in C with a process per connection, against direct:
- * what relaying at all costs on this machine, beside what the agent's relay costs. Skipped (said
- * so) where socat is not installed.
+ * The agent's relay against socat, a relay in C with a process per connection, side by side: the
+ * same 50 downloads and 50 typing shells, alternating. Whether the agent relays as cheaply as a
+ * plain C relay, apart from what relaying at all costs on this machine. The shells are the
+ * sessions the agent's rows made (a guest allows 32). Skipped (said so) where socat is not installed.
  */
-async function relayReference(results: Results, seats: readonly VmJson[], agentRelay: Throughputs): Promise<void> {
-  const relays = seats.map((vm, i) =>
-    spawn('socat', ['-b', '262144', `TCP-LISTEN:${SOCAT_PORT + i},fork,reuseaddr,bind=127.0.0.1`, `TCP:${vm.ip}:${FILES_PORT}`], {
-      stdio: 'ignore',
-    }),
-  );
+async function relayReference(
+  results: Results,
+  seats: readonly [VmJson, VmJson],
+  agentUrls: { readonly files: readonly string[]; readonly shells: readonly string[] },
+): Promise<void> {
+  const relays: ChildProcess[] = [];
   try {
-    const started = await Promise.all(
-      relays.map(
-        (relay) =>
-          new Promise<boolean>((resolve) => {
-            relay.once('error', () => resolve(false));
-            relay.once('spawn', () => setTimeout(() => resolve(relay.exitCode === null), 300));
-          }),
-      ),
-    );
-    if (!started.every(Boolean)) {
-      process.stdout.write('  (socat is not installed or did not start: no reference relay row)\n');
-      return;
+    for (const [i, vm] of seats.entries()) {
+      for (const [offset, guestPort] of [
+        [0, FILES_PORT],
+        [10, TERMINAL_PORT],
+      ] as const) {
+        const relay = await startSocat(SOCAT_PORT + offset + i, vm.ip, guestPort);
+        if (!relay) {
+          process.stdout.write('  (socat is not installed or did not start: no reference relay rows)\n');
+          return;
+        }
+        relays.push(relay);
+      }
     }
-    const urls = (via: 'direct' | 'socat'): string[] =>
-      Array.from({ length: 50 }, (_, i) =>
-        via === 'socat'
-          ? `http://127.0.0.1:${SOCAT_PORT + (i % 2)}/files/small.bin`
-          : `http://${seats[i % 2]?.ip ?? ''}:${FILES_PORT}/files/small.bin`,
-      );
-    const socat = await throughputs(urls('direct'), urls('socat'), 4 * 1024 * 1024, agentRelay.runs);
+    // The agent's lists alternate between the two guests (i % 2), and so do socat's ports.
+    const files = agentUrls.files.map((url, i) => `http://127.0.0.1:${SOCAT_PORT + (i % 2)}/files/${url.slice(url.lastIndexOf('/') + 1)}`);
+    const shells = agentUrls.shells.map(
+      (url, i) => `ws://127.0.0.1:${SOCAT_PORT + 10 + (i % 2)}/terminal?session=${new URL(url).searchParams.get('session') ?? ''}`,
+    );
+    const socat = await throughputs(files, agentUrls.files, 4 * 1024 * 1024, 5);
     addThroughputRow(
       results,
       'proxy',
-      `download 4 MiB × 50 at once through socat, a C relay (256 KiB buffers, a process per connection), for reference; the agent's relay: ${agentRelay.ratio.toFixed(3)}`,
-      ['direct', 'socat'],
+      'download 4 MiB × 50 at once: the agent against socat, a C relay (256 KiB buffers, a process per connection)',
+      ['socat', 'agent'],
       socat,
+    );
+    const [viaSocat, viaAgent] = await keystrokesSideBySide(shells, agentUrls.shells, 10, 4);
+    results.add(
+      'proxy',
+      `keystroke round trip, ${shells.length} sessions, side by side (4 rounds): the agent against socat (added: ${ms(median(viaAgent) - median(viaSocat))})`,
+      `socat ${ms(median(viaSocat))} / ${ms(p95(viaSocat))}`,
+      `agent ${ms(median(viaAgent))} / ${ms(p95(viaAgent))}`,
+      median(viaAgent) / median(viaSocat),
     );
   } finally {
     for (const relay of relays) relay.kill();
@@ -288,17 +310,16 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
       many.cpuMsPerMib.ours / many.cpuMsPerMib.baseline,
     );
   }
-  await relayReference(results, seats, many);
-
   const terminal = (vm: VmJson, via: 'proxy' | 'direct', session: string): string =>
     via === 'proxy'
       ? `${agent.url.replace('http:', 'ws:')}/proxy/${vm.workshop_id}/${vm.seat_id}/terminal?session=${session}`
       : `ws://${vm.ip}:${TERMINAL_PORT}/terminal?session=${session}`;
+  const sessionsOf = (count: number): string[] => Array.from({ length: count }, (_, i) => `bench-${count}-${i}`);
   for (const sessions of [1, 50]) {
     const urls = (via: 'proxy' | 'direct'): string[] =>
       // The same shells both ways (a guest allows 32, and a detached shell lives on): each run
       // re-attaches to the sessions the first one made.
-      Array.from({ length: sessions }, (_, i) => terminal(i % 2 ? b : a, via, `bench-${sessions}-${i}`));
+      sessionsOf(sessions).map((session, i) => terminal(i % 2 ? b : a, via, session));
     const [viaDirect, viaProxy] = await keystrokesSideBySide(urls('direct'), urls('proxy'), sessions === 1 ? 50 : 10, 4);
     results.add(
       'proxy',
@@ -308,5 +329,9 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
       median(viaProxy) / median(viaDirect),
     );
   }
+  await relayReference(results, [a, b], {
+    files: fifty(proxied),
+    shells: sessionsOf(50).map((session, i) => terminal(i % 2 ? b : a, 'proxy', session)),
+  });
   for (const vm of seats) await agent.delete(vm.workshop_id, vm.seat_id);
 }
