@@ -133,7 +133,7 @@ test('files requests through the proxy: one connection each, the bytes up and do
   });
 });
 
-test('a terminal session through the proxy: one connection, its frames counted each way', async () => {
+test('a terminal session through the proxy: one connection, its frames counted each way as on the wire', async () => {
   await withApi(await buildFuzzApi({ agentToken: undefined, secret: undefined, capacity: 1 }), async (api) => {
     // The guest's terminal stand-in answers every frame with the same text twice.
     const guest = new WebSocketServer({ host: FIRST_VM_IP, port: TERMINAL_PORT });
@@ -148,11 +148,12 @@ test('a terminal session through the proxy: one connection, its frames counted e
       const reply = new Promise<string>((resolve) => client.once('message', (data: Buffer) => resolve(data.toString())));
       client.send('ls -l\n');
       assert.equal(await reply, 'ls -l\nls -l\n');
-      client.close();
       const text = await scrape(api, {});
+      client.close();
       assert.equal(sample(text, 'clarateach_proxy_connections_total', { service: 'terminal' }), 1);
-      assert.equal(sample(text, 'clarateach_proxy_bytes_total', { service: 'terminal', direction: 'to_guest' }), 6);
-      assert.equal(sample(text, 'clarateach_proxy_bytes_total', { service: 'terminal', direction: 'from_guest' }), 12);
+      // The frames pass through untouched: 6 bytes of text, a 2-byte header and the client's 4-byte mask.
+      assert.equal(sample(text, 'clarateach_proxy_bytes_total', { service: 'terminal', direction: 'to_guest' }), 6 + 2 + 4);
+      assert.equal(sample(text, 'clarateach_proxy_bytes_total', { service: 'terminal', direction: 'from_guest' }), 12 + 2);
     } finally {
       for (const socket of guest.clients) socket.terminate();
       await new Promise((resolve) => guest.close(resolve));

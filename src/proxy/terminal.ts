@@ -1,7 +1,9 @@
-// WebSocket proxy from the browser to the guest's terminal server: frames both ways with
-// back-pressure, keep-alive pings, close codes carried through, 1011 when the guest is unreachable.
+// WebSocket proxy from the browser to the guest's terminal server. The handshake goes on to the
+// guest, then the bytes are tunnelled both ways untouched (back-pressure, close codes and the
+// guest's pings end to end). A handshake the tunnel cannot pass on, or a guest that does not
+// answer, is upgraded here and relayed frame by frame (keep-alive pings; 1011 when unreachable).
 import type { IncomingMessage } from 'node:http';
-import { connect as tcpConnect, type Socket } from 'node:net';
+import { connect as tcpConnect, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { TERMINAL_PORT } from './guest.ts';
@@ -80,6 +82,98 @@ function keepAlive(socket: WebSocket): () => void {
   return () => clearInterval(timer);
 }
 
+/** A handshake the tunnel can pass on: GET, `Upgrade: websocket`, version 13 and a 16-byte key. */
+function isPlainHandshake(request: IncomingMessage): boolean {
+  const key = request.headers['sec-websocket-key'];
+  return (
+    request.method === 'GET' &&
+    request.headers.upgrade?.toLowerCase() === 'websocket' &&
+    request.headers['sec-websocket-version'] === '13' &&
+    typeof key === 'string' &&
+    /^[+/0-9A-Za-z]{22}==$/.test(key)
+  );
+}
+
+/** The client's handshake as the guest gets it: its key, protocols and extensions; no credentials. */
+function handshakeFor(request: IncomingMessage, ip: string, target: string): string {
+  const lines = [
+    `GET ${target} HTTP/1.1`,
+    `Host: ${ip}:${TERMINAL_PORT}`,
+    'Upgrade: websocket',
+    'Connection: Upgrade',
+    `Sec-WebSocket-Key: ${request.headers['sec-websocket-key'] ?? ''}`,
+    'Sec-WebSocket-Version: 13',
+  ];
+  for (const name of ['sec-websocket-protocol', 'sec-websocket-extensions'] as const) {
+    const value = request.headers[name];
+    if (typeof value === 'string' && !/[\r\n]/.test(value)) lines.push(`${name}: ${value}`);
+  }
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}
+
+const MAX_RESPONSE_HEAD = 16 * 1024;
+/** How long a side whose peer is gone may take to flush and close. */
+const CLOSE_GRACE_MS = 5_000;
+
+/**
+ * The guest's answer up to its blank line (without it), and what came after; undefined if the
+ * connection failed, ended, sent too much, or took longer than `timeoutMs`.
+ */
+function readResponseHead(guest: Socket, timeoutMs: number): Promise<{ head: string; rest: Buffer } | undefined> {
+  return new Promise((resolve) => {
+    let received = Buffer.alloc(0);
+    const done = (answer: { head: string; rest: Buffer } | undefined): void => {
+      clearTimeout(timer);
+      guest.off('data', onData);
+      guest.off('error', onFailure);
+      guest.off('close', onFailure);
+      if (answer) guest.pause();
+      resolve(answer);
+    };
+    const onFailure = (): void => done(undefined);
+    const onData = (chunk: Buffer): void => {
+      received = Buffer.concat([received, chunk]);
+      const end = received.indexOf('\r\n\r\n');
+      if (end >= 0) done({ head: received.subarray(0, end).toString('latin1'), rest: received.subarray(end + 4) });
+      else if (received.length > MAX_RESPONSE_HEAD) done(undefined);
+    };
+    const timer = setTimeout(onFailure, timeoutMs);
+    guest.on('data', onData);
+    guest.once('error', onFailure);
+    guest.once('close', onFailure);
+  });
+}
+
+/** Bytes both ways with back-pressure, counted; either side closing or failing ends both. */
+function tunnel(client: Socket, guest: Socket, traffic: ProxyTraffic): void {
+  // Liveness is end to end now (the guest pings its clients); keepalive finds a vanished peer.
+  for (const socket of [client, guest]) {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, PING_INTERVAL_MS);
+  }
+  client.on('data', (chunk: Buffer) => traffic.transferred('terminal', 'to_guest', chunk.length));
+  guest.on('data', (chunk: Buffer) => traffic.transferred('terminal', 'from_guest', chunk.length));
+  client.pipe(guest);
+  guest.pipe(client);
+  guest.resume();
+  const fail = (): void => {
+    client.destroy();
+    guest.destroy();
+  };
+  client.once('error', fail);
+  guest.once('error', fail);
+  // One side gone: the other gets what was already on its way (a close frame), then its end.
+  for (const [gone, other] of [
+    [client, guest],
+    [guest, client],
+  ] as const) {
+    gone.once('close', () => {
+      other.end();
+      setTimeout(() => other.destroy(), CLOSE_GRACE_MS).unref();
+    });
+  }
+}
+
 export class TerminalProxy {
   private readonly server = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024 });
   private readonly requestIds = new WeakMap<IncomingMessage, string>();
@@ -92,12 +186,43 @@ export class TerminalProxy {
     });
   }
 
-  /** Completes the client's upgrade and connects it to the guest at `ip`. */
+  /**
+   * Connects the client's upgrade to the guest at `ip`. A well-formed handshake goes on to the
+   * guest and the bytes are tunnelled both ways once it answers 101, frames untouched (parsing
+   * and re-masking each one cost ~5 ms per keystroke with 50 shells typing at once). A malformed
+   * one, or a guest that does not answer, is upgraded here and relayed frame by frame, or closed
+   * with 1011.
+   */
   handle(request: IncomingMessage, socket: Duplex, head: Buffer, ip: string, query: URLSearchParams, requestId: string): void {
     this.requestIds.set(request, requestId);
-    this.server.handleUpgrade(request, socket, head, (client) => {
+    const viaFrames = (): void =>
+      this.server.handleUpgrade(request, socket, head, (client) => {
+        this.traffic.connected('terminal');
+        this.connect(client, ip, query);
+      });
+    if (!(socket instanceof Socket) || !isPlainHandshake(request)) {
+      viaFrames();
+      return;
+    }
+    const search = query.toString();
+    const guest = connectGuest(ip);
+    guest.once('connect', () => guest.write(handshakeFor(request, ip, `/terminal${search ? `?${search}` : ''}`)));
+    void readResponseHead(guest, HANDSHAKE_TIMEOUT_MS).then((answer) => {
+      if (socket.destroyed) {
+        guest.destroy();
+        return;
+      }
+      if (!answer || !answer.head.startsWith('HTTP/1.1 101 ')) {
+        guest.destroy();
+        // Upgraded here, then closed with 1011 by the frame relay, which finds no guest either.
+        viaFrames();
+        return;
+      }
       this.traffic.connected('terminal');
-      this.connect(client, ip, query);
+      socket.write(`${answer.head}\r\nx-request-id: ${requestId}\r\n\r\n`);
+      if (answer.rest.length > 0) socket.write(answer.rest);
+      if (head.length > 0) guest.write(head);
+      tunnel(socket, guest, this.traffic);
     });
   }
 
