@@ -189,9 +189,9 @@ export class TerminalProxy {
   /**
    * Connects the client's upgrade to the guest at `ip`. A well-formed handshake goes on to the
    * guest and the bytes are tunnelled both ways once it answers 101, frames untouched (parsing
-   * and re-masking each one cost ~5 ms per keystroke with 50 shells typing at once). A malformed
-   * one, or a guest that does not answer, is upgraded here and relayed frame by frame, or closed
-   * with 1011.
+   * and re-masking each one cost ~5 ms per keystroke with 50 shells typing at once). If the guest
+   * does not answer 101, the client is upgraded here and closed with 1011. A handshake the tunnel
+   * cannot pass on is upgraded here and relayed frame by frame.
    */
   handle(request: IncomingMessage, socket: Duplex, head: Buffer, ip: string, query: URLSearchParams, requestId: string): void {
     this.requestIds.set(request, requestId);
@@ -214,8 +214,10 @@ export class TerminalProxy {
       }
       if (!answer || !answer.head.startsWith('HTTP/1.1 101 ')) {
         guest.destroy();
-        // Upgraded here, then closed with 1011 by the frame relay, which finds no guest either.
-        viaFrames();
+        this.server.handleUpgrade(request, socket, head, (client) => {
+          this.traffic.connected('terminal');
+          client.close(1011, 'guest terminal unreachable');
+        });
         return;
       }
       this.traffic.connected('terminal');
