@@ -9,9 +9,11 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { buildFuzzApi, FIRST_VM_IP } from '../../test/support/fuzz.ts';
 import { TERMINAL_PORT } from './guest.ts';
 
-test('the guest gets the handshake without the token, agrees a subprotocol with the client, and its close code reaches the client', async () => {
+test('the guest gets the handshake without the token, agrees a subprotocol with the client, adds no header of its own, and its close code reaches the client', async () => {
   const api = await buildFuzzApi({ agentToken: undefined, secret: undefined, capacity: 1 });
   const guest = new WebSocketServer({ host: FIRST_VM_IP, port: TERMINAL_PORT, handleProtocols: (offered) => [...offered].at(-1) ?? false });
+  // A guest is the learner's: what it adds to its 101 must not reach the browser.
+  guest.on('headers', (headers) => headers.push('Set-Cookie: session=from-the-guest'));
   const upgrades: IncomingMessage[] = [];
   guest.on('connection', (socket, request) => {
     upgrades.push(request);
@@ -26,7 +28,11 @@ test('the guest gets the handshake without the token, agrees a subprotocol with 
     await api.app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = api.app.server.address() as AddressInfo;
     const client = new WebSocket(`ws://127.0.0.1:${port}/proxy/ws/1/terminal?session=s1&token=learner-secret`, ['json', 'tty']);
+    const answered = new Promise<IncomingMessage>((resolve) => client.once('upgrade', resolve));
     await new Promise((resolve, reject) => client.once('open', resolve).once('error', reject));
+    const switched = await answered;
+    assert.equal(switched.headers['set-cookie'], undefined, "the guest's own headers stay with the agent");
+    assert.match(String(switched.headers['x-request-id']), /./, 'the answer carries its request id');
     assert.equal(client.protocol, 'tty', 'the subprotocol the guest chose');
     const echoed = new Promise<string>((resolve) => client.once('message', (data: Buffer) => resolve(data.toString())));
     client.send('ls');

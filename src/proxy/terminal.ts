@@ -2,6 +2,7 @@
 // guest, then the bytes are tunnelled both ways untouched (back-pressure, close codes and the
 // guest's pings end to end). A handshake the tunnel cannot pass on, or a guest that does not
 // answer, is upgraded here and relayed frame by frame (keep-alive pings; 1011 when unreachable).
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { connect as tcpConnect, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -111,6 +112,43 @@ function handshakeFor(request: IncomingMessage, ip: string, target: string): str
   return `${lines.join('\r\n')}\r\n\r\n`;
 }
 
+const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+/**
+ * The 101 the client gets, without its blank line, when the guest's answer switched protocols
+ * for this client's key; undefined otherwise. Built here, not copied: a guest is the learner's,
+ * and only the accept, a subprotocol the client offered and the extensions go on to the browser.
+ */
+function acceptedSwitch(head: string, request: IncomingMessage): string | undefined {
+  const [status = '', ...lines] = head.split('\r\n');
+  if (!/^HTTP\/1\.1 101 /.test(status)) return undefined;
+  const headers = new Map(
+    lines.map((line) => {
+      const colon = line.indexOf(':');
+      return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()] as const;
+    }),
+  );
+  const accept = createHash('sha1')
+    .update(`${request.headers['sec-websocket-key'] ?? ''}${WEBSOCKET_GUID}`)
+    .digest('base64');
+  if (headers.get('sec-websocket-accept') !== accept) return undefined;
+  const offered = String(request.headers['sec-websocket-protocol'] ?? '')
+    .split(',')
+    .map((p) => p.trim());
+  const protocol = headers.get('sec-websocket-protocol');
+  if (protocol !== undefined && !offered.includes(protocol)) return undefined;
+  const extensions = headers.get('sec-websocket-extensions');
+  return [
+    'HTTP/1.1 101 Switching Protocols',
+    'Upgrade: websocket',
+    'Connection: Upgrade',
+    `Sec-WebSocket-Accept: ${accept}`,
+    ...(protocol === undefined ? [] : [`Sec-WebSocket-Protocol: ${protocol}`]),
+    ...(extensions === undefined ? [] : [`Sec-WebSocket-Extensions: ${extensions}`]),
+    '',
+  ].join('\r\n');
+}
+
 const MAX_RESPONSE_HEAD = 16 * 1024;
 /** How long a side whose peer is gone may take to flush and close. */
 const CLOSE_GRACE_MS = 5_000;
@@ -212,7 +250,8 @@ export class TerminalProxy {
         guest.destroy();
         return;
       }
-      if (!answer || !answer.head.startsWith('HTTP/1.1 101 ')) {
+      const switching = answer && acceptedSwitch(answer.head, request);
+      if (!answer || !switching) {
         guest.destroy();
         this.server.handleUpgrade(request, socket, head, (client) => {
           this.traffic.connected('terminal');
@@ -221,7 +260,7 @@ export class TerminalProxy {
         return;
       }
       this.traffic.connected('terminal');
-      socket.write(`${answer.head}\r\nx-request-id: ${requestId}\r\n\r\n`);
+      socket.write(`${switching}x-request-id: ${requestId}\r\n\r\n`);
       if (answer.rest.length > 0) socket.write(answer.rest);
       if (head.length > 0) guest.write(head);
       tunnel(socket, guest, this.traffic);
