@@ -1,7 +1,7 @@
 // WebSocket proxy from the browser to the guest's terminal server. The handshake goes on to the
 // guest, then the bytes are tunnelled both ways untouched (back-pressure, close codes and the
-// guest's pings end to end). A handshake the tunnel cannot pass on, or a guest that does not
-// answer, is upgraded here and relayed frame by frame (keep-alive pings; 1011 when unreachable).
+// guest's pings end to end); a guest that does not answer 101 gets the client closed with 1011.
+// A handshake the tunnel cannot pass on is upgraded here and relayed frame by frame (keep-alive pings).
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { connect as tcpConnect, Socket } from 'node:net';
@@ -233,13 +233,11 @@ export class TerminalProxy {
    */
   handle(request: IncomingMessage, socket: Duplex, head: Buffer, ip: string, query: URLSearchParams, requestId: string): void {
     this.requestIds.set(request, requestId);
-    const viaFrames = (): void =>
+    if (!(socket instanceof Socket) || !isPlainHandshake(request)) {
       this.server.handleUpgrade(request, socket, head, (client) => {
         this.traffic.connected('terminal');
         this.connect(client, ip, query);
       });
-    if (!(socket instanceof Socket) || !isPlainHandshake(request)) {
-      viaFrames();
       return;
     }
     const search = query.toString();
