@@ -3,6 +3,10 @@
 // guest allows 32 shells).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { WebSocket } from 'ws';
 import type { BenchAgent, VmJson } from './agent.ts';
@@ -10,8 +14,9 @@ import { cpuMsOf, median, mibps, ms, p95, timed, type Results } from './stats.ts
 
 const FILES_PORT = 3002;
 const TERMINAL_PORT = 3001;
-/** socat's ports on loopback for the reference relay (one per guest). */
+/** Loopback ports of the reference relays (one per guest and service). */
 const SOCAT_PORT = 19_500;
+const KERNEL_RELAY_PORT = 19_520;
 
 export type Headers = Record<string, string>;
 
@@ -193,18 +198,51 @@ export async function keystrokesSideBySide(
   return both;
 }
 
-/** socat relaying loopback port `port` to `ip:guestPort`, each connection in a process of its own; undefined if it did not start. */
-async function startSocat(port: number, ip: string, guestPort: number): Promise<ChildProcess | undefined> {
-  const relay = spawn('socat', ['-b', '262144', `TCP-LISTEN:${port},fork,reuseaddr,bind=127.0.0.1`, `TCP:${ip}:${guestPort}`], {
-    stdio: 'ignore',
-  });
+/** A relay child that listens on loopback; undefined (and killed) if it did not start or exited at once. */
+async function startRelay(command: string, args: readonly string[]): Promise<ChildProcess | undefined> {
+  const relay = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let said = '';
+  relay.stderr?.on('data', (chunk: Buffer) => (said += chunk.toString()));
   const started = await new Promise<boolean>((resolve) => {
     relay.once('error', () => resolve(false));
     relay.once('spawn', () => setTimeout(() => resolve(relay.exitCode === null), 300));
   });
   if (started) return relay;
   relay.kill();
+  if (said.trim()) process.stdout.write(`  (${command}: ${said.trim().split('\n').pop() ?? ''})\n`);
   return undefined;
+}
+
+/** One relay per guest from loopback port `port + i` to `guests[i]:guestPort`; undefined if one did not start. */
+async function startRelays(
+  start: (port: number, ip: string, guestPort: number) => Promise<ChildProcess | undefined>,
+  port: number,
+  seats: readonly VmJson[],
+  guestPort: number,
+  started: ChildProcess[],
+): Promise<boolean> {
+  for (const [i, vm] of seats.entries()) {
+    const relay = await start(port + i, vm.ip, guestPort);
+    if (!relay) return false;
+    started.push(relay);
+  }
+  return true;
+}
+
+/** socat relaying loopback port `port` to `ip:guestPort`, each connection in a process of its own. */
+const startSocat = (port: number, ip: string, guestPort: number): Promise<ChildProcess | undefined> =>
+  startRelay('socat', ['-b', '262144', `TCP-LISTEN:${port},fork,reuseaddr,bind=127.0.0.1`, `TCP:${ip}:${guestPort}`]);
+
+/** bench/kernel-relay.c, built here with the system's C compiler; undefined where it cannot be built. */
+async function buildKernelRelay(): Promise<string | undefined> {
+  const binary = join(mkdtempSync(join(tmpdir(), 'clarateach-kernel-relay-')), 'kernel-relay');
+  const source = fileURLToPath(new URL('./kernel-relay.c', import.meta.url));
+  const compiler = spawn('cc', ['-O2', '-Wall', '-o', binary, source], { stdio: 'inherit' });
+  const built = await new Promise<boolean>((resolve) => {
+    compiler.once('error', () => resolve(false));
+    compiler.once('exit', (code) => resolve(code === 0));
+  });
+  return built ? binary : undefined;
 }
 
 /**
@@ -213,25 +251,19 @@ async function startSocat(port: number, ip: string, guestPort: number): Promise<
  * plain C relay, apart from what relaying at all costs on this machine. The shells are the
  * sessions the agent's rows made (a guest allows 32). Skipped (said so) where socat is not installed.
  */
-async function relayReference(
+async function socatReference(
   results: Results,
   seats: readonly [VmJson, VmJson],
   agentUrls: { readonly files: readonly string[]; readonly shells: readonly string[] },
 ): Promise<void> {
   const relays: ChildProcess[] = [];
   try {
-    for (const [i, vm] of seats.entries()) {
-      for (const [offset, guestPort] of [
-        [0, FILES_PORT],
-        [10, TERMINAL_PORT],
-      ] as const) {
-        const relay = await startSocat(SOCAT_PORT + offset + i, vm.ip, guestPort);
-        if (!relay) {
-          process.stdout.write('  (socat is not installed or did not start: no reference relay rows)\n');
-          return;
-        }
-        relays.push(relay);
-      }
+    if (
+      !(await startRelays(startSocat, SOCAT_PORT, seats, FILES_PORT, relays)) ||
+      !(await startRelays(startSocat, SOCAT_PORT + 10, seats, TERMINAL_PORT, relays))
+    ) {
+      process.stdout.write('  (socat is not installed or did not start: no socat rows)\n');
+      return;
     }
     // The agent's lists alternate between the two guests (i % 2), and so do socat's ports.
     const files = agentUrls.files.map((url, i) => `http://127.0.0.1:${SOCAT_PORT + (i % 2)}/files/${url.slice(url.lastIndexOf('/') + 1)}`);
@@ -256,6 +288,38 @@ async function relayReference(
     );
   } finally {
     for (const relay of relays) relay.kill();
+  }
+}
+
+/**
+ * Straight to the guest against a relay whose bytes stay in the kernel (bench/kernel-relay.c, an
+ * eBPF sockmap redirect), the same 50 downloads: what a relay that costs no user-space CPU per
+ * byte reaches on this machine, where every relay in user space (the agent's, socat's) takes
+ * its CPU from the emulated guests. Skipped (said so) without a C compiler or sockmap support.
+ */
+async function kernelRelayReference(results: Results, seats: readonly [VmJson, VmJson], directFiles: readonly string[]): Promise<void> {
+  const binary = await buildKernelRelay();
+  const relays: ChildProcess[] = [];
+  try {
+    const start = (port: number, ip: string, guestPort: number): Promise<ChildProcess | undefined> =>
+      binary ? startRelay(binary, [String(port), ip, String(guestPort)]) : Promise.resolve(undefined);
+    if (!(await startRelays(start, KERNEL_RELAY_PORT, seats, FILES_PORT, relays))) {
+      process.stdout.write('  (the in-kernel relay could not be built or started: no row for it)\n');
+      return;
+    }
+    // The direct list alternates between the two guests (i % 2), and so do the relay's ports.
+    const relayed = directFiles.map((url, i) => `http://127.0.0.1:${KERNEL_RELAY_PORT + (i % 2)}${new URL(url).pathname}`);
+    const kernel = await throughputs(directFiles, relayed, 4 * 1024 * 1024, 5);
+    addThroughputRow(
+      results,
+      'proxy',
+      'download 4 MiB × 50 at once: an in-kernel relay (eBPF sockmap, bench/kernel-relay.c; baseline: direct)',
+      ['direct', 'kernel relay'],
+      kernel,
+    );
+  } finally {
+    for (const relay of relays) relay.kill();
+    if (binary) rmSync(dirname(binary), { recursive: true, force: true });
   }
 }
 
@@ -329,9 +393,10 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
       median(viaProxy) / median(viaDirect),
     );
   }
-  await relayReference(results, [a, b], {
+  await socatReference(results, [a, b], {
     files: fifty(proxied),
     shells: sessionsOf(50).map((session, i) => terminal(i % 2 ? b : a, 'proxy', session)),
   });
+  await kernelRelayReference(results, [a, b], fifty(direct));
   for (const vm of seats) await agent.delete(vm.workshop_id, vm.seat_id);
 }
