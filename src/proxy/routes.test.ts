@@ -1,5 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { buildFuzzApi, FIRST_VM_IP } from '../../test/support/fuzz.ts';
+import { FILES_PORT } from './guest.ts';
 import { escapesWorkspace } from './routes.ts';
 
 test('paths that climb out of the workspace are recognised however they are encoded', () => {
@@ -17,5 +20,33 @@ test('paths that climb out of the workspace are recognised however they are enco
   }
   for (const path of ['/', '/notes/hello.txt', '/a..b/c', '/..hidden', '/%20space', '/d%C3%A9j%C3%A0']) {
     assert.equal(escapesWorkspace(path), false, path);
+  }
+});
+
+test("a guest's answer cannot act in the agent's origin: sandboxed with the guest's own policies kept, never sniffed, no cookie", async () => {
+  const api = await buildFuzzApi({ agentToken: undefined, secret: undefined, capacity: 1 });
+  // A learner can replace the guest's file server with one that answers a page of its own.
+  const guest = createServer((_request, response) => {
+    response.writeHead(200, {
+      'content-type': 'text/html',
+      'content-security-policy': "img-src 'none'",
+      'x-content-type-options': 'sniff-away',
+      'set-cookie': 'session=from-the-guest; Path=/',
+    });
+    response.end('<script>document.title = "ran in the agent\'s origin"</script>');
+  });
+  await new Promise<void>((resolve) => guest.listen(FILES_PORT, FIRST_VM_IP, resolve));
+  try {
+    await api.app.inject({ method: 'POST', url: '/vms', payload: { workshop_id: 'ws', seat_id: 1 } });
+    const page = await api.app.inject({ url: '/proxy/ws/1/files/index.html' });
+    assert.equal(page.statusCode, 200);
+    assert.match(page.body, /<script>/, "the guest's bytes pass unchanged");
+    assert.deepEqual(page.headers['content-security-policy'], ["img-src 'none'", 'sandbox']);
+    assert.equal(page.headers['x-content-type-options'], 'nosniff');
+    assert.equal(page.headers['set-cookie'], undefined);
+    assert.equal(page.headers['content-type'], 'text/html');
+  } finally {
+    await new Promise((resolve) => guest.close(resolve));
+    await api.app.close();
   }
 });

@@ -1,5 +1,6 @@
 // /proxy/{workshopID}/{seatID}/...: guest health, and the file server's HTTP API streamed both ways.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { IncomingHttpHeaders } from 'node:http';
 import replyFrom from '@fastify/reply-from';
 import { pipeline } from 'node:stream';
 import { ApiError, sendError } from '../http/errors.ts';
@@ -89,6 +90,30 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
   });
 }
 
+/**
+ * The guest's answer headers as the client gets them. A guest is the learner's, who can replace
+ * its file server: whatever it answers must not act in the agent's origin (or the workshop
+ * server's, which passes it on), where an instructor may open the learner's files. So every answer
+ * is a sandboxed document (`sandbox` added to the guest's own policies: CSPs add up), never
+ * sniffed into another type, and sets no cookie. Hop-by-hop headers of the agent-to-guest
+ * connection are not the client's.
+ */
+export function guestResponseHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const {
+    connection: _connection,
+    'keep-alive': _keepAlive,
+    'set-cookie': _setCookie,
+    'content-security-policy': policies,
+    ...rest
+  } = headers;
+  const guestPolicies = policies === undefined ? [] : Array.isArray(policies) ? policies : [policies];
+  return {
+    ...rest,
+    'content-security-policy': [...guestPolicies, 'sandbox'],
+    'x-content-type-options': 'nosniff',
+  };
+}
+
 /** Streams one files request to the seat's guest file server, path as the client encoded it. */
 function filesHandler(o: ProxyRoutesOptions, traffic: ProxyTraffic) {
   return async (request: FastifyRequest<{ Params: VmParams & { '*': string } }>, reply: FastifyReply) => {
@@ -110,11 +135,7 @@ function filesHandler(o: ProxyRoutesOptions, traffic: ProxyTraffic) {
         const counted = countingStream((bytes) => traffic.transferred('files', 'from_guest', bytes));
         replyToSend.send(pipeline(response.stream, counted, () => undefined));
       },
-      // Hop-by-hop headers of the agent-to-guest connection are not the client's.
-      rewriteHeaders: (headers) => {
-        const { connection: _connection, 'keep-alive': _keepAlive, ...rest } = headers;
-        return rest;
-      },
+      rewriteHeaders: guestResponseHeaders,
       // The agent's token is not the guest's. `Expect: 100-continue` (curl sends it for bodies
       // over 1 MiB) was answered by the agent already; undici refuses to send it on.
       rewriteRequestHeaders: (_req, headers) => {
