@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -269,6 +270,30 @@ describe('the workshop server (embedded database, one process)', { timeout: 180_
     const escape = await learner.fetch(`/proxy/${workshopId}/1/files/..%2f..%2fetc/passwd`);
     assert.ok([400, 403].includes(escape.status), `a path out of the workspace is refused (${escape.status}: ${await escape.text()})`);
     assert.equal((await teacher.fetch(`/proxy/${workshopId}/1/files/hello.txt`)).status, 200, 'the instructor may look in');
+    // A URL parser reads `\` as `/` and resolves the dot segments: the path sent on to the worker
+    // (with the worker's token) must still be this seat's, whatever the browser's raw path says.
+    const raw = (method: string, path: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const { hostname, port } = new URL(server.url);
+        const sent = httpRequest({ hostname, port, method, path, headers: { cookie: learner.cookieHeader() } }, (res) => {
+          let text = '';
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        sent.on('error', reject);
+        sent.end();
+      });
+    const up = '\\..'.repeat(4);
+    for (const [method, path] of [
+      ['POST', `/proxy/${workshopId}/1/a${up}\\vms/${workshopId}/2/token`],
+      ['GET', `/proxy/${workshopId}/1/files${up}\\vms`],
+      ['GET', `/w/${workshopId}/1/a${up}\\vms`],
+      ['GET', `/proxy/${workshopId}/1/files/%2e%2e\\%2e%2e\\%2e%2e\\%2e%2e\\vms`],
+    ] as const) {
+      const answer = await raw(method, path);
+      assert.equal(answer.status, 400, `${method} ${path}: ${answer.status} ${answer.body}`);
+      assert.doesNotMatch(answer.body, /"token"|"vms"/);
+    }
 
     const wsUrl = `${server.url.replace('http', 'ws')}/proxy/${workshopId}/1/terminal`;
     const terminal = TerminalClient.connect(wsUrl, { headers: { cookie: learner.cookieHeader() } });

@@ -59,7 +59,12 @@ function forward(c: ServerContext, kind: 'page' | 'files', recordActivity: (ws: 
     if (!rawPath.startsWith(prefix)) throw new ApiError(400, 'invalid_request', 'the path is not a seat path');
     // The rest as the client encoded it: the agent decides what it means (and refuses `..`).
     const rest = rawPath.slice(prefix.length);
-    const target = `${placed.worker.url}${kind === 'page' ? '/workspace' : '/proxy'}/${workshopID}/${seatId}${rest}`;
+    const seatBase = `${placed.worker.url}${kind === 'page' ? '/workspace' : '/proxy'}/${workshopID}/${seatId}`;
+    const target = `${seatBase}${rest}`;
+    // The request goes on with the worker's token, which opens every route of the agent. A URL
+    // parser (the proxy's) reads `\` as `/` and resolves dot segments, also `%2e%2e`: what is
+    // sent must still be under this seat's path, or `…/1/a\..\..\..\..\vms` reaches `/vms`.
+    if (!staysUnder(seatBase, target)) throw new ApiError(400, 'invalid_request', 'the path leaves the seat');
     const query = new URLSearchParams(queryAt >= 0 ? rawUrl.slice(queryAt + 1) : '');
     query.delete('token');
     c.metrics.proxied.inc({ kind });
@@ -83,4 +88,17 @@ function forward(c: ServerContext, kind: 'page' | 'files', recordActivity: (ws: 
       },
     });
   };
+}
+
+/** True when `target`, as a URL parser resolves it, is `base` or below it (same origin, path under base's). */
+export function staysUnder(base: string, target: string): boolean {
+  let resolved: URL;
+  try {
+    resolved = new URL(target);
+  } catch {
+    return false;
+  }
+  const root = new URL(base);
+  const rootPath = root.pathname.replace(/\/+$/, '');
+  return resolved.origin === root.origin && (resolved.pathname === rootPath || resolved.pathname.startsWith(`${rootPath}/`));
 }
