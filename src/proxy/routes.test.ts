@@ -23,7 +23,7 @@ test('paths that climb out of the workspace are recognised however they are enco
   }
 });
 
-test("a guest's answer cannot act in the agent's origin: sandboxed with the guest's own policies kept, never sniffed, no cookie", async () => {
+test("a guest's answer cannot act in the agent's origin: sandboxed with the guest's own policies kept, never sniffed, only a file server's headers", async () => {
   const api = await buildFuzzApi({ agentToken: undefined, secret: undefined, capacity: 1 });
   // A learner can replace the guest's file server with one that answers a page of its own.
   const guest = createServer((_request, response) => {
@@ -32,6 +32,9 @@ test("a guest's answer cannot act in the agent's origin: sandboxed with the gues
       'content-security-policy': "img-src 'none'",
       'x-content-type-options': 'sniff-away',
       'set-cookie': 'session=from-the-guest; Path=/',
+      location: 'https://elsewhere.example/login',
+      'clear-site-data': '"cookies"',
+      etag: '"v1"',
     });
     response.end('<script>document.title = "ran in the agent\'s origin"</script>');
   });
@@ -44,6 +47,9 @@ test("a guest's answer cannot act in the agent's origin: sandboxed with the gues
     assert.deepEqual(page.headers['content-security-policy'], ["img-src 'none'", 'sandbox']);
     assert.equal(page.headers['x-content-type-options'], 'nosniff');
     assert.equal(page.headers['set-cookie'], undefined);
+    assert.equal(page.headers.location, undefined, 'no redirect elsewhere from this origin');
+    assert.equal(page.headers['clear-site-data'], undefined);
+    assert.equal(page.headers.etag, '"v1"', "a file server's own headers pass");
     assert.equal(page.headers['content-type'], 'text/html');
   } finally {
     await new Promise((resolve) => guest.close(resolve));

@@ -39,7 +39,7 @@ export function escapesWorkspace(rawPath: string): boolean {
 const FILE_METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'PATCH'] as const;
 
 const FILES_DESCRIPTION =
-  "The seat's file server, streamed both ways (any method; the guest's own API). Bodies are never buffered by the agent.";
+  "The seat's file server, streamed both ways (the guest's own API). Bodies are never buffered by the agent; of the guest's answer only a file server's headers pass, sandboxed.";
 
 export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): Promise<void> {
   const params = vmParamsSchema();
@@ -90,28 +90,33 @@ export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): 
   });
 }
 
+/** What a file server's answer may say to the browser (src/guest/files/server.ts sends no other). */
+const GUEST_ANSWER_HEADERS = new Set([
+  'content-type',
+  'content-length',
+  'content-range',
+  'accept-ranges',
+  'etag',
+  'last-modified',
+  'cache-control',
+  'content-disposition',
+  'allow',
+]);
+
 /**
  * The guest's answer headers as the client gets them. A guest is the learner's, who can replace
- * its file server: whatever it answers must not act in the agent's origin (or the workshop
- * server's, which passes it on), where an instructor may open the learner's files. So every answer
- * is a sandboxed document (`sandbox` added to the guest's own policies: CSPs add up), never
- * sniffed into another type, and sets no cookie. Hop-by-hop headers of the agent-to-guest
- * connection are not the client's.
+ * its file server: what it answers must not act in the agent's origin (or the workshop server's,
+ * which passes it on), where an instructor may open the learner's files. So only the headers of a
+ * file server's answer pass (no `Location` to send the instructor elsewhere, no cookie, no
+ * `Clear-Site-Data`); every answer is a sandboxed document (`sandbox` added to the guest's own
+ * policies: CSPs add up) and never sniffed into another type.
  */
 export function guestResponseHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
-  const {
-    connection: _connection,
-    'keep-alive': _keepAlive,
-    'set-cookie': _setCookie,
-    'content-security-policy': policies,
-    ...rest
-  } = headers;
+  const kept: IncomingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) if (GUEST_ANSWER_HEADERS.has(name)) kept[name] = value;
+  const policies = headers['content-security-policy'];
   const guestPolicies = policies === undefined ? [] : Array.isArray(policies) ? policies : [policies];
-  return {
-    ...rest,
-    'content-security-policy': [...guestPolicies, 'sandbox'],
-    'x-content-type-options': 'nosniff',
-  };
+  return { ...kept, 'content-security-policy': [...guestPolicies, 'sandbox'], 'x-content-type-options': 'nosniff' };
 }
 
 /** Streams one files request to the seat's guest file server, path as the client encoded it. */
