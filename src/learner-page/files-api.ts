@@ -30,11 +30,19 @@ export interface OpenedFile {
 
 const MAX_EDITABLE_BYTES = 2 * 1024 * 1024;
 
-/** `/a/b c` → `files/a/b%20c`: each segment encoded, relative to the proxy base. */
+/**
+ * `/a/b c` → `files/a/b%20c`: each segment encoded, relative to the proxy base. Paths come from
+ * the guest's listings, and the guest is the learner's: a `.` or `..` segment (which encoding
+ * leaves as it is) would take the URL out of this seat, to another seat an instructor may open.
+ */
 function filesPath(path: string): string {
   const segments = path.split('/').filter((s) => s !== '');
+  if (segments.some((s) => s === '.' || s === '..')) throw new FilesError(`not a path in the workspace: ${path}`, 400, 'invalid_path');
   return ['files', ...segments.map(encodeURIComponent)].join('/');
 }
+
+/** A name a folder can hold: one segment, not `.` or `..`. */
+const isEntryName = (name: string): boolean => name !== '' && name !== '.' && name !== '..' && !name.includes('/');
 
 async function failure(response: Response, what: string): Promise<FilesError> {
   let message = `${what}: HTTP ${response.status}`;
@@ -66,7 +74,10 @@ export class FilesApi {
 
   async list(path: string): Promise<Entry[]> {
     const response = await this.call(path, {}, `cannot list ${path}`);
-    return ((await response.json()) as { entries: Entry[] }).entries;
+    const listed = ((await response.json()) as { entries: Entry[] }).entries;
+    // Each entry's path is the folder's and its name, whatever path the guest put beside it.
+    const folder = path.replace(/\/+$/, '');
+    return listed.filter((entry) => isEntryName(entry.name)).map((entry) => ({ ...entry, path: `${folder}/${entry.name}` }));
   }
 
   async open(path: string): Promise<OpenedFile> {

@@ -166,6 +166,47 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     await shot('files');
   });
 
+  test("a listing from a replaced file server cannot send the page's requests to another seat", async () => {
+    // A learner can replace the guest's file server; an instructor opening this seat's page must
+    // still only ever call this seat, whatever paths and names the listing holds.
+    const other = await page.context().newPage();
+    const requested: string[] = [];
+    other.on('request', (request) => requested.push(new URL(request.url()).pathname));
+    const modifiedAt = new Date().toISOString();
+    await other.route(
+      (url) => url.pathname === `/proxy/${WS}/${SEAT}/files`,
+      (route) =>
+        route.fulfill({
+          contentType: 'application/json',
+          body: JSON.stringify({
+            entries: [
+              { name: 'main.py', path: `/../../${SEAT + 1}/files/main.py`, type: 'file', size: 6, modified_at: modifiedAt },
+              { name: '..', path: '/..', type: 'directory', size: 0, modified_at: modifiedAt },
+              { name: 'a/b', path: '/a/b', type: 'file', size: 0, modified_at: modifiedAt },
+            ],
+          }),
+        }),
+    );
+    try {
+      await other.goto(workspaceUrl);
+      await other.waitForSelector('#tree .entry[data-path="/main.py"]');
+      assert.equal(await other.locator('#tree .entry').count(), 1, 'no entry named ".." or with a slash');
+      await Promise.all([
+        other.waitForRequest((request) => new URL(request.url()).pathname === `/proxy/${WS}/${SEAT}/files/main.py`),
+        other.locator('#tree .entry', { hasText: 'main.py' }).click(),
+      ]);
+      const calls = requested.filter((path) => path.startsWith('/proxy/'));
+      assert.ok(calls.includes(`/proxy/${WS}/${SEAT}/files/main.py`), calls.join(' '));
+      assert.deepEqual(
+        calls.filter((path) => !path.startsWith(`/proxy/${WS}/${SEAT}/`)),
+        [],
+        'every call stays on this seat',
+      );
+    } finally {
+      await other.close();
+    }
+  });
+
   test('served under another path prefix (as a proxy in front would), the page works the same', async () => {
     const prefix = '/course/abc';
     const target = new URL(agent.url);
