@@ -251,8 +251,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     return value.replace(/\/+$/, '') || '/';
   };
   const stateDir = dir(SETTINGS.stateDir);
-  // VMM sockets live at STATE_DIR/vms/<10-char name>/<socket>; a unix socket path has 107 bytes.
-  if (`${stateDir}/vms/ct00000000/firecracker.sock`.length > 107) {
+  // A unix socket path has 107 bytes. VMM sockets live at STATE_DIR/vms/<10-char name>/<socket>;
+  // the longest is a snapshot's template VMM's, below STATE_DIR/snapshots (src/snapshots/store.ts).
+  const longestSocket = [`${stateDir}/vms/ct00000000/firecracker.sock`, `${stateDir}/snapshots/.m-00000000/r/identity.sock`];
+  if (longestSocket.some((path) => path.length > 107)) {
     throw new ConfigError('STATE_DIR', 'is too long for unix socket paths below it (keep it under 70 characters)');
   }
   return {

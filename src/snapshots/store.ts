@@ -24,7 +24,14 @@ import type {
 
 const META_FORMAT = 1;
 const META_NAME = 'meta.json';
-const MAKING_PREFIX = '.making-';
+/**
+ * A snapshot in the making: `.m-<8 hex>/`, its template VMM's sockets in `r/`. Short, because
+ * `STATE_DIR/snapshots/.m-<8 hex>/r/identity.sock` is the longest socket path below STATE_DIR
+ * (107 bytes at most; src/config/config.ts checks it). `.making-` was the name before.
+ */
+const MAKING_PREFIX = '.m-';
+const RUN_DIR = 'r';
+const isMaking = (entry: string): boolean => entry.startsWith(MAKING_PREFIX) || entry.startsWith('.making-');
 /** The template's NIC; every restored seat sets its own MAC over the identity channel. */
 const TEMPLATE_MAC = '52:54:00:00:00:01';
 
@@ -85,7 +92,7 @@ export class SnapshotStore implements SnapshotPort {
     await mkdir(this.o.dir, { recursive: true, mode: 0o755 });
     for (const proc of await this.o.processes.findUnder(this.o.dir)) await this.o.processes.kill(proc);
     for (const entry of await readdir(this.o.dir)) {
-      if (entry.startsWith(MAKING_PREFIX)) await rm(join(this.o.dir, entry), { recursive: true, force: true });
+      if (isMaking(entry)) await rm(join(this.o.dir, entry), { recursive: true, force: true });
     }
     for (const meta of await this.readAllMeta()) {
       this.ready.set(snapshotKeyText(meta), meta);
@@ -169,11 +176,11 @@ export class SnapshotStore implements SnapshotPort {
   private async make(key: SnapshotKey, build: ImageBuild): Promise<void> {
     const started = Date.now();
     const text = snapshotKeyText(key);
-    const work = join(this.o.dir, `${MAKING_PREFIX}${randomBytes(6).toString('hex')}`);
+    const work = join(this.o.dir, `${MAKING_PREFIX}${randomBytes(4).toString('hex')}`);
     const files = this.filesIn(work);
     this.o.log.info({ snapshot: text }, 'making a snapshot (a template boot, in the background)');
     try {
-      await mkdir(join(work, 'run'), { recursive: true, mode: 0o750 });
+      await mkdir(join(work, RUN_DIR), { recursive: true, mode: 0o750 });
       await this.o.disks.ensureLayer(files.layerPath, this.o.layerSizeMb);
       const spec: VmLaunchSpec = {
         id: `snapshot.${randomBytes(4).toString('hex')}`,
@@ -186,7 +193,7 @@ export class SnapshotStore implements SnapshotPort {
         layerDiskPath: files.layerPath,
         tapName: '',
         mac: TEMPLATE_MAC,
-        runDir: join(work, 'run'),
+        runDir: join(work, RUN_DIR),
         consoleLogPath: join(work, 'console.log'),
       };
       await this.o.driver.save(spec, files, this.o.saveTimeoutMs ?? 180_000);
@@ -197,7 +204,7 @@ export class SnapshotStore implements SnapshotPort {
         createdAt: new Date().toISOString(),
         makeMs: Date.now() - started,
       };
-      await rm(join(work, 'run'), { recursive: true, force: true });
+      await rm(join(work, RUN_DIR), { recursive: true, force: true });
       await writeFile(join(work, META_NAME), `${JSON.stringify(meta, null, 2)}\n`);
       const target = this.dirOf(key);
       await mkdir(join(target, '..'), { recursive: true });
