@@ -29,6 +29,7 @@ interface Row {
   start_mode: StartMode;
   start_reason: string | null;
   steps_ms: string;
+  undo_on_start: number;
 }
 
 const SCHEMA = `
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS vms (
   start_mode     TEXT    NOT NULL DEFAULT 'cold',
   start_reason   TEXT,
   steps_ms       TEXT    NOT NULL DEFAULT '{}',
+  undo_on_start  INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (workshop_id, seat_id)
 );
 `;
@@ -66,6 +68,7 @@ const ADDED_COLUMNS: readonly (readonly [string, string])[] = [
   ['start_mode', "TEXT NOT NULL DEFAULT 'cold'"],
   ['start_reason', 'TEXT'],
   ['steps_ms', "TEXT NOT NULL DEFAULT '{}'"],
+  ['undo_on_start', 'INTEGER NOT NULL DEFAULT 0'],
 ];
 
 function parseSteps(text: string): Record<string, number> {
@@ -98,6 +101,7 @@ function toRecord(row: Row): VmRecord {
     readyAt: row.ready_at,
     restarts: row.restarts,
     lastError: row.last_error,
+    undoOnStart: row.undo_on_start === 1,
     start: { mode: row.start_mode === 'snapshot' ? 'snapshot' : 'cold', reason: row.start_reason, stepsMs: parseSteps(row.steps_ms) },
   };
 }
@@ -209,12 +213,12 @@ export class VmStore implements VmRepository {
     this.db.prepare('UPDATE vms SET ready_at = ? WHERE workshop_id = ? AND seat_id = ? AND ready_at IS NULL').run(now, workshopId, seatId);
   }
 
-  markFailed(workshopId: string, seatId: number, reason: string): void {
+  markFailed(workshopId: string, seatId: number, reason: string, undoOnStart = false): void {
     this.db
       .prepare(
-        `UPDATE vms SET status = 'failed', pid = NULL, pid_start_time = NULL, ready_at = NULL, last_error = ? WHERE workshop_id = ? AND seat_id = ?`,
+        `UPDATE vms SET status = 'failed', pid = NULL, pid_start_time = NULL, ready_at = NULL, last_error = ?, undo_on_start = ? WHERE workshop_id = ? AND seat_id = ?`,
       )
-      .run(reason, workshopId, seatId);
+      .run(reason, undoOnStart ? 1 : 0, workshopId, seatId);
   }
 
   markStopped(workshopId: string, seatId: number, error: string | null): void {

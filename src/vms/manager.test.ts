@@ -233,6 +233,24 @@ test('a start that fails leaves the VM stopped with the reason; stop and start r
   });
 });
 
+test('a create that failed and could not clean up is removed by the next start, not booted', async () => {
+  await withFixture(async ({ manager, network, driver, store }) => {
+    const m = manager();
+    driver.failNext = 'qemu: no kernel';
+    network.failNextDetach = 'Device or resource busy';
+    await assert.rejects(m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' }), /no kernel/);
+    assert.equal(m.get('ws', 1).status, 'failed');
+    assert.equal(network.taps.size, 1, 'its TAP is left behind');
+
+    const restarted = manager(store);
+    const startsBefore = driver.started.length;
+    await restarted.reconcile();
+    assert.throws(() => restarted.get('ws', 1), 'the record is gone');
+    assert.equal(driver.started.length, startsBefore, 'no VMM booted for it');
+    assert.equal(network.taps.size, 0, 'its TAP removed');
+  });
+});
+
 test('capacity is enforced with at_capacity', async () => {
   await withFixture(async ({ manager }) => {
     const m = manager();

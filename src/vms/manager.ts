@@ -167,9 +167,10 @@ export class VmManager {
           this.ports.store.remove(vm.workshopId, vm.seatId);
         } catch (cleanup) {
           // Something could not be removed: the record stays (failed) so that DELETE or the next
-          // start finishes the job, instead of leaving debris nobody knows about.
+          // start finishes the job, instead of leaving debris nobody knows about. The next start
+          // must undo it, not boot it: the caller was told the create failed.
           log.error({ err: cleanup }, 'cleanup after failed create');
-          this.ports.store.markFailed(vm.workshopId, vm.seatId, `${reason}; cleanup: ${(cleanup as Error).message}`);
+          this.ports.store.markFailed(vm.workshopId, vm.seatId, `${reason}; cleanup: ${(cleanup as Error).message}`, true);
         }
         throw new VmError('create_failed', reason);
       }
@@ -354,13 +355,13 @@ export class VmManager {
     return counts;
   }
 
-  /** One recorded VM at start-up: an interrupted create or delete is undone, anything else recovered. */
+  /** One recorded VM at start-up: an interrupted create or delete, or a failed create, is undone; anything else recovered. */
   private async settle(vm: VmRecord): Promise<void> {
     const current = this.ports.store.get(vm.workshopId, vm.seatId);
     if (!current) return;
     const id = vmId(vm.workshopId, vm.seatId);
     if (current.status === 'stopped') return; // stays stopped (an unrecorded VMM was killed above) until a start
-    if (current.status === 'creating' || current.status === 'deleting') {
+    if (current.status === 'creating' || current.status === 'deleting' || (current.status === 'failed' && current.undoOnStart)) {
       this.o.log.warn({ vm: id, status: current.status }, 'finishing an interrupted operation by removing the VM');
       await runTeardown(teardownPlan(this.planContext(current))).catch((e: unknown) =>
         this.o.log.error({ err: e, vm: id }, 'teardown failed'),

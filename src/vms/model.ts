@@ -42,6 +42,8 @@ export interface VmRecord {
   /** How many times the agent booted this VM again after its VMM died. */
   readonly restarts: number;
   readonly lastError: string | null;
+  /** A failed create whose cleanup failed too: the next start removes it rather than booting it. */
+  readonly undoOnStart: boolean;
   /** Recorded once the create's boot plan ran (cold with no steps until then). */
   readonly start: StartRecord;
 }

@@ -290,7 +290,11 @@ export interface VmRepository {
   /** How the create's boot went (start mode, reason, step timings). */
   recordStart(workshopId: string, seatId: number, start: StartRecord): void;
   markReady(workshopId: string, seatId: number, now: number): void;
-  markFailed(workshopId: string, seatId: number, error: string): void;
+  /**
+   * `undoOnStart`: a create that failed and could not remove what it made; the next start
+   * removes the VM (as DELETE would) instead of booting it.
+   */
+  markFailed(workshopId: string, seatId: number, error: string, undoOnStart?: boolean): void;
   /** Its VMM was stopped on request: no process, not ready; `error` says why a start did not boot it. */
   markStopped(workshopId: string, seatId: number, error: string | null): void;
   /** A start is under way (no VMM yet): running, not ready, as a restart is. */
