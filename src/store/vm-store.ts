@@ -221,6 +221,16 @@ export class VmStore implements VmRepository {
       .run(reason, undoOnStart ? 1 : 0, workshopId, seatId);
   }
 
+  markStopRequested(workshopId: string, seatId: number): void {
+    this.db
+      .prepare(`UPDATE vms SET status = 'stopped', ready_at = NULL, last_error = NULL WHERE workshop_id = ? AND seat_id = ?`)
+      .run(workshopId, seatId);
+  }
+
+  cancelStop(workshopId: string, seatId: number): void {
+    this.db.prepare(`UPDATE vms SET status = 'running' WHERE workshop_id = ? AND seat_id = ?`).run(workshopId, seatId);
+  }
+
   markStopped(workshopId: string, seatId: number, error: string | null): void {
     this.db
       .prepare(

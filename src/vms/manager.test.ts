@@ -251,6 +251,32 @@ test('a create that failed and could not clean up is removed by the next start, 
   });
 });
 
+test('a stop is never undone: not by an agent that died during it, nor by a step failing after the VMM was killed', async () => {
+  await withFixture(async ({ manager, driver, store }) => {
+    const m = manager();
+    const first = await m.create({ workshopId: 'ws', seatId: 1, vcpus: 1, memoryMb: 256, template: 'default' });
+    const second = await m.create({ workshopId: 'ws', seatId: 2, vcpus: 1, memoryMb: 256, template: 'default' });
+    const startsBefore = driver.started.length;
+
+    // The agent dies right after it began stopping seat 1: its VMM still runs.
+    store.markStopRequested('ws', 1);
+    const restarted = manager(store);
+    await restarted.reconcile();
+    const stopped = restarted.get('ws', 1);
+    assert.equal(stopped.status, 'stopped');
+    assert.equal(stopped.pid, null);
+    assert.equal(isProcessAlive({ pid: first.pid ?? -1, startTime: first.pidStartTime ?? -1 }), false, 'its VMM is gone');
+
+    // The stop of seat 2 kills its VMM, then a later step fails.
+    driver.failNextStop = 'cgroup busy';
+    assert.equal((await restarted.stop('ws', 2)).status, 'stopped');
+    assert.equal(isProcessAlive({ pid: second.pid ?? -1, startTime: second.pidStartTime ?? -1 }), false);
+    await restarted.watch();
+    assert.equal(restarted.get('ws', 2).status, 'stopped', 'the watchdog leaves it stopped');
+    assert.equal(driver.started.length, startsBefore, 'neither was booted again');
+  });
+});
+
 test('capacity is enforced with at_capacity', async () => {
   await withFixture(async ({ manager }) => {
     const m = manager();

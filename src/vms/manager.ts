@@ -271,9 +271,19 @@ export class VmManager {
       const vm = this.get(workshopId, seatId);
       if (vm.status === 'stopped') return vm;
       if (vm.status !== 'running') throw new VmError('vm_busy', `the VM is ${vm.status}: only a running VM can be stopped`);
-      await runTeardown(stopPlan(this.planContext(vm))).catch((error: unknown) => {
-        throw new VmError('vm_busy', `could not stop the VM: ${(error as Error).message}`);
-      });
+      this.ports.store.markStopRequested(workshopId, seatId);
+      try {
+        await runTeardown(stopPlan(this.planContext(vm)));
+      } catch (error) {
+        // A step after the kill failed (a cgroup, a jail): with its VMM gone the VM is stopped all
+        // the same, and marking it running would have the watchdog boot it again.
+        const proc = recordedProcess(vm);
+        if (proc && this.ports.driver.isAlive(proc)) {
+          this.ports.store.cancelStop(workshopId, seatId);
+          throw new VmError('vm_busy', `could not stop the VM: ${(error as Error).message}`);
+        }
+        log.warn({ vm: id, err: error }, 'the VMM is gone though its stop reported an error; the VM is stopped');
+      }
       this.ports.store.markStopped(workshopId, seatId, null);
       log.info({ vm: id }, 'vm stopped; its disk is kept');
       return this.get(workshopId, seatId);
@@ -360,7 +370,15 @@ export class VmManager {
     const current = this.ports.store.get(vm.workshopId, vm.seatId);
     if (!current) return;
     const id = vmId(vm.workshopId, vm.seatId);
-    if (current.status === 'stopped') return; // stays stopped (an unrecorded VMM was killed above) until a start
+    if (current.status === 'stopped') {
+      // A stop the last agent did not finish (its VMM still recorded): finished here, not undone.
+      if (recordedProcess(current)) {
+        this.o.log.warn({ vm: id }, 'finishing an interrupted stop');
+        await runTeardown(stopPlan(this.planContext(current))).catch((e: unknown) => this.o.log.error({ err: e, vm: id }, 'stop failed'));
+        this.ports.store.markStopped(current.workshopId, current.seatId, null);
+      }
+      return; // stays stopped until a start
+    }
     if (current.status === 'creating' || current.status === 'deleting' || (current.status === 'failed' && current.undoOnStart)) {
       this.o.log.warn({ vm: id, status: current.status }, 'finishing an interrupted operation by removing the VM');
       await runTeardown(teardownPlan(this.planContext(current))).catch((e: unknown) =>

@@ -295,6 +295,13 @@ export interface VmRepository {
    * removes the VM (as DELETE would) instead of booting it.
    */
   markFailed(workshopId: string, seatId: number, error: string, undoOnStart?: boolean): void;
+  /**
+   * A stop is under way: `stopped`, its VMM still recorded. An agent that dies before the stop
+   * ends finishes it on its next start instead of booting the VM again.
+   */
+  markStopRequested(workshopId: string, seatId: number): void;
+  /** A stop that could not end its VMM: `running` again, with the VMM it has. */
+  cancelStop(workshopId: string, seatId: number): void;
   /** Its VMM was stopped on request: no process, not ready; `error` says why a start did not boot it. */
   markStopped(workshopId: string, seatId: number, error: string | null): void;
   /** A start is under way (no VMM yet): running, not ready, as a restart is. */

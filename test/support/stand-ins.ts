@@ -77,8 +77,13 @@ export class StandInDriver implements HypervisorDriver {
   isAlive(proc: VmmProcess): boolean {
     return isProcessAlive(proc);
   }
+  /** The next stop kills the VMM, then fails (as a cgroup or jail that will not go). */
+  failNextStop: string | undefined;
   async stop(_spec: VmLaunchSpec, proc: VmmProcess): Promise<void> {
     await killProcess(proc);
+    const reason = this.failNextStop;
+    this.failNextStop = undefined;
+    if (reason) throw new Error(reason);
   }
 }
 
