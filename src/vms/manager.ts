@@ -311,6 +311,7 @@ export class VmManager {
         return this.get(workshopId, seatId);
       } catch (error) {
         const reason = error instanceof Error ? error.message : String(error);
+        this.startedAgain.delete(id); // else a later new VM of this seat would miss the create-to-ready metric
         const current = this.get(workshopId, seatId);
         await runTeardown(stopPlan(this.planContext(current))).catch(() => undefined);
         this.ports.store.markStopped(workshopId, seatId, `start failed: ${reason}`);

@@ -2,7 +2,7 @@
 // skips, and a teardown that runs every step and reports the first failure.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { imagePaths } from '../image/layout.ts';
@@ -75,6 +75,35 @@ test('a recovery of a VM whose VMM died keeps its directory and layer and only s
     assert.equal(driver.started.length, 2);
     const again = m.get('ws', 2);
     assert.ok(isProcessAlive({ pid: again.pid ?? -1, startTime: again.pidStartTime ?? -1 }));
+  });
+});
+
+test('a snapshot whose layer is gone by the time a seat copies it: the seat boots cold, the reason told', async () => {
+  await withManager(async (m, driver, store) => {
+    const vm = reserve(store, new MemoryNetwork(), 4);
+    const fallbacks: string[] = [];
+    const gone = join(tmpdir(), 'ct-no-such-snapshot');
+    const restore = {
+      files: { dir: gone, memoryPath: join(gone, 'memory'), statePath: join(gone, 'state'), layerPath: join(gone, 'layer.img') },
+      identity: {
+        ip: vm.ip,
+        prefixLength: 24,
+        gateway: '192.168.100.1',
+        mac: vm.mac,
+        hostname: 'seat-4',
+        dns: [],
+        seedHex: '00',
+        epochMs: 0,
+      },
+      onFallback: (reason: string) => fallbacks.push(reason),
+    };
+    const context = m.planContext(vm, () => undefined, restore);
+    const report = await runPlan(bootPlan(context));
+    assert.deepEqual(report.done, ['bridge', 'tap', 'vm directory', 'writable layer', 'images', 'vmm']);
+    assert.equal(fallbacks.length, 1);
+    assert.match(fallbacks[0] ?? '', /layer could not be copied/);
+    assert.equal(driver.started.length, 1, 'booted cold');
+    assert.ok(existsSync(context.spec.layerDiskPath), 'on a fresh layer');
   });
 });
 

@@ -53,31 +53,43 @@ export function networkPlan(c: VmPlanContext): Step[] {
 
 /** Everything a VM needs to run; on a restart the directory and layer are found and kept. */
 export function bootPlan(c: VmPlanContext): Step[] {
+  // The restore asked for; dropped (the seat boots cold) if the snapshot's layer cannot be copied.
+  let restore = c.restore;
   return [
     ...networkPlan(c),
     { name: 'vm directory', needed: async () => !(await c.dirs.isMade(c.vm)), do: () => c.dirs.make(c.vm) },
     {
       name: 'writable layer',
       needed: async () => !present(c.spec.layerDiskPath),
-      // A restored guest had the snapshot's layer mounted: it goes on with a copy of it.
-      do: () =>
-        c.restore
-          ? c.ports.disks.copyLayer(c.restore.files.layerPath, c.spec.layerDiskPath)
-          : c.ports.disks.ensureLayer(c.spec.layerDiskPath, c.vmDiskMb),
+      // A restored guest had the snapshot's layer mounted: it goes on with a copy of it. The
+      // snapshot may be gone meanwhile (its build pruned by a rebuild): the seat then boots cold.
+      do: async () => {
+        if (restore) {
+          try {
+            await c.ports.disks.copyLayer(restore.files.layerPath, c.spec.layerDiskPath);
+            return;
+          } catch (error) {
+            restore.onFallback(`the snapshot's layer could not be copied: ${(error as Error).message}`);
+            restore = undefined;
+            await rm(c.spec.layerDiskPath, { force: true });
+          }
+        }
+        await c.ports.disks.ensureLayer(c.spec.layerDiskPath, c.vmDiskMb);
+      },
     },
     { name: 'images', do: async () => checkImages(c.spec) },
-    { name: 'vmm', needed: async () => !vmmRuns(c), do: async () => c.onStarted(await startVmm(c)) },
+    { name: 'vmm', needed: async () => !vmmRuns(c), do: async () => c.onStarted(await startVmm(c, restore)) },
   ];
 }
 
 /** Restores the seat from its snapshot when asked; if that fails, boots it cold on a fresh layer. */
-async function startVmm(c: VmPlanContext): Promise<VmmProcess> {
+async function startVmm(c: VmPlanContext, restore: RestoreRequest | undefined): Promise<VmmProcess> {
   const snapshots = c.ports.driver.snapshots;
-  if (!c.restore || !snapshots) return c.ports.driver.start(c.spec);
+  if (!restore || !snapshots) return c.ports.driver.start(c.spec);
   try {
-    return await snapshots.restore(c.spec, c.restore.files, c.restore.identity);
+    return await snapshots.restore(c.spec, restore.files, restore.identity);
   } catch (error) {
-    c.restore.onFallback(`restore failed: ${(error as Error).message}`);
+    restore.onFallback(`restore failed: ${(error as Error).message}`);
     await rm(c.spec.layerDiskPath, { force: true });
     await c.ports.disks.ensureLayer(c.spec.layerDiskPath, c.vmDiskMb);
     return c.ports.driver.start(c.spec);
