@@ -222,7 +222,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       driver,
       network,
       disks: spares,
-      images: new TemplateCatalog(config.imagesDir),
+      images: new TemplateCatalog(config.imagesDir, (message) => log.warn(message)),
       processes: hostProcesses,
       probe: (ip) => probeGuest(ip),
       clock: { now: Date.now },

@@ -91,6 +91,7 @@ export interface ImageManifest {
     /** The workspace services bundle is in /opt/clarateach/guest. */
     readonly guestServices: boolean;
   };
+  /** The template catalog publishes the boot files only while their sizes and mtimes are these. */
   readonly files: { readonly kernel: ImageFileInfo; readonly initrd: ImageFileInfo; readonly rootfs: ImageFileInfo };
   readonly stages: Readonly<Record<StageName, StageRecord>>;
 }
@@ -409,6 +410,7 @@ async function buildLocked(
     files: { kernel: kernelFile, initrd: initrdFile, rootfs: rootfsFile },
     stages: stages as Record<StageName, StageRecord>,
   };
+  // Last: until it describes them, the catalog takes the new files for a build that stopped halfway.
   await writeFileAtomic(join(imagesDir, IMAGE_FILES.manifest), `${JSON.stringify(manifest, null, 2)}\n`);
   progress(`done in ${formatMs(manifest.buildDurationMs)} (input hash ${inputHash.slice(0, 12)})`);
   return manifest;
