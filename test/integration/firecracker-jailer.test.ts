@@ -381,6 +381,16 @@ describe('Firecracker driver through the jailer', { skip }, () => {
     );
   });
 
+  test('a start over a jailed VMM nobody recorded (the agent died during a start) ends that VMM and starts', async () => {
+    const d = await driver({ firecrackerBin: fx.fakeFirecracker(), jailerBin: fx.fakeJailer() });
+    const orphan = await d.start(fx.spec);
+    const proc = await d.start(fx.spec);
+    assert.equal(processStartTime(orphan.pid), undefined, 'the unrecorded VMM was killed');
+    assert.equal(d.isAlive(proc), true);
+    assert.deepEqual(await listVmCgroups(area.placement), [ID]);
+    await d.stop(fx.spec, proc, 5_000);
+  });
+
   test('chroot base on another filesystem: images copied once into its cache, the layer bind-mounted', async () => {
     const shmBase = await mkdtemp('/dev/shm/fcj-');
     chmodSync(shmBase, 0o755);

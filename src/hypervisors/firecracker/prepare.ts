@@ -27,16 +27,22 @@ export async function prepareHost(
     throw new FirecrackerStartError(`${label}: API socket path too long for a unix socket: ${socketPath}`, undefined);
   }
   await mkdir(spec.runDir, { recursive: true });
+  // Anything still in this VM's cgroup is left from an earlier run of it (a VMM that no longer
+  // answers, a jailer that crashed, or a jailed VMM an agent started and died before recording:
+  // its command line names only paths in its jail, so the agent's start-up sweep cannot see it).
+  // The lifecycle starts a VM only when no VMM of it is recorded running. Its cgroup and jail go
+  // with it: the jailer makes both afresh.
+  if ((await killCgroupMembers(ctx, setup.cgroup, label)) > 0) {
+    const problems = await removeSurroundings(ctx, surroundingsOf(setup), label);
+    if (problems.length) throw new FirecrackerStartError(`${label}: a leftover VMM's cgroup or jail: ${problems.join('; ')}`, undefined);
+  }
   // A socket left by a VMM that died is stale: Firecracker refuses to bind over it. A socket that
-  // still answers belongs to a live VMM, which must be stopped first, not orphaned.
+  // still answers belongs to a live VMM outside the cgroup, which must be stopped first, not orphaned.
   if (await socketAnswers(socketPath)) {
     throw new FirecrackerStartError(`${label}: a VMM already answers on ${socketPath}; stop it first`, undefined);
   }
   await rm(socketPath, { force: true });
   try {
-    // Anything still in this VM's cgroup is left from an earlier run of it (a VMM that no longer
-    // answers, a jailer that crashed).
-    await killCgroupMembers(ctx, setup.cgroup, label);
     if (setup.jail) {
       await prepareJail(ctx, spec, setup, label);
       await stage?.(setup.jail.chrootDir, setup.jail.ids);
