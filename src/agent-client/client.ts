@@ -5,7 +5,7 @@ import { rename, rm, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { countingStream } from '../shared/streams.ts';
 import { pipeline } from 'node:stream/promises';
-import { request, type Dispatcher } from 'undici';
+import { errors, request, type Dispatcher } from 'undici';
 
 /** The agent answered with an error. */
 export class AgentError extends Error {
@@ -75,6 +75,26 @@ export interface CreateVmRequest {
 
 export type Progress = (done: number, total: number | undefined) => void;
 
+/** How long a call may wait for the agent's answer before it counts as unreachable (ms). */
+export interface AgentTimeouts {
+  /** Calls the agent answers at once: health, info, VMs, a console, a token. */
+  readonly quickMs: number;
+  /** Stop and delete (the agent gives a guest 10 s to shut down first), and a create or start that does not wait for `ready`. */
+  readonly slowMs: number;
+  /** Added to a create's or start's `wait_timeout_s`: the boot before the wait, and the answer's way back. */
+  readonly waitMarginMs: number;
+}
+
+/**
+ * A hung agent costs a caller seconds, not undici's 300 s default (which would also cut a 600 s
+ * wait for `ready`). The margin stays under the server's 60 s beyond a seat's ready timeout after
+ * which it makes a stuck seat afresh: a create is over, one way or the other, before that.
+ */
+export const DEFAULT_AGENT_TIMEOUTS: AgentTimeouts = { quickMs: 10_000, slowMs: 60_000, waitMarginMs: 30_000 };
+
+/** The agent's own default `wait_timeout_s` (src/api/routes/vms.ts). */
+const AGENT_DEFAULT_WAIT_S = 120;
+
 /** `a/b c` → `a/b%20c`: each segment encoded. */
 export function encodePath(path: string): string {
   return path
@@ -90,6 +110,7 @@ export class AgentClient {
   constructor(
     baseUrl: string,
     private readonly bearer: string | undefined,
+    private readonly timeouts: AgentTimeouts = DEFAULT_AGENT_TIMEOUTS,
   ) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
   }
@@ -98,8 +119,15 @@ export class AgentClient {
     return { ...(this.bearer ? { authorization: `Bearer ${this.bearer}` } : {}), ...extra };
   }
 
-  /** One request; a non-2xx answer becomes an AgentError with the API's message and code. */
-  private async send(method: Dispatcher.HttpMethod, path: string, options: { body?: unknown; raw?: Readable; size?: number } = {}) {
+  /**
+   * One request; a non-2xx answer becomes an AgentError with the API's message and code. With
+   * `timeoutMs`, an agent that sends no answer (or stalls in its body) for that long is unreachable.
+   */
+  private async send(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    options: { body?: unknown; raw?: Readable; size?: number; timeoutMs?: number } = {},
+  ) {
     let response: Dispatcher.ResponseData;
     try {
       const headers =
@@ -110,12 +138,13 @@ export class AgentClient {
         method,
         headers,
         body: options.raw ?? (options.body === undefined ? undefined : JSON.stringify(options.body)),
+        ...(options.timeoutMs === undefined ? {} : { headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs }),
       });
     } catch (error) {
-      throw new AgentUnreachable(this.baseUrl, error);
+      throw this.unreachable(error, options.timeoutMs);
     }
     if (response.statusCode >= 400) {
-      const text = await response.body.text();
+      const text = await this.read(response, options.timeoutMs);
       let message = `HTTP ${response.statusCode}`;
       let code = 'http_error';
       try {
@@ -130,53 +159,77 @@ export class AgentClient {
     return response;
   }
 
-  private async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
-    const response = await this.send(method, path, body === undefined ? {} : { body });
-    return (await response.body.json()) as T;
+  /** A timeout or a failed connection, as the one error of an agent that did not answer. */
+  private unreachable(error: unknown, timeoutMs: number | undefined): AgentUnreachable {
+    const timedOut = timeoutMs !== undefined && (error instanceof errors.HeadersTimeoutError || error instanceof errors.BodyTimeoutError);
+    return new AgentUnreachable(this.baseUrl, timedOut ? new Error(`no answer within ${timeoutMs / 1000} s`) : error);
+  }
+
+  /** The answer's body as text; a body cut off or stalled is the agent not answering, like no answer at all. */
+  private async read(response: Dispatcher.ResponseData, timeoutMs: number | undefined): Promise<string> {
+    try {
+      return await response.body.text();
+    } catch (error) {
+      throw this.unreachable(error, timeoutMs);
+    }
+  }
+
+  private async json<T>(method: Dispatcher.HttpMethod, path: string, timeoutMs: number, body?: unknown): Promise<T> {
+    const response = await this.send(method, path, body === undefined ? { timeoutMs } : { body, timeoutMs });
+    return JSON.parse(await this.read(response, timeoutMs)) as T;
+  }
+
+  /** A create's or start's time: the wait for `ready` it asks the agent for, and the margin. */
+  private waitMs(options: { wait?: 'running' | 'ready'; wait_timeout_s?: number }): number {
+    if (options.wait !== 'ready') return this.timeouts.slowMs;
+    return (options.wait_timeout_s ?? AGENT_DEFAULT_WAIT_S) * 1000 + this.timeouts.waitMarginMs;
   }
 
   health(): Promise<Health> {
-    return this.json('GET', '/health');
+    return this.json('GET', '/health', this.timeouts.quickMs);
   }
 
   info(): Promise<Record<string, unknown>> {
-    return this.json('GET', '/info');
+    return this.json('GET', '/info', this.timeouts.quickMs);
   }
 
   async listVms(workshopId?: string): Promise<Vm[]> {
     const query = workshopId === undefined ? '' : `?workshop_id=${encodeURIComponent(workshopId)}`;
-    return (await this.json<{ vms: Vm[] }>('GET', `/vms${query}`)).vms;
+    return (await this.json<{ vms: Vm[] }>('GET', `/vms${query}`, this.timeouts.quickMs)).vms;
   }
 
   createVm(body: CreateVmRequest): Promise<Vm> {
-    return this.json('POST', '/vms', body);
+    return this.json('POST', '/vms', this.waitMs(body), body);
   }
 
   getVm(workshopId: string, seatId: number): Promise<Vm> {
-    return this.json('GET', `/vms/${encodeURIComponent(workshopId)}/${seatId}`);
+    return this.json('GET', `/vms/${encodeURIComponent(workshopId)}/${seatId}`, this.timeouts.quickMs);
   }
 
   /** Stops the VM's VMM and keeps its disk (idempotent). */
   stopVm(workshopId: string, seatId: number): Promise<Vm> {
-    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/stop`);
+    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/stop`, this.timeouts.slowMs);
   }
 
   /** Boots a stopped VM again from its disk (idempotent); with `wait: 'ready'` once its services answer. */
   startVm(workshopId: string, seatId: number, options: { wait?: 'running' | 'ready'; wait_timeout_s?: number } = {}): Promise<Vm> {
-    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/start`, options);
+    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/start`, this.waitMs(options), options);
   }
 
   async deleteVm(workshopId: string, seatId: number): Promise<void> {
-    await (await this.send('DELETE', `/vms/${encodeURIComponent(workshopId)}/${seatId}`)).body.dump();
+    const timeoutMs = this.timeouts.slowMs;
+    await this.read(await this.send('DELETE', `/vms/${encodeURIComponent(workshopId)}/${seatId}`, { timeoutMs }), timeoutMs);
   }
 
   async logs(workshopId: string, seatId: number, bytes?: number): Promise<string> {
     const query = bytes === undefined ? '' : `?bytes=${bytes}`;
-    return (await this.send('GET', `/vms/${encodeURIComponent(workshopId)}/${seatId}/logs${query}`)).body.text();
+    const timeoutMs = this.timeouts.quickMs;
+    return this.read(await this.send('GET', `/vms/${encodeURIComponent(workshopId)}/${seatId}/logs${query}`, { timeoutMs }), timeoutMs);
   }
 
   token(workshopId: string, seatId: number, ttlS?: number): Promise<IssuedToken> {
-    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/token`, ttlS === undefined ? {} : { ttl_s: ttlS });
+    const body = ttlS === undefined ? {} : { ttl_s: ttlS };
+    return this.json('POST', `/vms/${encodeURIComponent(workshopId)}/${seatId}/token`, this.timeouts.quickMs, body);
   }
 
   /** The seat's terminal WebSocket URL and the headers that open it. */

@@ -131,8 +131,17 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     );
   }
   if (!overrides.noBackground) {
+    let busy = false;
     const round = (): void => {
-      running = tick().catch((error: unknown) => log.warn({ err: error }, 'background round failed'));
+      // A round still running (a worker slow to answer) is left to finish and this tick skipped:
+      // rounds never overlap, so slow workers cannot pile them up.
+      if (busy) return;
+      busy = true;
+      running = tick()
+        .catch((error: unknown) => log.warn({ err: error }, 'background round failed'))
+        .finally(() => {
+          busy = false;
+        });
     };
     round();
     timer = setInterval(round, config.workerPollS * 1000);

@@ -29,6 +29,8 @@ export interface ServerAppOptions {
   readonly context: ServerContext;
   /** The Vite build of the server's pages (src/server-pages). */
   readonly pagesDir: string;
+  /** How often an open terminal refreshes its seat's last activity (default TERMINAL_ACTIVITY_INTERVAL_MS; tests shorten it). */
+  readonly terminalActivityIntervalMs?: number;
 }
 
 const TERMINAL_PATH = '/proxy/{workshopID}/{seatID}/terminal';
@@ -79,7 +81,7 @@ export async function buildServerApp(o: ServerAppOptions): Promise<FastifyInstan
   await app.register(pageRoutes, { pagesDir: o.pagesDir });
   app.get('/openapi.json', { schema: { security: [], description: 'This document (OpenAPI 3)' } }, async () => app.swagger());
 
-  const terminals = createTerminalProxy(c, (header) => app.parseCookie(header));
+  const terminals = createTerminalProxy(c, (header) => app.parseCookie(header), o.terminalActivityIntervalMs);
   app.server.on('upgrade', (request, socket, head) => {
     socket.on('error', () => socket.destroy());
     if (!wantsWebSocket(request)) return serveIgnoringUpgrade(app.server, request, socket, observe);

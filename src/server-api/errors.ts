@@ -18,6 +18,9 @@ const STATUS: Record<WorkshopErrorCode, number> = {
   workshop_full: 409,
   no_capacity: 503,
   invalid_field: 400,
+  worker_unreachable: 503,
+  vm_not_found: 404,
+  worker_error: 502,
 };
 
 export function fromDomain(error: unknown): unknown {

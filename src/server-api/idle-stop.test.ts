@@ -62,13 +62,16 @@ test('an idle seat is stopped with its VM kept, and its learner coming back star
   const bob = new Browser(server.url);
   assert.equal((await ann.json('/api/join', { code: workshop.join_code, name: 'Ann' })).status, 201);
   assert.equal((await bob.json('/api/join', { code: workshop.join_code, name: 'Bob' })).status, 201);
-  // Bob keeps a terminal open: connected seats are not idle, whatever the clock says.
+  // Bob keeps a terminal open: it counts him connected, and the server holding it refreshes his
+  // seat's activity while it is open (terminal-activity.test.ts), here at each step of the clock.
+  const bobsTerminalRefreshes = (): Promise<void> => server.service.repo.recordActivity(workshop.id, 2, clock.now());
   await server.service.repo.changeConnections(workshop.id, 2, 1, clock.now());
   const annVmBefore = agentVm(1);
   assert.ok(annVmBefore);
 
   // Not yet past the timeout: nothing stops.
   offsetMs = 500_000;
+  await bobsTerminalRefreshes();
   await server.tick();
   assert.deepEqual(
     (await seats()).map((s) => s.state),
@@ -76,6 +79,7 @@ test('an idle seat is stopped with its VM kept, and its learner coming back star
   );
 
   offsetMs = 700_000;
+  await bobsTerminalRefreshes();
   await server.tick();
   const afterIdle = await seats();
   assert.deepEqual(
@@ -149,5 +153,40 @@ test(
     await server.service.settled();
     assert.equal((await seats())[1]?.state, 'ready');
     assert.equal(worker.api.manager.list().find((vm) => vm.workshopId === workshop.id && vm.seatId === 2)?.status, 'running');
+  },
+);
+
+test(
+  'a seat counted connected by a server that died is shown idle and stopped once its activity is old',
+  { timeout: 120_000 },
+  async () => {
+    const teacher = new Browser(server.url);
+    const login = await teacher.json('/api/login', { email: 't@example.org', password: 'a-long-enough-password', bearer: true });
+    const auth = { authorization: `Bearer ${((await login.json()) as { session_token: string }).session_token}` };
+    const created = await teacher.json(
+      '/api/workshops',
+      { name: 'lab 3', seats: 1, memory_mb: 128, idle_timeout_s: 600, ends_at: new Date(clock.now() + 86_400_000).toISOString() },
+      auth,
+    );
+    const workshop = (await created.json()) as { id: string; join_code: string };
+    await server.service.settled();
+    const seat = async (): Promise<SeatJson & { connections: number }> =>
+      (
+        (await (await teacher.fetch(`/api/workshops/${workshop.id}`, { headers: auth })).json()) as {
+          seats: (SeatJson & { connections: number })[];
+        }
+      ).seats[0] as SeatJson & { connections: number };
+    assert.equal((await new Browser(server.url).json('/api/join', { code: workshop.join_code, name: 'Dee' })).status, 201);
+    // Dee had a terminal open through a server process that then died: it never took it off the count.
+    await server.db.query('UPDATE seats SET connections = 1 WHERE workshop_id = $1 AND seat_id = 1', [workshop.id]);
+    assert.equal((await seat()).state, 'connected');
+
+    offsetMs += 700_000;
+    assert.equal((await seat()).state, 'idle', 'no terminal refreshed its activity for 700 s: idle, whatever the count says');
+    await server.tick();
+    const stopped = await seat();
+    assert.equal(stopped.state, 'stopped');
+    assert.equal(stopped.connections, 0, 'the count left behind is cleared');
+    assert.equal(worker.api.manager.list().find((vm) => vm.workshopId === workshop.id && vm.seatId === 1)?.status, 'stopped');
   },
 );

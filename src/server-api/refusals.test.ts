@@ -143,6 +143,27 @@ test('malformed JSON, unknown fields, unknown and malformed ids: 4xx with the on
   assert.deepEqual(await counts(), before, 'nothing changed, no audit line either');
 });
 
+test('a NUL or another control character in a name or an email is refused (400 invalid_field), and nothing changes', async () => {
+  const before = await counts();
+  const h = { 'x-csrf-token': csrf };
+  const password = 'a-long-enough-password';
+  const cases: [string, unknown][] = [
+    ['/api/join', { code: joinCode, name: 'Ann\u0000' }],
+    ['/api/join', { code: joinCode, name: 'Ann\u001b[2J' }],
+    ['/api/login', { email: 't\u0000@example.org', password }],
+    ['/api/setup', { setup_code: 'any-code', email: 'first\u0000@example.org', password }],
+    ['/api/instructors', { email: 'new\u0000@example.org', password }],
+    ['/api/workshops', { name: 'Lab\u0000', seats: 1, ends_at: new Date(now + 3_600_000).toISOString() }],
+    ['/api/workers', { url: 'http://127.0.0.1:7', token: 'a-token-\u0000' }],
+  ];
+  for (const [path, payload] of cases) {
+    const response = await teacher.json(path, payload, h);
+    assert.equal(response.status, 400, `${path} ${JSON.stringify(payload)}`);
+    assert.equal(((await response.json()) as { code: string }).code, 'invalid_field');
+  }
+  assert.deepEqual(await counts(), before);
+});
+
 test('a seat left alone past the idle timeout shows idle; activity makes it ready again', async () => {
   const learner = new Browser(server.url);
   assert.equal((await learner.json('/api/join', { code: joinCode, name: 'Ann' })).status, 201);

@@ -7,6 +7,8 @@ export const WORKSHOP_ID = { type: 'string', pattern: '^ws-[a-z0-9]{10}$' } as c
 export const SEAT_ID = { type: 'string', pattern: '^[0-9]{1,6}$' } as const;
 export const WORKER_ID = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } as const;
 export const TEMPLATE = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } as const;
+/** Free text the server keeps: no control characters (PostgreSQL's text refuses NUL, and no name needs the others). */
+export const NO_CONTROL_CHARACTERS = '^[^\\p{Cc}]*$';
 
 export const workshopParams = { type: 'object', required: ['workshopID'], properties: { workshopID: WORKSHOP_ID } } as const;
 export const seatParams = {

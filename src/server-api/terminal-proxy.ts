@@ -1,7 +1,9 @@
 // The seat's terminal WebSocket through the server: /proxy/{ws}/{seat}/terminal is checked as the
 // HTTP proxy is (learner or instructor cookie, and a same-origin browser), then joined to the
 // agent's terminal on the owning worker with the worker's token. Frames pass both ways unchanged;
-// close codes are carried through. The seat counts as connected while a terminal is open.
+// close codes are carried through. The seat counts as connected while a terminal is open, and
+// its last activity is refreshed meanwhile: the idle stop asks only that, since a server process
+// that dies never takes its terminals off the count.
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer, type RawData } from 'ws';
@@ -35,9 +37,20 @@ export interface TerminalProxy {
   close(): void;
 }
 
-export function createTerminalProxy(c: ServerContext, parseCookie: (header: string) => Record<string, string | undefined>): TerminalProxy {
+/**
+ * How often an open terminal refreshes its seat's last activity: about twice within the shortest
+ * idle timeout a workshop may have (60 s), so a seat with a terminal open is never found idle.
+ */
+export const TERMINAL_ACTIVITY_INTERVAL_MS = 30_000;
+
+export function createTerminalProxy(
+  c: ServerContext,
+  parseCookie: (header: string) => Record<string, string | undefined>,
+  activityIntervalMs = TERMINAL_ACTIVITY_INTERVAL_MS,
+): TerminalProxy {
   const server = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
-  const open = new Set<WebSocket>();
+  /** Each open client with the timer refreshing its seat's activity. */
+  const open = new Map<WebSocket, NodeJS.Timeout>();
   const recordActivity = activityRecorder(c);
   const refuse = (socket: Duplex, requestId: string, error: unknown): void =>
     writeErrorToSocket(socket, fromDomain(error), { requestId, observe: (status, code) => c.metrics.errors.inc({ status, code }) });
@@ -82,7 +95,12 @@ export function createTerminalProxy(c: ServerContext, parseCookie: (header: stri
     upstream.once('open', () => {
       joined = true;
       server.handleUpgrade(request, socket, head, (client) => {
-        open.add(client);
+        const refresh = setInterval(
+          () => void c.repo.recordActivity(workshopId, seatId, c.clock.now()).catch(() => undefined),
+          activityIntervalMs,
+        );
+        refresh.unref();
+        open.set(client, refresh);
         c.metrics.proxied.inc({ kind: 'terminal' });
         void c.repo.changeConnections(workshopId, seatId, 1, c.clock.now()).catch(() => undefined);
         client.on('message', (data: RawData, isBinary: boolean) => {
@@ -97,6 +115,7 @@ export function createTerminalProxy(c: ServerContext, parseCookie: (header: stri
         });
         upstream.on('error', () => client.readyState === WebSocket.OPEN && client.close(1011, 'worker terminal failed'));
         client.on('close', (code, reason) => {
+          clearInterval(refresh);
           open.delete(client);
           void c.repo.changeConnections(workshopId, seatId, -1, c.clock.now()).catch(() => undefined);
           if (upstream.readyState === WebSocket.OPEN) upstream.close(sendableCode(code), reason);
@@ -113,7 +132,10 @@ export function createTerminalProxy(c: ServerContext, parseCookie: (header: stri
       handle(request, socket, head).catch((error: unknown) => writeErrorToSocket(socket, error));
     },
     close: () => {
-      for (const client of open) client.terminate();
+      for (const [client, refresh] of open) {
+        clearInterval(refresh);
+        client.terminate();
+      }
       server.close();
     },
   };

@@ -91,6 +91,11 @@ export const MIGRATIONS: readonly string[] = [
      code_digest text PRIMARY KEY,
      created_at double precision NOT NULL
    )`,
+  // A seat provisioning because a stopped seat is starting again: its disk must survive a server
+  // that stops midway (it goes back to stopped, not to a fresh VM). Seats starting again now keep
+  // that mark through the upgrade.
+  `ALTER TABLE seats ADD COLUMN waking boolean NOT NULL DEFAULT false;
+   UPDATE seats SET waking = true WHERE state = 'provisioning' AND error = 'starting again after it was stopped while idle'`,
 ];
 
 /** An arbitrary constant: the key of the advisory lock migrations hold. */

@@ -128,14 +128,48 @@ describe('SqlWorkshopRepository on PGlite', { timeout: 120_000 }, () => {
     await assert.rejects(repo.addWorker({ id: 'w1', url: 'http://other', token: null, memoryMb: null }), { code: 'worker_exists' });
   });
 
-  test('seats stuck provisioning fail after the timeout; a VM that was made after all still makes the seat ready', async () => {
+  test('stale seats: a start cut short is stopped again, other seats stuck and failed seats nobody has are made afresh, each by one caller', async () => {
     await upWorker('w9', 5);
-    const { workshop: w } = await repo.createWorkshop(newWorkshopId(), newJoinCode(), workshop({ seats: 1 }), 'pack');
-    assert.equal(await repo.failStaleProvisioning(Date.now() - 60_000), 0, 'not old yet');
-    assert.ok((await repo.failStaleProvisioning(Date.now() + 1)) >= 1);
-    assert.equal((await repo.getSeat(w.id, 1))?.state, 'failed');
-    assert.equal(await repo.setSeatState(w.id, 1, 'ready', null), true);
-    assert.equal((await repo.getSeat(w.id, 1))?.state, 'ready');
+    const { workshop: w } = await repo.createWorkshop(newWorkshopId(), newJoinCode(), workshop({ seats: 4 }), 'pack');
+    const ann = await repo.join({ workshopId: w.id, learnerId: 'lr-ann', name: 'Ann', tokenDigest: tokenDigest('ann'), policy: 'pack' });
+    assert.equal(ann.seat.seatId, 1);
+    // Seat 1: Ann's, failed (her disk may hold her work): the instructor decides. Seat 2: stopped,
+    // then starting again. Seat 3: still provisioning. Seat 4: nobody's, failed.
+    await repo.setSeatState(w.id, 1, 'failed', 'it could not start again');
+    await repo.setSeatState(w.id, 2, 'stopped', null);
+    assert.equal(await repo.claimSeatState(w.id, 2, 'stopped', 'provisioning', 'starting again'), true);
+    await repo.setSeatState(w.id, 4, 'failed', 'template "default" is being built');
+    assert.deepEqual(await repo.recoverStaleSeats(Date.now() - 60_000), { stopped: 0, remade: [] }, 'not old yet');
+
+    // An hour on, two server processes sweep at once.
+    const later = new SqlWorkshopRepository(db, () => Date.now() + 3_600_000);
+    const [a, b] = await Promise.all([later.recoverStaleSeats(Date.now() + 1), later.recoverStaleSeats(Date.now() + 1)]);
+    const remade = [...(a?.remade ?? []), ...(b?.remade ?? [])].map((p) => `${p.workshopId}/${p.seatId}`);
+    assert.deepEqual(remade.filter((seat) => seat.startsWith(`${w.id}/`)).sort(), [`${w.id}/3`, `${w.id}/4`]);
+    assert.equal(new Set(remade).size, remade.length, 'each seat (of this and the earlier workshops) taken by one caller only');
+    assert.equal((a?.stopped ?? 0) + (b?.stopped ?? 0), 1);
+    assert.deepEqual(
+      (await repo.listSeats(w.id)).map((s) => s.state),
+      ['failed', 'stopped', 'provisioning', 'provisioning'],
+    );
+    // A VM that was made after all still makes the seat ready.
+    assert.equal(await repo.setSeatState(w.id, 3, 'ready', null), true);
+    assert.equal((await repo.getSeat(w.id, 3))?.state, 'ready');
+  });
+
+  test('a join takes a free seat on a worker that is up before one on a worker that is down', async () => {
+    await upWorker('w20', 5);
+    await upWorker('w21', 5);
+    const { workshop: w, placed } = await repo.createWorkshop(newWorkshopId(), newJoinCode(), workshop({ seats: 2 }), 'spread');
+    const [first, second] = placed.map((p) => p.worker.id);
+    assert.notEqual(first, second, 'the two seats are on two workers');
+    // Seat 1's worker stops answering: two failed polls and it is down.
+    for (let i = 0; i < 2; i++) await repo.observeWorker(first ?? '', { state: 'down', error: 'ECONNREFUSED' }, Date.now(), 2);
+    assert.equal((await repo.getWorker(first ?? ''))?.state, 'down');
+    const joined = await repo.join({ workshopId: w.id, learnerId: 'lr-up', name: 'Cy', tokenDigest: tokenDigest('cy'), policy: 'spread' });
+    assert.equal(joined.seat.seatId, 2);
+    assert.equal(joined.seat.workerId, second);
+    assert.equal(joined.placed, null, 'a made seat, not a new one');
   });
 
   test('sessions expire; instructors are unique by email', async () => {

@@ -20,7 +20,7 @@ import {
   type WorkerLoad,
   type Workshop,
 } from '../workshops/model.ts';
-import type { JoinOutcome, JoinRequest, NewWorker, WorkerObservation, WorkshopRepository } from '../workshops/ports.ts';
+import type { JoinOutcome, JoinRequest, NewWorker, StaleSeats, WorkerObservation, WorkshopRepository } from '../workshops/ports.ts';
 import type { Database, Sql } from './database.ts';
 import {
   SEAT_COLUMNS,
@@ -276,10 +276,13 @@ export class SqlWorkshopRepository implements WorkshopRepository {
   async join(r: JoinRequest): Promise<JoinOutcome> {
     return this.db.transaction(async (tx) => {
       const now = this.now();
-      // A made seat nobody has: concurrent joins skip each other's locked rows and take another.
+      // A made seat nobody has, on a worker that is up before one on a worker that is not (its
+      // learner could not use it): concurrent joins skip each other's locked seat rows and take
+      // another; the workers' rows are only read, never locked, so joins wait on no placement.
       const free = await tx.query<{ seat_id: number }>(
-        `SELECT seat_id FROM seats WHERE workshop_id = $1 AND learner_id IS NULL AND state IN ('ready', 'provisioning')
-         ORDER BY (state = 'ready') DESC, seat_id LIMIT 1 FOR UPDATE SKIP LOCKED`,
+        `SELECT s.seat_id FROM seats s LEFT JOIN workers k ON k.id = s.worker_id
+         WHERE s.workshop_id = $1 AND s.learner_id IS NULL AND s.state IN ('ready', 'provisioning')
+         ORDER BY coalesce(k.state = 'up', false) DESC, (s.state = 'ready') DESC, s.seat_id LIMIT 1 FOR UPDATE OF s SKIP LOCKED`,
         [r.workshopId],
       );
       let seatId = free[0]?.seat_id;
@@ -328,7 +331,7 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     // A removed seat stays removed: its workshop ended while the VM was being made. A seat moved
     // to another worker meanwhile is not this VM's any more.
     const rows = await this.db.query<{ seat_id: number }>(
-      `UPDATE seats SET state = $3, error = $4, state_since = $5
+      `UPDATE seats SET state = $3, error = $4, state_since = $5, waking = false
        WHERE workshop_id = $1 AND seat_id = $2 AND state <> 'removed' AND ($6::text IS NULL OR worker_id = $6) RETURNING seat_id`,
       [workshopId, seatId, state, error, this.now(), onWorker ?? null],
     );
@@ -342,8 +345,12 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     to: SeatRecordState,
     error: string | null,
   ): Promise<boolean> {
+    // stopped → provisioning: the seat's VM comes up again from its disk. Marked, so a start cut
+    // short goes back to stopped rather than to a fresh VM; safe for any such claim (a reset of a
+    // stopped seat too): the next start makes a fresh VM when its worker has none.
     const rows = await this.db.query<{ seat_id: number }>(
-      `UPDATE seats SET state = $4, error = $5, state_since = $6 WHERE workshop_id = $1 AND seat_id = $2 AND state = $3 RETURNING seat_id`,
+      `UPDATE seats SET state = $4, error = $5, state_since = $6, waking = ($3 = 'stopped' AND $4 = 'provisioning')
+       WHERE workshop_id = $1 AND seat_id = $2 AND state = $3 RETURNING seat_id`,
       [workshopId, seatId, from, to, error, this.now()],
     );
     return rows.length > 0;
@@ -378,7 +385,8 @@ export class SqlWorkshopRepository implements WorkshopRepository {
         const index = candidates.indexOf(choice);
         candidates[index] = { ...choice, seats: choice.seats + 1, seatMemoryMb: choice.seatMemoryMb + seat.memory_mb };
         await tx.query(
-          `UPDATE seats SET worker_id = $3, state = 'provisioning', error = $4, state_since = $5 WHERE workshop_id = $1 AND seat_id = $2`,
+          `UPDATE seats SET worker_id = $3, state = 'provisioning', error = $4, state_since = $5, waking = false
+           WHERE workshop_id = $1 AND seat_id = $2`,
           [seat.workshop_id, seat.seat_id, choice.id, note, this.now()],
         );
         moved.push({ workshopId: seat.workshop_id, seatId: seat.seat_id, worker: workers.find((w) => w.id === choice.id) as Worker });
@@ -388,13 +396,16 @@ export class SqlWorkshopRepository implements WorkshopRepository {
   }
 
   async stopIdleSeats(now: number, note: string): Promise<PlacedSeat[]> {
-    // The same test as seatStatus's `idle`, so the dashboard's idle seats are the ones stopped.
+    // The same test as seatStatus's `idle`, so the dashboard's idle seats are the ones stopped. It
+    // rests on the last activity alone, not on the count of open terminals: a server process that
+    // died leaves its terminals counted for good, while an open terminal refreshes the activity.
+    // Stopped, the seat has no terminal left: a count left behind is cleared.
     const rows = await this.db.query<WorkerRow & { stopped_workshop_id: string; stopped_seat_id: number }>(
       `WITH stopped AS (
-         UPDATE seats s SET state = 'stopped', error = $2, state_since = $1
+         UPDATE seats s SET state = 'stopped', error = $2, state_since = $1, connections = 0
            FROM workshops w
           WHERE w.id = s.workshop_id AND w.state = 'active' AND s.state = 'ready' AND s.learner_id IS NOT NULL
-            AND s.connections = 0 AND s.last_activity_at IS NOT NULL AND s.last_activity_at < $1 - w.idle_timeout_s * 1000.0
+            AND s.last_activity_at IS NOT NULL AND s.last_activity_at < $1 - w.idle_timeout_s * 1000.0
           RETURNING s.workshop_id, s.seat_id, s.worker_id)
        SELECT k.*, stopped.workshop_id AS stopped_workshop_id, stopped.seat_id AS stopped_seat_id
          FROM stopped JOIN workers k ON k.id = stopped.worker_id`,
@@ -403,13 +414,31 @@ export class SqlWorkshopRepository implements WorkshopRepository {
     return rows.map((r) => ({ workshopId: r.stopped_workshop_id, seatId: r.stopped_seat_id, worker: workerFrom(r) }));
   }
 
-  async failStaleProvisioning(olderThan: number): Promise<number> {
-    const rows = await this.db.query<{ seat_id: number }>(
-      `UPDATE seats SET state = 'failed', error = 'its VM was not made in time (the server making it may have stopped); reset it', state_since = $2
-       WHERE state = 'provisioning' AND state_since < $1 RETURNING seat_id`,
-      [olderThan, this.now()],
+  async recoverStaleSeats(olderThan: number): Promise<StaleSeats> {
+    const now = this.now();
+    // Each a single UPDATE that moves state_since on: of several server processes only one takes each seat.
+    const stopped = await this.db.query<{ seat_id: number }>(
+      `UPDATE seats SET state = 'stopped', waking = false, state_since = $2,
+         error = 'its start was cut short (the server starting it may have stopped); it starts again when its learner comes back'
+       WHERE state = 'provisioning' AND waking AND state_since < $1 RETURNING seat_id`,
+      [olderThan, now],
     );
-    return rows.length;
+    const remade = await this.db.query<WorkerRow & { remade_workshop_id: string; remade_seat_id: number }>(
+      `WITH remade AS (
+         UPDATE seats s SET state = 'provisioning', waking = false, state_since = $2,
+           error = 'its VM was not made (the server making it may have stopped, or the worker refused); a fresh one is being made'
+           FROM workshops w
+          WHERE w.id = s.workshop_id AND w.state = 'active' AND s.worker_id IS NOT NULL AND s.state_since < $1
+            AND ((s.state = 'provisioning' AND NOT s.waking) OR (s.state = 'failed' AND s.learner_id IS NULL))
+          RETURNING s.workshop_id, s.seat_id, s.worker_id)
+       SELECT k.*, remade.workshop_id AS remade_workshop_id, remade.seat_id AS remade_seat_id
+         FROM remade JOIN workers k ON k.id = remade.worker_id ORDER BY remade.workshop_id, remade.seat_id`,
+      [olderThan, now],
+    );
+    return {
+      stopped: stopped.length,
+      remade: remade.map((r) => ({ workshopId: r.remade_workshop_id, seatId: r.remade_seat_id, worker: workerFrom(r) })),
+    };
   }
 
   async endWorkshop(workshopId: string, now: number): Promise<PlacedSeat[]> {

@@ -141,7 +141,13 @@ export type WorkshopErrorCode =
   | 'workshop_ended'
   | 'workshop_full'
   | 'no_capacity'
-  | 'invalid_field';
+  | 'invalid_field'
+  /** The seat's worker did not answer (down, or hung past the call's timeout). */
+  | 'worker_unreachable'
+  /** The seat's worker has no VM for it (not made yet, or lost). */
+  | 'vm_not_found'
+  /** The seat's worker refused or failed the call; the message is the agent's. */
+  | 'worker_error';
 
 /** A refusal of the domain; the API maps each code to one HTTP status. */
 export class WorkshopError extends Error {
@@ -154,10 +160,14 @@ export class WorkshopError extends Error {
   }
 }
 
-/** What the dashboard shows for a seat: connected while a terminal is open, idle once its learner left it alone past the timeout. */
+/**
+ * What the dashboard shows for a seat: connected while a terminal is open, idle once its learner
+ * left it alone past the timeout. Idle is asked first, as the idle stop does: an open terminal
+ * keeps the activity fresh, so a count with old activity is one a server that died left behind.
+ */
 export function seatStatus(seat: Seat, idleTimeoutS: number, now: number): SeatStatus {
   if (seat.state !== 'ready') return seat.state;
-  if (seat.connections > 0) return 'connected';
   if (seat.learnerId !== null && seat.lastActivityAt !== null && now - seat.lastActivityAt > idleTimeoutS * 1000) return 'idle';
+  if (seat.connections > 0) return 'connected';
   return 'ready';
 }

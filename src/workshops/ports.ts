@@ -47,6 +47,13 @@ export interface JoinOutcome {
   readonly placed: PlacedSeat | null;
 }
 
+export interface StaleSeats {
+  /** How many seats went back to stopped. */
+  readonly stopped: number;
+  /** Seats whose VM must be deleted on their worker (if it is there at all) and made afresh. */
+  readonly remade: PlacedSeat[];
+}
+
 /**
  * Everything the server keeps. Every method that hands out a seat or a slot on a worker decides
  * under row locks in one transaction, so any number of server processes may share the database.
@@ -107,12 +114,18 @@ export interface WorkshopRepository {
   moveSeatsOff(workerId: string, policy: PlacementPolicy, note: string): Promise<PlacedSeat[]>;
   /**
    * Stops, in the records, the seats of active workshops that are idle past their workshop's
-   * timeout: ready, taken by a learner, no terminal open, no activity since the timeout. One
+   * timeout: ready, taken by a learner, no activity since the timeout (an open terminal refreshes
+   * it; the count of open terminals is not asked, a dead server process leaves it behind). One
    * UPDATE, so of several server processes only one stops each seat; returns them (their VMs must stop).
    */
   stopIdleSeats(now: number, note: string): Promise<PlacedSeat[]>;
-  /** Seats provisioning since before `olderThan` (their server stopped, or the worker hung) become failed; returns how many. */
-  failStaleProvisioning(olderThan: number): Promise<number>;
+  /**
+   * Seats left half-done since before `olderThan` (the server process making or starting them
+   * stopped, or the worker hung): a stopped seat that was starting again goes back to stopped,
+   * its disk untouched; any other seat provisioning, and a seat nobody has that failed, is taken
+   * to be made afresh (provisioning again). Of several server processes only one takes each seat.
+   */
+  recoverStaleSeats(olderThan: number): Promise<StaleSeats>;
   /** Marks the workshop ended and its seats removed; returns the seats whose VMs must go. Empty when it had ended already. */
   endWorkshop(workshopId: string, now: number): Promise<PlacedSeat[]>;
   workshopsDueToEnd(now: number): Promise<Workshop[]>;

@@ -25,7 +25,7 @@ export interface WorkshopServiceOptions {
   readonly clock: Clock;
   readonly policy: PlacementPolicy;
   readonly log: ServiceLog;
-  /** A seat still provisioning after this long is failed (its VM's maker may be gone). */
+  /** A seat still provisioning after this long is recovered (its VM's maker may be gone): see failStale. */
   readonly provisioningTimeoutMs: number;
   /** Told of every seat's provisioning result (metrics). */
   readonly onProvisioned?: (result: 'ready' | 'failed') => void;
@@ -151,13 +151,19 @@ export class WorkshopService {
     return seats.length;
   }
 
-  /** Deletes the seat's VM and makes a fresh one (same worker, same learner). */
+  /**
+   * Deletes the seat's VM and makes a fresh one (same worker, same learner). The worker is asked
+   * first: one that does not answer or refuses leaves the seat as it was, and the refusal is thrown.
+   */
   async resetSeat(workshop: Workshop, seatId: number): Promise<Seat> {
     this.refuseEnded(workshop);
     const placed = await this.placed(workshop.id, seatId);
-    await this.o.repo.setSeatState(workshop.id, seatId, 'provisioning', null);
+    const before = await this.seatById(workshop.id, seatId);
     await this.o.workers.deleteVm(placed.worker, workshop.id, seatId);
-    this.provisionInBackground(workshop, [placed]);
+    // Only from the state read before the delete: a round or a wake that took the seat meanwhile
+    // (it saw the VM gone) makes the fresh VM itself, and a removed seat stays removed.
+    if (before.state !== 'removed' && (await this.o.repo.claimSeatState(workshop.id, seatId, before.state, 'provisioning', null)))
+      this.provisionInBackground(workshop, [placed]);
     return this.seatById(workshop.id, seatId);
   }
 
@@ -281,11 +287,27 @@ export class WorkshopService {
     return moved;
   }
 
-  /** Fails seats whose VM should have been made long ago: a server that crashed mid-create leaves them behind. */
+  /**
+   * Recovers seats whose VM should have been made (or started) long ago, as a server that died
+   * midway leaves them, and seats nobody has that failed as long ago (a worker answering
+   * template_building): failed, they would keep joins out, and a reset would delete the disk of
+   * a stopped seat that was starting again. So a start cut short goes back to stopped (the next
+   * visit starts it), and any other such seat gets a fresh VM (nothing of a learner's is in a VM
+   * never made ready). Returns how many seats it took.
+   */
   async failStale(): Promise<number> {
-    const failed = await this.o.repo.failStaleProvisioning(this.o.clock.now() - this.o.provisioningTimeoutMs);
-    if (failed > 0) this.o.log.warn({ failed }, 'seats stuck provisioning marked failed');
-    return failed;
+    const stale = await this.o.repo.recoverStaleSeats(this.o.clock.now() - this.o.provisioningTimeoutMs);
+    if (stale.stopped > 0) this.o.log.warn({ seats: stale.stopped }, 'seats whose start was cut short are stopped again');
+    for (const seat of stale.remade) {
+      const workshop = await this.o.repo.getWorkshop(seat.workshopId);
+      if (!workshop) continue;
+      this.o.log.warn(
+        { seat: `${seat.workshopId}/${seat.seatId}`, worker: seat.worker.id },
+        'seat VM not made in time; making a fresh one',
+      );
+      this.track(this.remake(workshop, seat));
+    }
+    return stale.stopped + stale.remade.length;
   }
 
   /** Resolves once every seat being made now is ready or failed (tests, shutdown). */
@@ -344,6 +366,19 @@ export class WorkshopService {
         .setSeatState(workshop.id, seat.seatId, 'failed', `it could not start again: ${message}; reset it`, seat.worker.id)
         .catch(() => undefined);
     }
+  }
+
+  /** Deletes whatever VM the worker has of the seat (half made, or made after all), then makes a fresh one. */
+  private async remake(workshop: Workshop, seat: PlacedSeat): Promise<void> {
+    try {
+      await this.o.workers.deleteVm(seat.worker, workshop.id, seat.seatId);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.o.log.warn({ seat: `${workshop.id}/${seat.seatId}`, worker: seat.worker.id, err: message }, 'seat VM could not be made again');
+      await this.o.repo.setSeatState(workshop.id, seat.seatId, 'failed', message, seat.worker.id).catch(() => undefined);
+      return;
+    }
+    await this.provision(workshop, seat);
   }
 
   private async provision(workshop: Workshop, seat: PlacedSeat): Promise<void> {

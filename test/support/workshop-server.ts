@@ -3,6 +3,7 @@
 // a cookie jar, and a real PostgreSQL cluster in a temp directory run as the `postgres` user.
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,56 @@ export async function startTestWorker(o: { capacity: number; workerId: string; p
   });
   const url = await api.app.listen({ host: '127.0.0.1', port: 0 });
   return { url, token, api, subnet };
+}
+
+/** A worker's agent that accepts connections and answers nothing (a hung agent) until told to. */
+export interface SilentAgent {
+  readonly url: string;
+  /** What it was asked, in order: `GET /health`. */
+  readonly requests: string[];
+  /** Resolves once `count` requests have arrived. */
+  arrived(count: number): Promise<void>;
+  /** Every request held so far, and each one after, gets this status with `{error, code}`. */
+  answer(status: number, code: string): void;
+  close(): Promise<void>;
+}
+
+/** A stand-in agent on loopback: it takes each request and holds it without a word. */
+export async function startSilentAgent(): Promise<SilentAgent> {
+  const requests: string[] = [];
+  const held: ServerResponse[] = [];
+  const waiters: { count: number; resolve: () => void }[] = [];
+  let answer: { status: number; code: string } | undefined;
+  const send = (response: ServerResponse): void => {
+    if (!answer) return;
+    response.writeHead(answer.status, { 'content-type': 'application/json' });
+    response.end(JSON.stringify({ error: `stand-in agent answers ${answer.code}`, code: answer.code }));
+  };
+  const server = createHttpServer((request: IncomingMessage, response: ServerResponse) => {
+    requests.push(`${request.method} ${request.url}`);
+    for (const waiter of waiters.filter((w) => requests.length >= w.count)) waiter.resolve();
+    request.resume();
+    if (answer) send(response);
+    else held.push(response);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('the stand-in agent has no port');
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    requests,
+    arrived: (count) =>
+      requests.length >= count ? Promise.resolve() : new Promise((resolve) => waiters.push({ count, resolve: () => resolve() })),
+    answer(status, code) {
+      answer = { status, code };
+      for (const response of held.splice(0)) send(response);
+    },
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 /** fetch with a cookie jar (as a browser keeps cookies for one site). */

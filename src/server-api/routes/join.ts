@@ -9,6 +9,9 @@ import { LEARNER_COOKIE, ServerAuth, cookieOptions } from '../auth.ts';
 import type { ServerContext } from '../context.ts';
 import { errorReply, seatReply, workspacePath } from '../schemas.ts';
 
+/** Something besides spaces, and no control characters (PostgreSQL's text refuses NUL). */
+const LEARNER_NAME = '^[^\\p{Cc}]*[^\\p{Cc}\\s][^\\p{Cc}]*$';
+
 const learnerSeatReply = {
   type: 'object',
   required: ['workshop', 'seat', 'learner', 'workspace_url'],
@@ -59,7 +62,7 @@ export async function joinRoutes(app: FastifyInstance, c: ServerContext): Promis
           additionalProperties: false,
           properties: {
             code: { type: 'string', minLength: 1, maxLength: 32 },
-            name: { type: 'string', minLength: 1, maxLength: 100, pattern: '\\S' },
+            name: { type: 'string', minLength: 1, maxLength: 100, pattern: LEARNER_NAME },
           },
         },
         response: { 200: learnerSeatReply, 201: learnerSeatReply, 404: errorReply, 409: errorReply, 410: errorReply, 429: errorReply },

@@ -9,7 +9,8 @@ import { SESSION_COOKIE, ServerAuth, actorOfInstructor, cookieOptions } from '..
 import type { ServerContext } from '../context.ts';
 import { errorReply } from '../schemas.ts';
 
-export const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@]+@[^\\s@]+$' } as const;
+// No control characters either: PostgreSQL's text refuses NUL.
+export const EMAIL = { type: 'string', minLength: 3, maxLength: 254, pattern: '^[^\\s@\\p{Cc}]+@[^\\s@\\p{Cc}]+$' } as const;
 const PASSWORD = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 /** A password an account is made with (a login takes any: old accounts keep working if the rule changes). */
 export const NEW_PASSWORD = { ...PASSWORD, minLength: MIN_PASSWORD_LENGTH } as const;

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { pollWorker } from '../../workshops/worker-monitor.ts';
 import { actorOfInstructor } from '../auth.ts';
 import type { ServerContext } from '../context.ts';
-import { WORKER_ID, errorReply, workerJson, workerReply } from '../schemas.ts';
+import { NO_CONTROL_CHARACTERS, WORKER_ID, errorReply, workerJson, workerReply } from '../schemas.ts';
 
 interface AddWorkerBody {
   url: string;
@@ -44,7 +44,7 @@ export async function workerRoutes(app: FastifyInstance, c: ServerContext): Prom
           additionalProperties: false,
           properties: {
             url: { type: 'string', minLength: 8, maxLength: 300, pattern: '^https?://' },
-            token: { type: 'string', minLength: 8, maxLength: 500 },
+            token: { type: 'string', minLength: 8, maxLength: 500, pattern: NO_CONTROL_CHARACTERS },
             id: WORKER_ID,
             memory_mb: { type: 'integer', minimum: 128, maximum: 16_777_216 },
           },

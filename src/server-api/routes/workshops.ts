@@ -7,6 +7,7 @@ import { ApiError } from '../errors.ts';
 import { actorOfInstructor, type InstructorIdentity } from '../auth.ts';
 import type { ServerContext } from '../context.ts';
 import {
+  NO_CONTROL_CHARACTERS,
   TEMPLATE,
   errorReply,
   seatJson,
@@ -40,7 +41,7 @@ const createBody = {
   required: ['name', 'seats', 'ends_at'],
   additionalProperties: false,
   properties: {
-    name: { type: 'string', minLength: 1, maxLength: 200 },
+    name: { type: 'string', minLength: 1, maxLength: 200, pattern: NO_CONTROL_CHARACTERS },
     seats: { type: 'integer', minimum: 0, maximum: MAX_SEATS, description: 'seats made in advance' },
     max_seats: { type: 'integer', minimum: 1, maximum: MAX_SEATS, description: 'most seats joins may grow it to (default: seats)' },
     template: TEMPLATE,
@@ -157,7 +158,7 @@ export async function workshopRoutes(app: FastifyInstance, c: ServerContext): Pr
 
   app.post<{ Params: SeatParams }>(
     '/api/workshops/:workshopID/seats/:seatID/reset',
-    { schema: { params: seatParams, response: { 202: seatReply, 404: errorReply } } },
+    { schema: { params: seatParams, response: { 202: seatReply, 404: errorReply, 502: errorReply, 503: errorReply } } },
     async (request, reply) => {
       const { identity, workshop } = await owned(request);
       const seatId = seatNumber(request.params.seatID);
@@ -173,6 +174,7 @@ export async function workshopRoutes(app: FastifyInstance, c: ServerContext): Pr
       schema: {
         params: seatParams,
         querystring: { type: 'object', additionalProperties: false, properties: { bytes: { type: 'string', pattern: '^[0-9]{1,7}$' } } },
+        response: { 404: errorReply, 502: errorReply, 503: errorReply },
       },
     },
     async (request, reply) => {
