@@ -18,7 +18,8 @@ const STATUS: Record<WorkshopErrorCode, number> = {
   workshop_full: 409,
   no_capacity: 503,
   invalid_field: 400,
-  worker_unreachable: 503,
+  // 502 as the workspace and terminal proxies answer it: the worker behind the server failed.
+  worker_unreachable: 502,
   vm_not_found: 404,
   worker_error: 502,
 };

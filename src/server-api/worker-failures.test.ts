@@ -1,5 +1,5 @@
 // A seat's worker that fails the server: one whose agent has no VM for the seat, refuses, is gone,
-// or accepts connections and never answers. The instructor gets a clear answer (404, 502, 503)
+// or accepts connections and never answers. The instructor gets a clear answer (404, 502)
 // and a failed reset leaves the seat as it was; a hung worker is marked down within the call's
 // timeout, and the background rounds wait for each other instead of piling up behind it.
 // Embedded database, a real in-process agent (stand-in VMM), a stand-in agent that never answers.
@@ -112,7 +112,7 @@ test('a hung worker (it accepts connections, never answers) is marked down withi
 });
 
 test(
-  'reset and console with the worker gone are 503 worker_unreachable naming it; the seat stays as it was',
+  'reset and console with the worker gone are 502 worker_unreachable naming it; the seat stays as it was',
   { timeout: 60_000 },
   async () => {
     const before = await seat(1);
@@ -120,7 +120,7 @@ test(
     await worker.api.close();
     workerClosed = true;
     for (const answer of [await reset(1), await consoleOf(1)]) {
-      assert.equal(answer.status, 503);
+      assert.equal(answer.status, 502);
       const error = (await answer.json()) as ErrorJson;
       assert.equal(error.code, 'worker_unreachable');
       assert.match(error.error, /worker wa is unreachable/);
