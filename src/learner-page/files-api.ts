@@ -84,10 +84,19 @@ export class FilesApi {
     const response = await this.call(path, {}, `cannot open ${path}`);
     const etag = response.headers.get('etag') ?? '';
     const size = Number(response.headers.get('content-length') ?? 0);
-    if (size > MAX_EDITABLE_BYTES) return { text: '', etag, binary: true };
+    if (size > MAX_EDITABLE_BYTES) {
+      // Not read: the download is cancelled, or it would hold one of the browser's few connections.
+      await response.body?.cancel();
+      return { text: '', etag, binary: true };
+    }
     const bytes = new Uint8Array(await response.arrayBuffer());
     if (bytes.includes(0)) return { text: '', etag, binary: true };
-    return { text: new TextDecoder().decode(bytes), etag, binary: false };
+    try {
+      // Strict, and the BOM kept: a file that is not UTF-8 would be saved back with its bytes replaced.
+      return { text: new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes), etag, binary: false };
+    } catch {
+      return { text: '', etag, binary: true };
+    }
   }
 
   /**

@@ -39,6 +39,10 @@ async function start(session: PageSession): Promise<void> {
     state.dataset['state'] = s;
   });
   const api = new FilesApi(session);
+  // A reload or a closed tab would lose unsaved edits: the browser asks first.
+  window.addEventListener('beforeunload', (event) => {
+    if (editor.dirty) event.preventDefault();
+  });
   const saveButton = byId<HTMLButtonElement>('save');
   const editor = new Editor(
     byId('editor'),
@@ -84,7 +88,8 @@ async function start(session: PageSession): Promise<void> {
     try {
       setStatus('saving…');
       const etag = await api.save(file.path, text, force ? 'always' : file.etag);
-      editor.saved(text, etag);
+      // Another file may have been opened while this one was saving: its version is not this one.
+      if (editor.file === file) editor.saved(text, etag);
       setStatus('saved');
     } catch (error) {
       conflict = error instanceof FilesError && error.code === 'precondition_failed';
@@ -142,7 +147,9 @@ function wireFileActions(api: FilesApi, explorer: Explorer, editor: Editor, open
     if (name === null || name === entry.name) return;
     const to = joinPath(parentOf(entry.path), name);
     await api.move(entry.path, to);
-    if (editor.file?.path === entry.path) editor.moved(to);
+    // The open file, or the folder it is in: it is saved where it now is.
+    const open = editor.file?.path;
+    if (open === entry.path || open?.startsWith(`${entry.path}/`)) editor.moved(`${to}${open.slice(entry.path.length)}`);
     explorer.forget(entry.path);
     await explorer.reveal(to);
   });

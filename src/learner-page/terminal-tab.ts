@@ -6,7 +6,20 @@ import { FitAddon } from '@xterm/addon-fit';
 import type { ClientFrame, ServerFrame } from '../guest/terminal/protocol.ts';
 import { seatHealth, tokenUrl, type PageSession } from './page-session.ts';
 
-export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'seat restarting' | 'ended' | 'link expired' | 'seat gone';
+export type ConnectionState =
+  | 'connecting'
+  | 'connected'
+  | 'reconnecting'
+  | 'seat restarting'
+  | 'ended'
+  | 'open elsewhere'
+  | 'too many shells'
+  | 'link expired'
+  | 'seat gone';
+
+/** The guest's close codes (src/guest/terminal): the shell attached elsewhere; no room for another shell. */
+const CLOSE_TAKEN_OVER = 4000;
+const CLOSE_TRY_AGAIN_LATER = 1013;
 
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5_000;
@@ -89,21 +102,32 @@ export class TerminalTab {
       else if (frame.type === 'exit') exited = true;
       else this.term.write(`\r\n\x1b[31m[${frame.message}]\x1b[0m\r\n`);
     };
-    socket.onclose = () => {
+    socket.onclose = (event: CloseEvent) => {
       if (this.closed || socket !== this.socket) return;
-      if (exited) {
-        this.term.write('\r\n\x1b[2m[the shell ended: press Enter for a new one]\x1b[0m\r\n');
-        this.setState('ended');
-        const restart = this.term.onData(() => {
-          restart.dispose();
-          this.attachedBefore = false;
-          this.term.reset();
-          this.connect();
-        });
-        return;
-      }
+      // Retrying would take the shell back from the other tab, which would take it back in turn.
+      if (event.code === CLOSE_TAKEN_OVER)
+        return this.waitForEnter('open elsewhere', 'this shell is open in another tab or window: press Enter to take it back');
+      // No room for another shell: retrying every few seconds would not make any.
+      if (event.code === CLOSE_TRY_AGAIN_LATER)
+        return this.waitForEnter('too many shells', 'no room for another shell: close one (exit), then press Enter here');
+      if (exited) return this.waitForEnter('ended', 'the shell ended: press Enter for a new one', true);
       void this.retry();
     };
+  }
+
+  /** Stays disconnected, says why, and connects again when the learner presses a key. */
+  private waitForEnter(state: ConnectionState, why: string, fresh = false): void {
+    this.term.write(`\r\n\x1b[2m[${why}]\x1b[0m\r\n`);
+    this.setState(state);
+    const again = this.term.onData(() => {
+      again.dispose();
+      if (fresh) {
+        this.attachedBefore = false;
+        this.term.reset();
+      }
+      this.setState('connecting');
+      this.connect();
+    });
   }
 
   private attached(replayedBytes: number): void {

@@ -139,6 +139,69 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     await shot('reconnected');
   });
 
+  test('the same shells opened in a second tab: the first says so and does not take them back until asked', async () => {
+    // A duplicated browser tab carries the page's session storage, and with it the shells' ids.
+    const storage = await page.evaluate(() => JSON.stringify(Object.entries(sessionStorage)));
+    const twin = await page.context().newPage();
+    try {
+      await twin.addInitScript((entries: string) => {
+        for (const [key, value] of JSON.parse(entries) as [string, string][]) sessionStorage.setItem(key, value);
+      }, storage);
+      await twin.goto(page.url());
+      await connected(twin);
+      await page.waitForSelector('#conn-state[data-state="open elsewhere"]', { timeout: 30_000 });
+      await run(twin, 'echo twin-$((6*7))', 'twin-42');
+      assert.equal(await page.locator('#conn-state').getAttribute('data-state'), 'open elsewhere', 'the first tab left the shell alone');
+      assert.equal(await twin.locator('#conn-state').getAttribute('data-state'), 'connected');
+    } finally {
+      await twin.close();
+    }
+    await page.locator('.terminal-pane.active').click();
+    await page.keyboard.press('Enter');
+    await connected(page);
+    await run(page, 'echo taken-back-$((6*7))', 'taken-back-42');
+  });
+
+  test('editor: a file not in UTF-8 is not opened for editing; a renamed folder takes the open file along; unsaved edits hold the tab', async () => {
+    await run(page, "mkdir -p box && printf 'caf\\351\\n' > latin1.txt && echo 'first' > box/inner.txt && echo made-$((6*7))", 'made-42');
+    await page.click('#refresh');
+    await page.locator('#tree .entry', { hasText: 'latin1.txt' }).click();
+    await page.waitForSelector('#editor-path:text("/latin1.txt")');
+    assert.match(
+      (await page.locator('.cm-content').textContent()) ?? '',
+      /binary or very large file/,
+      'not decoded with its bytes replaced',
+    );
+
+    await page.locator('#tree .entry', { hasText: 'box' }).click();
+    await page.locator('#tree .entry', { hasText: 'inner.txt' }).click();
+    await page.waitForSelector('#editor-path:text("/box/inner.txt")');
+    await page.locator('#tree .entry[data-path="/box"]').click();
+    await page.click('#rename');
+    await page.fill('#dialog-input', 'crate');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#editor-path:text("/crate/inner.txt")');
+    await page.locator('.cm-content').click();
+    await page.keyboard.press('End');
+    await page.keyboard.type(' and second');
+    await page.keyboard.press('Control+s');
+    await page.waitForSelector('#editor-status:text("saved")');
+    await run(page, 'cat crate/inner.txt; test -e box || echo no-box-$((6*7))', 'no-box-42');
+    assert.match((await activeRows(page).textContent()) ?? '', /first and second/);
+
+    await page.locator('.cm-content').click();
+    await page.keyboard.type(' unsaved');
+    const asked = page.waitForEvent('dialog');
+    await page.close({ runBeforeUnload: true });
+    const dialog = await asked;
+    assert.equal(dialog.type(), 'beforeunload');
+    await dialog.dismiss();
+    assert.equal(page.isClosed(), false, 'the tab stays, with the edit');
+    await page.locator('.cm-content').click();
+    await page.keyboard.press('Control+s');
+    await page.waitForSelector('#editor-status:text("saved")');
+  });
+
   test('files: upload with progress, download, new folder, rename, delete', async () => {
     await page.locator('#tree .entry', { hasText: 'notes.py' }).click();
     await page.setInputFiles('#upload-input', { name: 'data.csv', mimeType: 'text/csv', buffer: Buffer.from('a,b\n1,2\n') });
