@@ -19,12 +19,14 @@ interface OpenApiDocument {
 /** `| \`/path\` | METHOD | ... |` rows of a markdown table, as [path, methods] in OpenAPI's spelling. */
 function tableEndpoints(markdown: string): Set<string> {
   const endpoints = new Set<string>();
-  for (const match of markdown.matchAll(/^\| `(\/[^`]*)` \| ([A-Za-z]+) \|/gm)) {
+  // The method cell: one method, or a list (`GET, HEAD, PUT`), with a note in brackets after it.
+  for (const match of markdown.matchAll(/^\| `(\/[^`]*)` \| ([A-Za-z]+(?:, [A-Za-z]+)*)(?: \([^)|]*\))? \|/gm)) {
     const path = (match[1] ?? '').split('?')[0] ?? '';
-    const method = (match[2] ?? '').toLowerCase();
-    // A WebSocket starts as a GET upgrade; the guide's "HTTP" and the README's "any" are every method.
-    const methods = method === 'websocket' ? ['get'] : method === 'any' || method === 'http' ? ANY : [method];
-    for (const m of methods) endpoints.add(`${m.toUpperCase()} ${path}`);
+    for (const listed of (match[2] ?? '').toLowerCase().split(', ')) {
+      // A WebSocket starts as a GET upgrade; the guide's "HTTP" and "any" are every method.
+      const methods = listed === 'websocket' ? ['get'] : listed === 'any' || listed === 'http' ? ANY : [listed];
+      for (const m of methods) endpoints.add(`${m.toUpperCase()} ${path}`);
+    }
   }
   return endpoints;
 }
