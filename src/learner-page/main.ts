@@ -65,7 +65,7 @@ async function start(session: PageSession): Promise<void> {
       const file = await api.open(entry.path);
       editor.open(
         entry.path,
-        file.binary ? `${entry.name} is a binary or very large file: download it instead.` : file.text,
+        file.binary ? `${entry.name} is not text the editor opens (binary, not UTF-8, or over 2 MiB): download it instead.` : file.text,
         file.etag,
         file.binary,
       );

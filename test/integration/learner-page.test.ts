@@ -152,6 +152,7 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
       await page.waitForSelector('#conn-state[data-state="open elsewhere"]', { timeout: 30_000 });
       await run(twin, 'echo twin-$((6*7))', 'twin-42');
       assert.equal(await page.locator('#conn-state').getAttribute('data-state'), 'open elsewhere', 'the first tab left the shell alone');
+      await shot('open-elsewhere');
       assert.equal(await twin.locator('#conn-state').getAttribute('data-state'), 'connected');
     } finally {
       await twin.close();
@@ -169,9 +170,10 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     await page.waitForSelector('#editor-path:text("/latin1.txt")');
     assert.match(
       (await page.locator('.cm-content').textContent()) ?? '',
-      /binary or very large file/,
+      /not text the editor opens/,
       'not decoded with its bytes replaced',
     );
+    await shot('not-utf8');
 
     await page.locator('#tree .entry', { hasText: 'box' }).click();
     await page.locator('#tree .entry', { hasText: 'inner.txt' }).click();
@@ -187,7 +189,7 @@ describe('learner page in a browser', { timeout: 15 * 60_000 }, () => {
     await page.keyboard.press('Control+s');
     await page.waitForSelector('#editor-status:text("saved")');
     await run(page, 'cat crate/inner.txt; test -e box || echo no-box-$((6*7))', 'no-box-42');
-    assert.match((await activeRows(page).textContent()) ?? '', /first and second/);
+    assert.match((await activeRows(page).textContent()) ?? '', /and second/, 'the edit is in the renamed folder');
 
     await page.locator('.cm-content').click();
     await page.keyboard.type(' unsaved');
