@@ -47,6 +47,8 @@ export interface ServerOverrides {
    * log is the server's own (JSON lines, hard to read), nowhere when `log` is given.
    */
   readonly notices?: (text: string) => void;
+  /** How often an open terminal refreshes its seat's activity (tests shorten it). */
+  readonly terminalActivityIntervalMs?: number;
 }
 
 /** The log line an operator reads to make the first account (the same words a test looks for). */
@@ -84,6 +86,7 @@ export async function startServer(config: ServerConfig, overrides: ServerOverrid
     version: VERSION,
     trustProxy: config.trustProxy,
     pagesDir: overrides.pagesDir ?? SERVER_PAGES_DIR,
+    ...(overrides.terminalActivityIntervalMs === undefined ? {} : { terminalActivityIntervalMs: overrides.terminalActivityIntervalMs }),
     context: {
       service,
       repo,

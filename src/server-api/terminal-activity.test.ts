@@ -1,7 +1,7 @@
 // While a learner's terminal is open through the server, the server refreshes the seat's last
 // activity (the idle stop asks only that), so a seat with a terminal open is never stopped however
-// quiet it is; once the terminal closes the refresh ends with it. The server's app built as the
-// composition root builds it, with the refresh interval shortened; embedded database, one real
+// quiet it is; once the terminal closes the refresh ends with it. The server as the composition
+// root starts it (startServer), with the refresh interval shortened; embedded database, one real
 // in-process agent (stand-in VMM) whose seat 1 runs the real guest terminal server; a clock the
 // test moves forward.
 import { after, before, test } from 'node:test';
@@ -9,27 +9,20 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { SERVER_PAGES_DIR } from '../cli/server.ts';
-import { openPglite, type Database } from '../server-db/database.ts';
-import { migrate } from '../server-db/migrations.ts';
+import { startServer, type RunningServer } from '../cli/server.ts';
+import { loadServerConfig } from '../server-config/config.ts';
 import { SqlWorkshopRepository } from '../server-db/repository.ts';
-import { AgentWorkers } from '../server-workers/agent-workers.ts';
-import { WorkshopService } from '../workshops/service.ts';
+import type { WorkshopService } from '../workshops/service.ts';
 import { GUEST_PORTS } from '../guest/contract.ts';
 import { silentLogger } from '../guest/shared/log.ts';
 import { startTerminalServer } from '../guest/terminal/server.ts';
-import { buildServerApp } from './app.ts';
-import { ServerAuth } from './auth.ts';
-import { ServerMetrics } from './metrics.ts';
 import { Browser, eventually, startTestWorker, type TestWorker } from '../../test/support/workshop-server.ts';
 import { TerminalClient } from '../../test/support/terminal-client.ts';
 
 let dir: string;
 let workspace: string;
-let db: Database;
-let app: FastifyInstance;
+let server: RunningServer;
 let url: string;
 let repo: SqlWorkshopRepository;
 let service: WorkshopService;
@@ -56,40 +49,20 @@ before(async () => {
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: workspace, LANG: 'C.UTF-8' },
     }),
   );
-  db = await openPglite(join(dir, 'db'));
-  await migrate(db);
-  repo = new SqlWorkshopRepository(db, clock.now);
-  const log = pino({ level: 'silent' });
-  const workers = new AgentWorkers({ readyTimeoutS: 60 });
-  service = new WorkshopService({ repo, workers, clock, policy: 'spread', log, provisioningTimeoutMs: 120_000 });
-  app = await buildServerApp({
-    log,
-    version: '0.0.0-test',
-    trustProxy: false,
-    pagesDir: SERVER_PAGES_DIR,
+  server = await startServer(loadServerConfig({ DATA_DIR: join(dir, 'db'), PORT: '0' }), {
+    log: pino({ level: 'silent' }),
+    clock,
+    noBackground: true,
     terminalActivityIntervalMs: 20,
-    context: {
-      service,
-      repo,
-      workers,
-      auth: new ServerAuth(repo, clock.now),
-      clock,
-      metrics: new ServerMetrics(repo),
-      secureCookies: 'never',
-      sessionTtlS: 3600,
-      joinRateLimit: 1000,
-      workerDownAfter: 2,
-    },
   });
-  url = await app.listen({ host: '127.0.0.1', port: 0 });
+  ({ url, service } = server);
+  repo = new SqlWorkshopRepository(server.db, clock.now);
   await repo.addInstructor('in-1', 't@example.org', 'not used');
   await repo.addWorker({ id: 'wa', url: worker.url, token: worker.token, memoryMb: null });
   await repo.observeWorker('wa', { state: 'up', capacity: 4, vmCount: 0, agentWorkerId: 'wa' }, clock.now(), 2);
 });
 after(async () => {
-  await app?.close();
-  await service?.settled();
-  await db?.close();
+  await server?.stop();
   for (const c of closers) await c.close();
   await worker?.api.close();
   rmSync(dir, { recursive: true, force: true });
