@@ -39,8 +39,19 @@ if [ "$major" -lt 20 ]; then
   exit 1
 fi
 
+# Native modules build against the installed Node's own headers when it has them (Debian's and
+# NodeSource's packages do), so nothing is downloaded for them.
+node_headers="$(dirname "$(dirname "$(command -v node)")")"
+if [ -z "${npm_config_nodedir:-}" ] && [ -f "${node_headers}/include/node/node_api.h" ]; then
+  export npm_config_nodedir="$node_headers"
+fi
+
 echo "==> npm ci"
 npm ci --no-audit --no-fund
+
+# The agent relays large downloads in the kernel with it (eBPF sockmap); without it, in user space.
+echo "==> the kernel relay's addon (native/sockmap-relay)"
+npm run build:native --silent || echo "install-deps: the kernel relay's addon did not build; the agent will relay downloads itself" >&2
 
 echo "==> the learner page (src/learner-page -> dist/learner-page)"
 npm run build

@@ -16,6 +16,7 @@ import { workspaceRoutes } from './routes/workspace.ts';
 import { templateRoutes } from './routes/templates.ts';
 import { metricsRoutes, type MetricsSource } from './routes/metrics.ts';
 import { openApiRoutes, registerOpenApi } from './openapi.ts';
+import type { SocketJoiner } from '../proxy/downloads.ts';
 import { proxyRoutes } from '../proxy/routes.ts';
 import { TerminalProxy } from '../proxy/terminal.ts';
 import type { ProxyTraffic } from '../proxy/traffic.ts';
@@ -43,6 +44,8 @@ export interface ApiOptions {
   /** Shown with the templates' builds in GET /templates. */
   readonly snapshots?: SnapshotPort;
   readonly observability: Observability;
+  /** Joins sockets for large downloads in the kernel (src/proxy/downloads.ts). */
+  readonly joiner?: SocketJoiner;
 }
 
 /** Where the API reports what it does (metrics), and what `/metrics` shows. */
@@ -96,7 +99,13 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     ...(o.snapshots ? { snapshots: o.snapshots } : {}),
   });
   await app.register(workspaceRoutes, { pageDir: o.pageDir });
-  await app.register(proxyRoutes, { seats: o.vms.manager, maxSeat: o.vms.maxSeat, probe: o.probe, ...(traffic ? { traffic } : {}) });
+  await app.register(proxyRoutes, {
+    seats: o.vms.manager,
+    maxSeat: o.vms.maxSeat,
+    probe: o.probe,
+    ...(traffic ? { traffic } : {}),
+    ...(o.joiner ? { joiner: o.joiner } : {}),
+  });
   await app.register(metricsRoutes, { source: metrics });
   await app.register(openApiRoutes);
   addTerminalUpgrades(app, o, vmCreatedAt);

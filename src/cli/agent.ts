@@ -25,7 +25,9 @@ import { maxSeatId } from '../network/cidr.ts';
 import { createHostNetwork } from '../network/host-network.ts';
 import { applyFirewall } from '../network/firewall.ts';
 import { SpareLayers } from '../disks/spare-layers.ts';
+import { openKernelRelay } from '../host/kernel-relay.ts';
 import { hostProcesses } from '../host/process.ts';
+import type { SocketJoiner } from '../proxy/downloads.ts';
 import { probeGuest } from '../proxy/guest.ts';
 import { selectDriver } from '../hypervisors/select.ts';
 import { createAgentMetrics } from '../metrics/index.ts';
@@ -50,6 +52,8 @@ export interface AgentAdapters {
   readonly processes: ProcessPort;
   readonly probe: GuestProbe;
   readonly clock: Clock;
+  /** Joins guest and client sockets for large downloads (absent: the agent relays them itself). */
+  readonly joiner?: SocketJoiner;
 }
 
 /** Everything else the agent's parts are configured with. */
@@ -153,6 +157,7 @@ export async function composeAgent(s: AgentSettings, a: AgentAdapters): Promise<
     templates: a.images,
     ...(snapshots ? { snapshots } : {}),
     observability: { metrics: registry, traffic: metrics.traffic, errorSent: metrics.errorSent },
+    ...(a.joiner ? { joiner: a.joiner } : {}),
     status: {
       manager,
       workerId: s.workerId,
@@ -197,6 +202,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const spares = new SpareLayers({ dir: join(config.stateDir, 'spare-layers'), perKind: SPARE_LAYERS, log });
   spares.prefill(config.vmDiskMb);
   await installFirewall(config, log);
+  const relay = config.kernelRelay ? openKernelRelay() : { joiner: undefined, reason: 'KERNEL_RELAY=off' };
+  if (relay.joiner) log.info('large downloads are relayed in the kernel (sockmap)');
+  else log.info({ reason: relay.reason }, 'large downloads are relayed by the agent');
 
   const agent = await composeAgent(
     {
@@ -226,6 +234,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       processes: hostProcesses,
       probe: (ip) => probeGuest(ip),
       clock: { now: Date.now },
+      ...(relay.joiner ? { joiner: relay.joiner } : {}),
     },
   );
 

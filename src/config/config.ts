@@ -32,6 +32,8 @@ export interface AgentConfig {
   readonly memoryOvercommit: number;
   /** Seats restore from a snapshot of their template build (made in the background) instead of booting. */
   readonly snapshotStart: boolean;
+  /** Large downloads go from the guest's socket to the client's in the kernel (eBPF sockmap). */
+  readonly kernelRelay: boolean;
   readonly logLevel: string;
 }
 
@@ -132,6 +134,12 @@ export const SETTINGS = {
     env: 'SNAPSHOT_START',
     flag: '--snapshot-start',
     help: 'on: new seats restore from a snapshot of their template (made in the background); off: every seat boots cold',
+    fallback: () => 'on',
+  },
+  kernelRelay: {
+    env: 'KERNEL_RELAY',
+    flag: '--kernel-relay',
+    help: 'on: downloads of 1 MiB or more are relayed in the kernel where it allows (eBPF sockmap); off: all through the agent',
     fallback: () => 'on',
   },
   logLevel: { env: 'LOG_LEVEL', flag: '--log-level', help: 'pino log level', fallback: () => 'info' },
@@ -284,6 +292,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     vmDiskMb: integer(SETTINGS.vmDiskMb, text(SETTINGS.vmDiskMb), 256, 1_048_576),
     memoryOvercommit: ratio(SETTINGS.memoryOvercommit, text(SETTINGS.memoryOvercommit)),
     snapshotStart: onOff(SETTINGS.snapshotStart, text(SETTINGS.snapshotStart)),
+    kernelRelay: onOff(SETTINGS.kernelRelay, text(SETTINGS.kernelRelay)),
     logLevel: text(SETTINGS.logLevel),
   };
 }

@@ -11,3 +11,13 @@ export const GUEST_CONTRACT_PATH = '/etc/clarateach/guest.env';
 export function guestContractEnv(): string {
   return `CLARATEACH_TERMINAL_PORT=${GUEST_PORTS.terminal}\nCLARATEACH_FILES_PORT=${GUEST_PORTS.files}\n`;
 }
+
+/**
+ * Large downloads the agent relays in the kernel (src/proxy/downloads.ts). The agent's GET says
+ * `x-clarateach-hold-above: N` and sends a chunked request body it keeps open; a file server that
+ * knows this answers a body of N bytes or more with its head only, marked `x-clarateach-held: 1`
+ * (and `Connection: close`), and streams the body once the request body ends. Meanwhile the agent
+ * has sent the client its own head and joined the two sockets. Older guests ignore the header.
+ */
+export const HOLD_ABOVE_HEADER = 'x-clarateach-hold-above';
+export const HELD_HEADER = 'x-clarateach-held';

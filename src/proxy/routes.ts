@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream';
 import { ApiError, sendError } from '../http/errors.ts';
 import { seatFromParam, vmParamsSchema, type VmParams } from '../http/seat.ts';
 import type { GuestProbe } from '../vms/ports.ts';
+import { joinable, relayDownload, type SocketJoiner } from './downloads.ts';
 import { FILES_PORT } from './guest.ts';
 import type { SeatLookup } from './seats.ts';
 import { countingStream, untracked, type ProxyTraffic } from './traffic.ts';
@@ -15,6 +16,8 @@ export interface ProxyRoutesOptions {
   readonly maxSeat: number;
   readonly probe: GuestProbe;
   readonly traffic?: ProxyTraffic;
+  /** When given, GETs go through relayDownload: large bodies are relayed in the kernel. */
+  readonly joiner?: SocketJoiner;
 }
 
 /**
@@ -134,6 +137,12 @@ function filesHandler(o: ProxyRoutesOptions, traffic: ProxyTraffic) {
     const query = new URLSearchParams(queryAt >= 0 ? rawUrl.slice(queryAt + 1) : '');
     query.delete('token'); // a learner token is for the agent, never for the guest
     traffic.connected('files'); // counted once it is really proxied: not the refusals above
+    if (o.joiner && joinable(request)) {
+      const search = query.toString();
+      const path = `/files${rest}${search === '' ? '' : `?${search}`}`;
+      const download = { host: vm.ip, port: FILES_PORT, path, vm: `${vm.workshopId}.${vm.seatId}` };
+      return relayDownload(request, reply, download, o.joiner, traffic, guestResponseHeaders);
+    }
     return reply.from(target, {
       queryString: () => query.toString(),
       onResponse: (_request, replyToSend, response) => {

@@ -13,6 +13,7 @@ import { imagePaths } from '../../src/image/layout.ts';
 import { TemplateCatalog } from '../../src/templates/catalog.ts';
 import { findProcessesUnder, hostProcesses, killProcess } from '../../src/host/process.ts';
 import type { GuestProbe } from '../../src/vms/ports.ts';
+import type { SocketJoiner } from '../../src/proxy/downloads.ts';
 import { MemoryNetwork, StandInDriver } from './stand-ins.ts';
 
 export interface TestApiOptions {
@@ -31,6 +32,8 @@ export interface TestApiOptions {
   readonly pageDir?: string;
   /** The agent's logger (default: silent). */
   readonly log?: Logger;
+  /** The kernel relay for large downloads (default: none, the agent relays them). */
+  readonly joiner?: SocketJoiner;
 }
 
 export interface TestApi {
@@ -81,6 +84,7 @@ export async function buildTestApi(o: TestApiOptions): Promise<TestApi> {
       processes: hostProcesses,
       probe: o.probe ?? (async () => ({ terminal: answers, files: answers })),
       clock: { now: o.now ?? Date.now },
+      ...(o.joiner ? { joiner: o.joiner } : {}),
     },
   );
   return {

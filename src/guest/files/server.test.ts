@@ -8,6 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { HELD_HEADER, HOLD_ABOVE_HEADER } from '../contract.ts';
 import type { FilesConfig } from '../shared/config.ts';
 import { silentLogger } from '../shared/log.ts';
 import { startFilesServer } from './server.ts';
@@ -194,6 +195,39 @@ describe('files server', () => {
     assert.equal(missing.status, 404);
     assert.deepEqual(missing.json(), { error: '/nope.txt does not exist', code: 'not_found' });
     assert.equal((await call('GET', '/files/hello.txt/below')).status, 404);
+  });
+
+  it('holds a body of the asked size until the request body ends (the agent\'s kernel relay handshake)', async () => {
+    const bytes = randomBytes(300 * 1024);
+    await writeFile(path.join(workspace, 'held.bin'), bytes);
+    const held = http.request({
+      host: '127.0.0.1',
+      port: server.port,
+      path: '/files/held.bin',
+      agent: false,
+      headers: { [HOLD_ABOVE_HEADER]: String(bytes.length), 'transfer-encoding': 'chunked' },
+    });
+    held.flushHeaders();
+    const answer = await new Promise<http.IncomingMessage>((resolve) => held.once('response', resolve));
+    assert.equal(answer.headers[HELD_HEADER], '1');
+    assert.equal(answer.headers.connection, 'close');
+    const chunks: Buffer[] = [];
+    answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(chunks.length, 0, 'nothing of the body before the release');
+    held.end();
+    await new Promise((resolve) => answer.once('end', resolve));
+    assert.equal(sha256(Buffer.concat(chunks)), sha256(bytes));
+
+    // Under the size, or not asked: answered at once, unmarked.
+    const small = await call('GET', '/files/held.bin', { headers: { [HOLD_ABOVE_HEADER]: String(bytes.length + 1) } });
+    assert.equal(small.headers[HELD_HEADER], undefined);
+    assert.equal(sha256(small.body), sha256(bytes));
+    const plain = await call('GET', '/files/held.bin');
+    assert.equal(plain.headers[HELD_HEADER], undefined);
+    const head = await call('HEAD', '/files/held.bin', { headers: { [HOLD_ABOVE_HEADER]: '1' } });
+    assert.equal(head.headers[HELD_HEADER], undefined);
+    await rm(path.join(workspace, 'held.bin'));
   });
 
   it('saves only over the version the editor read (If-Match), creates only when asked (If-None-Match: *)', async () => {

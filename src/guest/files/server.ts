@@ -14,6 +14,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { HELD_HEADER, HOLD_ABOVE_HEADER } from '../contract.ts';
 import type { FilesConfig } from '../shared/config.ts';
 import { listen, sendJson, splitTarget } from '../shared/http.ts';
 import type { Logger } from '../shared/log.ts';
@@ -49,6 +50,22 @@ export interface RunningServer {
   readonly server: http.Server;
   readonly port: number;
   close(): Promise<void>;
+}
+
+/** The size from which the agent asked to hold a body (contract.ts), or Infinity. */
+function holdAbove(req: IncomingMessage): number {
+  const value = req.headers[HOLD_ABOVE_HEADER];
+  return typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : Infinity;
+}
+
+/** Resolves true when the request body has ended, false when the connection closed before. */
+function requestBodyEnded(req: IncomingMessage): Promise<boolean> {
+  if (req.complete) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    req.once('end', () => resolve(true));
+    req.once('close', () => resolve(req.complete));
+    req.resume();
+  });
 }
 
 function entryOf(segments: readonly string[], st: Stats): Entry {
@@ -212,10 +229,22 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
         headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`;
       }
       headers['Content-Length'] = String(end - start + 1);
+      const held = req.method === 'GET' && end - start + 1 >= holdAbove(req);
+      if (held) {
+        headers[HELD_HEADER] = '1';
+        headers.Connection = 'close';
+      }
       res.writeHead(status, headers);
       if (req.method === 'HEAD' || end < start) {
         res.end();
         return;
+      }
+      if (held) {
+        res.flushHeaders();
+        if (!(await requestBodyEnded(req))) {
+          res.destroy();
+          return;
+        }
       }
       handedOff = true;
       // Streams exactly the announced bytes even if the file grows meanwhile; closes the handle itself.

@@ -1,0 +1,174 @@
+// Downloads through the agent with the kernel relay open (a real eBPF sockmap: the CI runs as
+// root), from the real guest file server on a loopback address (nothing leaves lo). The relay is
+// wrapped only to count what the proxy asked of it.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { buildTestApi, type TestApi } from '../../test/support/api.ts';
+import { GUEST_PORTS } from '../guest/contract.ts';
+import { startFilesServer, type RunningServer } from '../guest/files/server.ts';
+import { silentLogger } from '../guest/shared/log.ts';
+import { openKernelRelay } from '../host/kernel-relay.ts';
+import type { SocketJoiner } from './downloads.ts';
+
+const SUBNET = `127.${64 + (process.pid % 128)}.${1 + Math.floor(Math.random() * 250)}`;
+const MiB = 1024 * 1024;
+const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
+
+/** A whole HTTP/1.1 answer read off a raw socket (the test controls when it reads). */
+async function rawGet(url: URL, o: { pauseMs?: number; readBytes?: number } = {}): Promise<{ head: string; body: Buffer }> {
+  const socket = connect(Number(url.port), url.hostname);
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`);
+  if (o.pauseMs !== undefined) {
+    socket.pause(); // nothing read: the agent's socket to this client fills up
+    await sleep(o.pauseMs);
+  }
+  const chunks: Buffer[] = [];
+  let received = 0;
+  await new Promise<void>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+      if (o.readBytes !== undefined && received >= o.readBytes) {
+        socket.destroy();
+        resolve();
+      }
+    });
+    socket.once('end', resolve);
+    socket.once('error', reject);
+    socket.resume();
+  });
+  const all = Buffer.concat(chunks);
+  const headEnd = all.indexOf('\r\n\r\n');
+  return { head: all.subarray(0, headEnd).toString('latin1'), body: all.subarray(headEnd + 4) };
+}
+
+describe('downloads joined in the kernel', () => {
+  const opened = openKernelRelay();
+  const calls = { joins: 0, detaches: 0, leaves: 0 };
+  let api: TestApi;
+  let files: RunningServer;
+  let olderGuest: Server;
+  let dir: string;
+  let base: string;
+  const content = { big: randomBytes(6 * MiB), huge: randomBytes(48 * MiB), small: randomBytes(10 * 1024) };
+
+  before(async () => {
+    const relay = opened.joiner;
+    assert.ok(relay, `the kernel relay must open here (root, sockmap): ${'reason' in opened ? opened.reason : ''}`);
+    const joiner: SocketJoiner = {
+      join: (guestFd, clientFd) => (calls.joins++, relay.join(guestFd, clientFd)),
+      detach: (handle) => (calls.detaches++, relay.detach(handle)),
+      leave: (handle) => (calls.leaves++, relay.leave(handle)),
+      relayed: (handle) => relay.relayed(handle),
+      queued: (fd) => relay.queued(fd),
+    };
+    dir = mkdtempSync(join(tmpdir(), 'ct-downloads-'));
+    for (const [name, bytes] of Object.entries(content)) writeFileSync(join(dir, `${name}.bin`), bytes);
+    files = await startFilesServer({
+      config: { host: `${SUBNET}.11`, port: GUEST_PORTS.files, workspaceDir: dir, maxUploadBytes: MiB },
+      logger: silentLogger,
+    });
+    // Seat 2 runs a file server from before the handshake: it streams at once, whatever was asked.
+    olderGuest = createServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(content.big.length) });
+      response.end(content.big);
+    });
+    await new Promise<void>((resolve) => olderGuest.listen(GUEST_PORTS.files, `${SUBNET}.12`, resolve));
+    api = await buildTestApi({ agentToken: undefined, capacity: 4, cidr: `${SUBNET}.1/24`, guestAnswers: true, joiner });
+    for (const seat of [1, 2]) {
+      const created = await api.app.inject({ method: 'POST', url: '/vms', payload: { workshop_id: 'ws', seat_id: seat } });
+      assert.equal(created.statusCode, 201, created.body);
+    }
+    await api.app.listen({ port: 0, host: '127.0.0.1' });
+    base = `http://127.0.0.1:${(api.app.server.address() as AddressInfo).port}/proxy/ws`;
+  });
+
+  after(async () => {
+    await api?.close();
+    await files?.close();
+    await new Promise<void>((resolve) => (olderGuest ? olderGuest.close(() => resolve()) : resolve()));
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a 6 MiB file arrives whole, with the agent head and sandbox, its bytes relayed in the kernel and counted', async () => {
+    const before = { ...calls };
+    const answer = await request(`${base}/1/files/big.bin`, { headers: { 'x-request-id': 'download-1' } });
+    const body = Buffer.from(await answer.body.arrayBuffer());
+    assert.equal(answer.statusCode, 200);
+    assert.equal(sha256(body), sha256(content.big));
+    assert.equal(answer.headers['content-length'], String(content.big.length));
+    assert.equal(answer.headers['x-request-id'], 'download-1');
+    assert.match(String(answer.headers['content-security-policy']), /sandbox/);
+    assert.equal(answer.headers['x-content-type-options'], 'nosniff');
+    assert.equal(answer.headers['x-clarateach-held'], undefined, 'the handshake stays between agent and guest');
+    assert.equal(calls.joins - before.joins, 1);
+    await waitFor(() => calls.leaves - before.leaves === 1);
+    const metrics = await (await request(`${base.replace('/proxy/ws', '')}/metrics`)).body.text();
+    const counted = /clarateach_proxy_bytes_total\{service="files",direction="from_guest"\} (\d+)/.exec(metrics);
+    assert.ok(counted, metrics);
+    assert.ok(Number(counted[1]) >= content.big.length, `counted ${counted[1]}`);
+  });
+
+  it('a 2 MiB range is joined and is that range; a small file and a listing go through the agent', async () => {
+    const before = { ...calls };
+    const ranged = await request(`${base}/1/files/huge.bin`, { headers: { range: `bytes=${MiB}-${3 * MiB - 1}` } });
+    assert.equal(ranged.statusCode, 206);
+    assert.equal(ranged.headers['content-range'], `bytes ${MiB}-${3 * MiB - 1}/${content.huge.length}`);
+    assert.equal(sha256(Buffer.from(await ranged.body.arrayBuffer())), sha256(content.huge.subarray(MiB, 3 * MiB)));
+    assert.equal(calls.joins - before.joins, 1);
+
+    const small = await request(`${base}/1/files/small.bin`);
+    assert.equal(sha256(Buffer.from(await small.body.arrayBuffer())), sha256(content.small));
+    const listing = await request(`${base}/1/files/`);
+    const names = ((await listing.body.json()) as { entries: { name: string }[] }).entries.map((entry) => entry.name);
+    assert.deepEqual(names.sort(), ['big.bin', 'huge.bin', 'small.bin']);
+    const missing = await request(`${base}/1/files/nothing.bin`);
+    assert.equal(missing.statusCode, 404);
+    await missing.body.dump();
+    assert.equal(calls.joins - before.joins, 1, 'small answers are not joined');
+  });
+
+  it('a client that does not read for a while still gets all 48 MiB: the rest goes through the agent', async () => {
+    const before = { ...calls };
+    const { head, body } = await rawGet(new URL(`${base}/1/files/huge.bin`), { pauseMs: 1500 });
+    assert.match(head, /^HTTP\/1\.1 200/);
+    assert.equal(body.length, content.huge.length);
+    assert.equal(sha256(body), sha256(content.huge));
+    assert.equal(calls.joins - before.joins, 1);
+    assert.equal(calls.detaches - before.detaches, 1, 'past 8 MiB waiting for the client, the guest is detached');
+  });
+
+  it('a client that leaves midway frees the join, and the next download is whole', async () => {
+    const before = { ...calls };
+    const { body } = await rawGet(new URL(`${base}/1/files/huge.bin`), { readBytes: 2 * MiB });
+    assert.ok(body.length > 0);
+    await waitFor(() => calls.leaves - before.leaves === 1);
+    const again = await request(`${base}/1/files/big.bin`);
+    assert.equal(sha256(Buffer.from(await again.body.arrayBuffer())), sha256(content.big));
+  });
+
+  it('a guest from before the handshake (streams at once) is relayed by the agent, whole', async () => {
+    const before = { ...calls };
+    const answer = await request(`${base}/2/files/big.bin`);
+    assert.equal(answer.statusCode, 200);
+    assert.equal(sha256(Buffer.from(await answer.body.arrayBuffer())), sha256(content.big));
+    assert.equal(calls.joins - before.joins, 0);
+  });
+});
+
+async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await sleep(20);
+  }
+}
