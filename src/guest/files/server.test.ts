@@ -197,7 +197,7 @@ describe('files server', () => {
     assert.equal((await call('GET', '/files/hello.txt/below')).status, 404);
   });
 
-  it('holds a body of the asked size until the request body ends (the agent\'s kernel relay handshake)', async () => {
+  it("holds a body of the asked size until the request body ends (the agent's kernel relay handshake)", async () => {
     const bytes = randomBytes(300 * 1024);
     await writeFile(path.join(workspace, 'held.bin'), bytes);
     const held = http.request({
