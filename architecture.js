@@ -5,7 +5,7 @@
 export const PARTS = {
   shared: { job: 'running host commands, the logger, file and shell helpers', mayImport: [] },
   guest: { job: 'the workspace services inside each VM (terminal, files) and its init', mayImport: [] },
-  host: { job: 'host resources shared by parts: processes, per-VM users, cgroups (v1 and v2)', mayImport: ['shared'] },
+  host: { job: 'host resources shared by parts: processes, per-VM users, cgroups (v1 and v2), the kernel relay', mayImport: ['shared'] },
   vms: { job: 'the VM lifecycle: ports, plans, create/delete/recover, orphan sweep, readiness', mayImport: ['shared'] },
   store: { job: 'VM records in SQLite (the VmRepository port)', mayImport: ['vms', 'shared'] },
   disks: { job: "each VM's writable layer (the DiskPort)", mayImport: ['vms', 'shared'] },

@@ -137,13 +137,13 @@ static napi_value open_relay(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static int update(int map, const struct join_key *key, const void *value) {
+static int update(int map, const struct join_key *key, const void *value, uint64_t flags) {
   union bpf_attr attr;
   memset(&attr, 0, sizeof attr);
   attr.map_fd = map;
   attr.key = (uintptr_t)key;
   attr.value = (uintptr_t)value;
-  attr.flags = BPF_NOEXIST;
+  attr.flags = flags;
   return bpf(BPF_MAP_UPDATE_ELEM, &attr);
 }
 
@@ -223,15 +223,15 @@ static napi_value join(napi_env env, napi_callback_info info) {
   if (key_of(fds[0], &key) != 0) return throw_errno(env, "the guest socket's addresses");
   uint64_t zero = 0;
   uint32_t client = (uint32_t)fds[1], guest = (uint32_t)fds[0];
-  if (update(counts_map, &key, &zero) != 0) return throw_errno(env, "a byte counter");
+  if (update(counts_map, &key, &zero, BPF_ANY) != 0) return throw_errno(env, "a byte counter");
   // The client first: a packet the verdict redirects must find its target.
-  if (update(clients_map, &key, &client) != 0) {
+  if (update(clients_map, &key, &client, BPF_NOEXIST) != 0) {
     int saved = errno;
     delete_key(counts_map, &key);
     errno = saved;
     return throw_errno(env, "putting the client socket in the sockhash");
   }
-  if (update(guests_map, &key, &guest) != 0) {
+  if (update(guests_map, &key, &guest, BPF_NOEXIST) != 0) {
     int saved = errno;
     delete_key(clients_map, &key);
     delete_key(counts_map, &key);
