@@ -7,13 +7,13 @@ const ADDON = new URL('../../native/sockmap-relay/build/Release/sockmap_relay.no
 
 /** Joins a guest's socket to a client's in the kernel; the shape of the proxy's SocketJoiner port. */
 export interface KernelRelay {
-  /** From now on the guest socket's incoming bytes leave through the client socket. Returns a handle. */
-  join(guestFd: number, clientFd: number): number;
-  /** The guest's bytes reach user space again; those already redirected go on. */
-  detach(handle: number): void;
+  /** From now on the guest socket's incoming bytes leave through the client socket, up to `limit`. Returns a handle. */
+  join(guestFd: number, clientFd: number, limit: number): number;
+  /** The guest may now have sent up to `limit` bytes; past it, its packets are dropped. */
+  allow(handle: number, limit: number): void;
   /** Both sockets out of the relay. */
   leave(handle: number): void;
-  /** Bytes redirected since the join. */
+  /** Bytes redirected since the join; negative (-1 - bytes) once the guest sent past its limit. */
   relayed(handle: number): number;
   /** Bytes written into a TCP socket since it connected: acknowledged, or in its send queue. */
   queued(fd: number): number;
@@ -23,7 +23,7 @@ interface SockmapAddon extends KernelRelay {
   open(): void;
 }
 
-const FUNCTIONS = ['open', 'join', 'detach', 'leave', 'relayed', 'queued'] as const;
+const FUNCTIONS = ['open', 'join', 'allow', 'leave', 'relayed', 'queued'] as const;
 
 function isAddon(loaded: unknown): loaded is SockmapAddon {
   if (typeof loaded !== 'object' || loaded === null) return false;
@@ -54,8 +54,8 @@ export function openKernelRelay(): KernelRelayOpening {
   const addon = loaded;
   return {
     joiner: {
-      join: (guestFd, clientFd) => addon.join(guestFd, clientFd),
-      detach: (handle) => addon.detach(handle),
+      join: (guestFd, clientFd, limit) => addon.join(guestFd, clientFd, limit),
+      allow: (handle, limit) => addon.allow(handle, limit),
       leave: (handle) => addon.leave(handle),
       relayed: (handle) => addon.relayed(handle),
       queued: (fd) => addon.queued(fd),

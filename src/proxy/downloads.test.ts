@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -53,10 +53,11 @@ async function rawGet(url: URL, o: { pauseMs?: number; readBytes?: number } = {}
 
 describe('downloads joined in the kernel', () => {
   const opened = openKernelRelay();
-  const calls = { joins: 0, detaches: 0, leaves: 0 };
+  const calls = { joins: 0, allows: 0, leaves: 0, overs: 0 };
   let api: TestApi;
   let files: RunningServer;
   let olderGuest: Server;
+  let rogueGuest: NetServer;
   let dir: string;
   let base: string;
   const content = { big: randomBytes(6 * MiB), huge: randomBytes(48 * MiB), small: randomBytes(10 * 1024) };
@@ -65,10 +66,14 @@ describe('downloads joined in the kernel', () => {
     const relay = opened.joiner;
     assert.ok(relay, `the kernel relay must open here (root, sockmap): ${'reason' in opened ? opened.reason : ''}`);
     const joiner: SocketJoiner = {
-      join: (guestFd, clientFd) => (calls.joins++, relay.join(guestFd, clientFd)),
-      detach: (handle) => (calls.detaches++, relay.detach(handle)),
+      join: (guestFd, clientFd, limit) => (calls.joins++, relay.join(guestFd, clientFd, limit)),
+      allow: (handle, limit) => (calls.allows++, relay.allow(handle, limit)),
       leave: (handle) => (calls.leaves++, relay.leave(handle)),
-      relayed: (handle) => relay.relayed(handle),
+      relayed: (handle) => {
+        const bytes = relay.relayed(handle);
+        if (bytes < 0) calls.overs++;
+        return bytes;
+      },
       queued: (fd) => relay.queued(fd),
     };
     dir = mkdtempSync(join(tmpdir(), 'ct-downloads-'));
@@ -83,8 +88,17 @@ describe('downloads joined in the kernel', () => {
       response.end(content.big);
     });
     await new Promise<void>((resolve) => olderGuest.listen(GUEST_PORTS.files, `${SUBNET}.12`, resolve));
+    // Seat 3 runs a file server that holds, then sends 48 MiB at once whatever credit it was given.
+    rogueGuest = createNetServer((socket) => {
+      socket.once('data', () => {
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${content.huge.length}\r\nx-clarateach-held: 1\r\nconnection: close\r\n\r\n`);
+        socket.once('data', () => socket.end(content.huge)); // the first credit line: the release
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => rogueGuest.listen(GUEST_PORTS.files, `${SUBNET}.13`, resolve));
     api = await buildTestApi({ agentToken: undefined, capacity: 4, cidr: `${SUBNET}.1/24`, guestAnswers: true, joiner });
-    for (const seat of [1, 2]) {
+    for (const seat of [1, 2, 3]) {
       const created = await api.app.inject({ method: 'POST', url: '/vms', payload: { workshop_id: 'ws', seat_id: seat } });
       assert.equal(created.statusCode, 201, created.body);
     }
@@ -96,6 +110,7 @@ describe('downloads joined in the kernel', () => {
     await api?.close();
     await files?.close();
     await new Promise<void>((resolve) => (olderGuest ? olderGuest.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (rogueGuest ? rogueGuest.close(() => resolve()) : resolve()));
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -137,14 +152,25 @@ describe('downloads joined in the kernel', () => {
     assert.equal(calls.joins - before.joins, 1, 'small answers are not joined');
   });
 
-  it('a client that does not read for a while still gets all 48 MiB: the rest goes through the agent', async () => {
+  it('a client that does not read for a while still gets all 48 MiB: the guest sends as the client takes', async () => {
     const before = { ...calls };
     const { head, body } = await rawGet(new URL(`${base}/1/files/huge.bin`), { pauseMs: 1500 });
     assert.match(head, /^HTTP\/1\.1 200/);
     assert.equal(body.length, content.huge.length);
     assert.equal(sha256(body), sha256(content.huge));
     assert.equal(calls.joins - before.joins, 1);
-    assert.equal(calls.detaches - before.detaches, 1, 'past 8 MiB waiting for the client, the guest is detached');
+    assert.ok(calls.allows - before.allows >= 4, `credit given ${calls.allows - before.allows} times after the first 8 MiB`);
+    assert.equal(calls.overs, 0);
+  });
+
+  it('a guest that sends past its credit has its download ended, and never more than its credit waits in the kernel', async () => {
+    const before = { ...calls };
+    const { head, body } = await rawGet(new URL(`${base}/3/files/huge.bin`), { pauseMs: 1500 });
+    assert.match(head, /^HTTP\/1\.1 200/);
+    assert.ok(body.length < content.huge.length, `the client got ${body.length} bytes`);
+    assert.equal(calls.joins - before.joins, 1);
+    assert.ok(calls.overs - before.overs >= 1, 'the kernel dropped what went past the credit');
+    await waitFor(() => calls.leaves - before.leaves === 1);
   });
 
   it('a client that leaves midway frees the join, and the next download is whole', async () => {

@@ -17,16 +17,16 @@ import { countingStream, type ProxyTraffic } from './traffic.ts';
 
 /**
  * Joins a guest's socket to a client's so that what the guest sends goes out to the client in the
- * kernel (src/proxy/kernel-relay.ts implements it with the native sockmap addon).
+ * kernel (src/host/kernel-relay.ts implements it with the native sockmap addon).
  */
 export interface SocketJoiner {
-  /** From now on the guest socket's incoming bytes leave through the client socket. Returns a handle. */
-  join(guestFd: number, clientFd: number): number;
-  /** The guest's bytes reach user space again; those already redirected go on. */
-  detach(handle: number): void;
+  /** From now on the guest socket's incoming bytes leave through the client socket, up to `limit`. Returns a handle. */
+  join(guestFd: number, clientFd: number, limit: number): number;
+  /** The guest may now have sent up to `limit` bytes; past it, its packets are dropped. */
+  allow(handle: number, limit: number): void;
   /** Both sockets out of the relay. */
   leave(handle: number): void;
-  /** Bytes redirected since the join. */
+  /** Bytes redirected since the join; negative (-1 - bytes) once the guest sent past its limit. */
   relayed(handle: number): number;
   /** Bytes written into a TCP socket since it connected: acknowledged, or in its send queue. */
   queued(fd: number): number;
@@ -35,18 +35,19 @@ export interface SocketJoiner {
 /** Bodies from this size on are relayed in the kernel; smaller ones are not worth a connection of their own. */
 export const HOLD_ABOVE_BYTES = 1024 * 1024;
 /**
- * How often a joined download's progress is looked at: soon near its end and when bytes pile up
- * for a slow client, seldom otherwise (each look costs three system calls; fifty downloads at once
- * looked at every 20 ms cost the agent a third of what it spent).
+ * What a guest may send ahead of its client. A sockmap does not push back on the sender, so the
+ * agent gives the guest credit (contract.ts) as the client takes the bytes, and the kernel drops
+ * what a guest sends past it: at most this much of a download waits in the kernel.
+ */
+export const CREDIT_WINDOW_BYTES = 8 * 1024 * 1024;
+/**
+ * How often a joined download is looked at, between these bounds: when its guest may run out of
+ * credit, and while its last bytes drain into the client's socket. A guest that ends is seen at once.
  */
 const LOOK_MIN_MS = 5;
-const LOOK_MAX_MS = 100;
-/**
- * Redirected bytes may wait for a slow client in the kernel without bound (a sockmap does not push
- * back on the sender), so past this many the rest of the download goes through user space, where
- * TCP pushes back on the guest as usual.
- */
-const MAX_WAITING_BYTES = 8 * 1024 * 1024;
+const LOOK_MAX_MS = 1000;
+/** A download whose guest and client have both not moved for this long is given up. */
+const STALLED_MS = 120_000;
 const ANSWER_TIMEOUT_MS = 30_000;
 
 const HOP_BY_HOP = new Set([
@@ -150,9 +151,9 @@ export function relayDownload(
       const length = Number(answer.headers['content-length']);
       const held =
         answer.headers[HELD_HEADER] === '1' && (answer.statusCode === 200 || answer.statusCode === 206) && Number.isSafeInteger(length);
-      const guestFd = fdOf(answer.socket);
-      const clientFd = fdOf(request.raw.socket);
-      if (!held || guestFd === undefined || clientFd === undefined) {
+      // A pipelined request's answer waits for the one before it: its socket is not its own yet.
+      const ownsSocket = reply.raw.socket === request.raw.socket;
+      if (!held || !ownsSocket || fdOf(answer.socket) === undefined || fdOf(request.raw.socket) === undefined) {
         guestRequest.end(); // the handshake's body: a held answer (no socket to join) goes on as well
         const counted = countingStream((bytes) => traffic.transferred('files', 'from_guest', bytes));
         reply
@@ -165,12 +166,7 @@ export function relayDownload(
       reply.hijack();
       const joined = new JoinedDownload(request, reply.raw, answer, guestRequest, joiner, traffic, target, length);
       joined
-        .start(
-          answer.statusCode ?? 200,
-          headOf({ ...reply.getHeaders(), ...answerHeaders(answer.headers), connection: 'close' }),
-          guestFd,
-          clientFd,
-        )
+        .start(answer.statusCode ?? 200, headOf({ ...reply.getHeaders(), ...answerHeaders(answer.headers), connection: 'close' }))
         .finally(resolve);
     });
     guestRequest.flushHeaders();
@@ -184,18 +180,21 @@ function headOf(headers: Record<string, string | number | readonly string[] | st
   return head;
 }
 
-/** One held download: the head from the agent, the body from the kernel (or, when it must, from user space). */
+/**
+ * One held download: the head from the agent, the body from the kernel, paced by credit. When the
+ * sockets cannot be joined, the body goes through the agent as any other.
+ */
 class JoinedDownload {
   private handle: number | undefined;
   private clientFd = -1;
   private base = 0;
   private relayedBytes = 0;
-  private streamedBytes = 0;
-  private detached = false;
-  private streaming = false;
+  private onClient = 0;
+  private credit = 0;
   private done = false;
   private watcher: NodeJS.Timeout | undefined;
   private lastLook = { at: 0, relayed: 0 };
+  private lastMove = 0;
   private finished: () => void = () => undefined;
 
   constructor(
@@ -209,12 +208,11 @@ class JoinedDownload {
     private readonly length: number,
   ) {}
 
-  async start(status: number, headers: OutgoingHttpHeaders, guestFd: number, clientFd: number): Promise<void> {
+  async start(status: number, headers: OutgoingHttpHeaders): Promise<void> {
     const ended = new Promise<void>((resolve) => (this.finished = resolve));
     const guestSocket = this.answer.socket;
     const clientSocket = this.request.raw.socket;
     guestSocket.setTimeout(0); // idle in user space while the kernel carries its bytes
-    this.answer.pause(); // anything that reaches user space waits until the kernel's part is out
     this.answer.on('error', () => undefined); // the guest's close ends the parser's body early: expected
     this.guestRequest.on('error', () => undefined);
     guestSocket.once('end', () => this.check());
@@ -223,86 +221,103 @@ class JoinedDownload {
     this.response.writeHead(status, headers);
     this.response.flushHeaders();
     await headWritten(clientSocket);
-    if (clientSocket.destroyed) return this.finish(false);
+    // Read again after the wait: a socket closed meanwhile may have handed its number on.
+    const guestFd = fdOf(guestSocket);
+    const clientFd = fdOf(clientSocket);
+    if (this.done || guestSocket.destroyed || clientSocket.destroyed || guestFd === undefined || clientFd === undefined) {
+      this.finish(false);
+      return ended;
+    }
     this.clientFd = clientFd;
+    this.credit = Math.min(this.length, CREDIT_WINDOW_BYTES);
     try {
       this.base = this.joiner.queued(clientFd);
       if (this.answer.readableLength > 0) throw new Error('the guest sent its body before it was released');
-      this.handle = this.joiner.join(guestFd, clientFd);
+      this.handle = this.joiner.join(guestFd, clientFd, this.credit);
     } catch (error) {
       this.request.log.warn({ err: error, vm: this.target.vm }, 'download not joined in the kernel; relayed by the agent');
       this.handle = undefined;
-      this.detached = true;
     }
-    this.guestRequest.end(); // releases the guest's body
-    if (this.handle === undefined) this.stream();
-    else {
-      this.lastLook = { at: performance.now(), relayed: 0 };
-      this.watcher = setTimeout(() => this.check(), LOOK_MIN_MS);
+    if (this.handle === undefined) {
+      this.guestRequest.end(); // no credit needed: the agent's own relay pushes back
+      this.relayByAgent();
+      return ended;
     }
+    this.giveCredit();
+    this.lastLook = { at: performance.now(), relayed: 0 };
+    this.lastMove = Date.now();
+    this.watcher = setTimeout(() => this.check(), LOOK_MIN_MS);
     return ended;
   }
 
+  /** The release, and each later credit: a line with the most the guest may have sent; the body's end lifts the limit. */
+  private giveCredit(): void {
+    if (this.credit >= this.length) this.guestRequest.end();
+    else this.guestRequest.write(`${this.credit}\n`);
+  }
+
   private check(): void {
-    if (this.done || this.streaming) return;
+    if (this.done || this.handle === undefined) return;
     clearTimeout(this.watcher);
-    this.readRelayed();
+    let relayed: number;
     let onClient: number;
     try {
+      relayed = this.joiner.relayed(this.handle);
       onClient = this.joiner.queued(this.clientFd) - this.base;
     } catch {
       return this.finish(false); // the client socket is gone
     }
-    const waiting = this.relayedBytes - onClient;
-    if (!this.detached && waiting > MAX_WAITING_BYTES && this.handle !== undefined) {
-      this.joiner.detach(this.handle);
-      this.detached = true;
-    } else if (waiting <= 0) {
-      if (this.relayedBytes >= this.length) return this.finish(true);
-      if (this.detached) return this.stream();
+    if (relayed < 0) {
+      this.relayedBytes = -1 - relayed;
+      this.request.log.warn({ vm: this.target.vm, credit: this.credit }, 'the guest sent past its credit: download ended');
+      return this.finish(false);
+    }
+    if (relayed !== this.relayedBytes || onClient !== this.onClient) this.lastMove = Date.now();
+    this.relayedBytes = relayed;
+    this.onClient = onClient;
+    const waiting = relayed - onClient;
+    if (waiting <= 0) {
+      if (relayed >= this.length) return this.finish(true);
       if (this.answer.socket.destroyed || this.answer.socket.readableEnded) return this.finish(false); // the guest ended early
+    }
+    if (Date.now() - this.lastMove > STALLED_MS) {
+      this.request.log.warn({ vm: this.target.vm, relayed, on_client: onClient }, 'download stalled: ended');
+      return this.finish(false);
+    }
+    // More credit once the client has taken half of what the guest may send ahead of it.
+    if (this.credit < this.length && onClient + CREDIT_WINDOW_BYTES >= this.credit + CREDIT_WINDOW_BYTES / 2) {
+      this.credit = Math.min(this.length, onClient + CREDIT_WINDOW_BYTES);
+      try {
+        this.joiner.allow(this.handle, this.credit); // before the guest hears of it
+      } catch {
+        return this.finish(false);
+      }
+      this.giveCredit();
     }
     this.lookAgain(waiting);
   }
 
-  /** Soon when the end is near or bytes pile up; else about when they could pile up to half the bound at this rate. */
+  /**
+   * Soon while the last bytes drain; else about when the guest, at its pace so far, has used half
+   * of its credit (an idle look costs three system calls: fifty downloads looked at every 20 ms
+   * cost the agent a third of what relaying them in user space did).
+   */
   private lookAgain(waiting: number): void {
     const now = performance.now();
     const bytesPerMs = (this.relayedBytes - this.lastLook.relayed) / Math.max(1, now - this.lastLook.at);
     this.lastLook = { at: now, relayed: this.relayedBytes };
-    const untilHalfFull = bytesPerMs > 0 ? (MAX_WAITING_BYTES / 2 - waiting) / bytesPerMs : LOOK_MAX_MS;
-    const soon = this.detached || this.relayedBytes >= this.length;
-    const delay = soon ? LOOK_MIN_MS : Math.min(LOOK_MAX_MS, Math.max(LOOK_MIN_MS, untilHalfFull));
+    const draining = this.relayedBytes >= this.length && waiting > 0;
+    const untilHalfUsed = bytesPerMs > 0 ? (this.credit - this.relayedBytes) / 2 / bytesPerMs : LOOK_MAX_MS;
+    const delay = draining ? LOOK_MIN_MS : Math.min(LOOK_MAX_MS, Math.max(LOOK_MIN_MS, untilHalfUsed));
     this.watcher = setTimeout(() => this.check(), delay);
   }
 
-  private readRelayed(): void {
-    if (this.handle === undefined) return;
-    try {
-      this.relayedBytes = this.joiner.relayed(this.handle);
-    } catch {
-      // the counter is gone only with the join: nothing more was relayed
-    }
-  }
-
-  /** The rest of the body through user space (after a detach, or when the join failed). */
-  private stream(): void {
-    if (this.streaming || this.done) return;
-    this.streaming = true;
-    clearTimeout(this.watcher);
-    const remaining = this.length - this.relayedBytes;
-    this.answer.on('data', (chunk: Buffer) => {
-      this.streamedBytes += chunk.length;
-      if (!this.response.write(chunk)) {
-        this.answer.pause();
-        this.response.once('drain', () => this.answer.resume());
-      }
-      if (this.streamedBytes >= remaining) this.finish(true);
+  /** The whole body through the agent (the sockets could not be joined). */
+  private relayByAgent(): void {
+    const counted = countingStream((bytes) => {
+      this.relayedBytes += bytes;
     });
-    const ended = (): void => this.finish(this.streamedBytes >= remaining);
-    this.answer.once('end', ended);
-    this.answer.once('close', ended);
-    this.answer.resume();
+    pipeline(this.answer, counted, this.response, () => this.finish(this.relayedBytes >= this.length));
   }
 
   private finish(complete: boolean): void {
@@ -310,17 +325,27 @@ class JoinedDownload {
     this.done = true;
     clearTimeout(this.watcher);
     if (this.handle !== undefined) {
-      this.readRelayed(); // a client that has it all may close before the last look
+      try {
+        const relayed = this.joiner.relayed(this.handle); // a client that has it all may close before the last look
+        this.relayedBytes = relayed < 0 ? -1 - relayed : relayed;
+      } catch {
+        // the counter is gone only with the join
+      }
       this.joiner.leave(this.handle);
     }
     this.answer.socket.destroy();
-    const bytes = this.relayedBytes + this.streamedBytes;
-    this.traffic.transferred('files', 'from_guest', bytes);
+    this.traffic.transferred('files', 'from_guest', this.relayedBytes);
     if (complete) this.response.end();
     else this.response.destroy();
     this.request.log.info(
-      { vm: this.target.vm, bytes, kernel_bytes: this.relayedBytes, whole: bytes >= this.length, statusCode: this.response.statusCode },
-      'download relayed in the kernel',
+      {
+        vm: this.target.vm,
+        bytes: this.relayedBytes,
+        in_kernel: this.handle !== undefined,
+        whole: this.relayedBytes >= this.length,
+        statusCode: this.response.statusCode,
+      },
+      'download relayed',
     );
     this.finished();
   }
@@ -333,6 +358,7 @@ function headWritten(socket: Socket): Promise<void> {
       if (socket.destroyed || socket.writableLength === 0) resolve();
       else socket.once('drain', look);
     };
+    socket.once('close', resolve);
     setImmediate(look);
   });
 }

@@ -197,7 +197,7 @@ describe('files server', () => {
     assert.equal((await call('GET', '/files/hello.txt/below')).status, 404);
   });
 
-  it("holds a body of the asked size until the request body ends (the agent's kernel relay handshake)", async () => {
+  it('holds a body of the asked size, then sends it as the agent gives credit (the kernel relay handshake)', async () => {
     const bytes = randomBytes(300 * 1024);
     await writeFile(path.join(workspace, 'held.bin'), bytes);
     const held = http.request({
@@ -212,10 +212,19 @@ describe('files server', () => {
     assert.equal(answer.headers[HELD_HEADER], '1');
     assert.equal(answer.headers.connection, 'close');
     const chunks: Buffer[] = [];
+    const received = (): number => chunks.reduce((sum, chunk) => sum + chunk.length, 0);
     answer.on('data', (chunk: Buffer) => chunks.push(chunk));
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.equal(chunks.length, 0, 'nothing of the body before the release');
-    held.end();
+    const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 300));
+    await settle();
+    assert.equal(received(), 0, 'nothing of the body before the release');
+    held.write('100000\n');
+    await settle();
+    assert.equal(received(), 100_000, 'exactly the credit');
+    held.write('150000\n1'); // a line split across writes
+    held.write('70000\n');
+    await settle();
+    assert.equal(received(), 170_000);
+    held.end(); // no more limit
     await new Promise((resolve) => answer.once('end', resolve));
     assert.equal(sha256(Buffer.concat(chunks)), sha256(bytes));
 

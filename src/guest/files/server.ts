@@ -58,14 +58,74 @@ function holdAbove(req: IncomingMessage): number {
   return typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : Infinity;
 }
 
-/** Resolves true when the request body has ended, false when the connection closed before. */
-function requestBodyEnded(req: IncomingMessage): Promise<boolean> {
-  if (req.complete) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    req.once('end', () => resolve(true));
-    req.once('close', () => resolve(req.complete));
-    req.resume();
-  });
+/**
+ * The credit lines the agent sends on a held request's body (contract.ts): each the most bytes the
+ * answer's body may have sent by then. The request body's end lifts the limit.
+ */
+class Credit {
+  private allowed = 0;
+  private state: 'open' | 'ended' | 'closed' = 'open';
+  private wake: () => void = () => undefined;
+
+  constructor(req: IncomingMessage) {
+    let pending = '';
+    req.setEncoding('latin1');
+    req.on('data', (text: string) => {
+      pending += text;
+      for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        if (/^\d{1,15}$/.test(line)) this.allowed = Math.max(this.allowed, Number(line));
+      }
+      if (pending.length > 64) req.destroy(); // not credit lines
+      this.wake();
+    });
+    req.once('end', () => {
+      this.state = 'ended';
+      this.wake();
+    });
+    req.once('close', () => {
+      if (this.state === 'open') this.state = 'closed';
+      this.wake();
+    });
+  }
+
+  /** Once the body may send more than `sent` bytes, how many in all (Infinity: no limit); -1 if the agent went away. */
+  async beyond(sent: number): Promise<number> {
+    for (;;) {
+      if (this.state === 'ended') return Infinity;
+      if (this.state === 'closed') return -1;
+      if (this.allowed > sent) return this.allowed;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
+
+const CREDIT_CHUNK_BYTES = 256 * 1024;
+
+/** Bytes start..end of a file as the answer's body, never past the credit. Closes the handle. */
+async function sendWithinCredit(fh: FileHandle, start: number, end: number, res: ServerResponse, credit: Credit): Promise<void> {
+  try {
+    const total = end - start + 1;
+    let sent = 0;
+    while (sent < total) {
+      const allowed = await credit.beyond(sent);
+      if (allowed < 0 || res.destroyed) return void res.destroy();
+      const chunk = Buffer.allocUnsafe(Math.min(CREDIT_CHUNK_BYTES, total - sent, allowed - sent));
+      const { bytesRead } = await fh.read(chunk, 0, chunk.length, start + sent);
+      if (bytesRead === 0) return void res.destroy(); // the file shrank: the answer cannot be whole
+      sent += bytesRead;
+      if (!res.write(bytesRead === chunk.length ? chunk : chunk.subarray(0, bytesRead))) {
+        await new Promise<void>((resolve) => {
+          res.once('drain', resolve);
+          res.once('close', resolve);
+        });
+      }
+    }
+    res.end();
+  } finally {
+    await fh.close().catch(() => {});
+  }
 }
 
 function entryOf(segments: readonly string[], st: Stats): Entry {
@@ -239,14 +299,14 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
         res.end();
         return;
       }
+      handedOff = true;
       if (held) {
         res.flushHeaders();
-        if (!(await requestBodyEnded(req))) {
-          res.destroy();
-          return;
-        }
+        await sendWithinCredit(fh, start, end, res, new Credit(req)).catch((err: unknown) => {
+          logger.info('download_interrupted', { path: logicalPath(segments), ...describeError(err) });
+        });
+        return;
       }
-      handedOff = true;
       // Streams exactly the announced bytes even if the file grows meanwhile; closes the handle itself.
       await pipeline(fh.createReadStream({ start, end }), res).catch((err: unknown) => {
         logger.info('download_interrupted', { path: logicalPath(segments), ...describeError(err) });
