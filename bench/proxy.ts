@@ -68,7 +68,12 @@ export async function throughputs(
   headersOf: (url: string) => Headers = () => ({}),
   cpu?: CpuOf,
 ): Promise<Throughputs> {
-  const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map((u) => download(u, headersOf(u)))));
+  // Every download must be whole: a relay that cut one short would look fast.
+  const whole = async (url: string): Promise<void> => {
+    const bytes = await download(url, headersOf(url));
+    if (bytes !== bytesEach) throw new Error(`GET ${url}: ${bytes} bytes, expected ${bytesEach}`);
+  };
+  const round = (urls: readonly string[]): Promise<number> => timed(() => Promise.all(urls.map(whole)));
   const cpuMs = { baseline: 0, ours: 0 };
   const measured = async (urls: readonly string[], pid: number | undefined, into: 'baseline' | 'ours'): Promise<number> => {
     const before = pid === undefined ? 0 : cpuMsOf(pid);

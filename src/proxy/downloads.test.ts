@@ -58,6 +58,7 @@ describe('downloads joined in the kernel', () => {
   let files: RunningServer;
   let olderGuest: Server;
   let rogueGuest: NetServer;
+  let shortGuest: NetServer;
   let dir: string;
   let base: string;
   const content = { big: randomBytes(6 * MiB), huge: randomBytes(48 * MiB), small: randomBytes(10 * 1024) };
@@ -97,8 +98,17 @@ describe('downloads joined in the kernel', () => {
       socket.on('error', () => undefined);
     });
     await new Promise<void>((resolve) => rogueGuest.listen(GUEST_PORTS.files, `${SUBNET}.13`, resolve));
+    // Seat 4's file server holds, then sends half of what it announced and hangs up.
+    shortGuest = createNetServer((socket) => {
+      socket.once('data', () => {
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${content.big.length}\r\nx-clarateach-held: 1\r\nconnection: close\r\n\r\n`);
+        socket.once('data', () => socket.end(content.big.subarray(0, content.big.length / 2)));
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => shortGuest.listen(GUEST_PORTS.files, `${SUBNET}.14`, resolve));
     api = await buildTestApi({ agentToken: undefined, capacity: 4, cidr: `${SUBNET}.1/24`, guestAnswers: true, joiner });
-    for (const seat of [1, 2, 3]) {
+    for (const seat of [1, 2, 3, 4]) {
       const created = await api.app.inject({ method: 'POST', url: '/vms', payload: { workshop_id: 'ws', seat_id: seat } });
       assert.equal(created.statusCode, 201, created.body);
     }
@@ -111,6 +121,7 @@ describe('downloads joined in the kernel', () => {
     await files?.close();
     await new Promise<void>((resolve) => (olderGuest ? olderGuest.close(() => resolve()) : resolve()));
     await new Promise<void>((resolve) => (rogueGuest ? rogueGuest.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (shortGuest ? shortGuest.close(() => resolve()) : resolve()));
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -171,6 +182,16 @@ describe('downloads joined in the kernel', () => {
     assert.equal(calls.joins - before.joins, 1);
     assert.ok(calls.overs - before.overs >= 1, 'the kernel dropped what went past the credit');
     await waitFor(() => calls.leaves - before.leaves === 1);
+  });
+
+  // The test's timeout is under the 2 minutes after which a stalled download is ended: the hang-up
+  // itself must be seen (the guest's socket is in the sockmap, its end must still reach the agent).
+  it('a guest that hangs up early: the client gets what was sent, then its connection closed', { timeout: 60_000 }, async () => {
+    const before = { ...calls };
+    const { head, body } = await rawGet(new URL(`${base}/4/files/big.bin`));
+    assert.match(head, /^HTTP\/1\.1 200/);
+    assert.equal(sha256(body), sha256(content.big.subarray(0, content.big.length / 2)));
+    assert.equal(calls.joins - before.joins, 1);
   });
 
   it('a client that leaves midway frees the join, and the next download is whole', async () => {

@@ -46,6 +46,7 @@ export const CREDIT_WINDOW_BYTES = 8 * 1024 * 1024;
  */
 const LOOK_MIN_MS = 5;
 const LOOK_MAX_MS = 1000;
+const CREDIT_LOOK_MAX_MS = 200;
 /** A download whose guest and client have both not moved for this long is given up. */
 const STALLED_MS = 120_000;
 const ANSWER_TIMEOUT_MS = 30_000;
@@ -193,7 +194,7 @@ class JoinedDownload {
   private credit = 0;
   private done = false;
   private watcher: NodeJS.Timeout | undefined;
-  private lastLook = { at: 0, relayed: 0 };
+  private lastLook = { at: 0, onClient: 0 };
   private lastMove = 0;
   private finished: () => void = () => undefined;
 
@@ -244,7 +245,7 @@ class JoinedDownload {
       return ended;
     }
     this.giveCredit();
-    this.lastLook = { at: performance.now(), relayed: 0 };
+    this.lastLook = { at: performance.now(), onClient: 0 };
     this.lastMove = Date.now();
     this.watcher = setTimeout(() => this.check(), LOOK_MIN_MS);
     return ended;
@@ -298,18 +299,25 @@ class JoinedDownload {
   }
 
   /**
-   * Soon while the last bytes drain; else about when the guest, at its pace so far, has used half
-   * of its credit (an idle look costs three system calls: fifty downloads looked at every 20 ms
-   * cost the agent a third of what relaying them in user space did).
+   * When the next look is worth its three system calls (fifty downloads looked at every 20 ms cost
+   * the agent a third of what relaying them in user space did), from the paces since the last:
+   * once all is relayed, about when the client has the rest; while credit is short, about when
+   * the client has taken enough for more, at most 200 ms on; with all credit given, the guest's
+   * end is an event, and a look each second only guards against a missed one.
    */
   private lookAgain(waiting: number): void {
     const now = performance.now();
-    const bytesPerMs = (this.relayedBytes - this.lastLook.relayed) / Math.max(1, now - this.lastLook.at);
-    this.lastLook = { at: now, relayed: this.relayedBytes };
-    const draining = this.relayedBytes >= this.length && waiting > 0;
-    const untilHalfUsed = bytesPerMs > 0 ? (this.credit - this.relayedBytes) / 2 / bytesPerMs : LOOK_MAX_MS;
-    const delay = draining ? LOOK_MIN_MS : Math.min(LOOK_MAX_MS, Math.max(LOOK_MIN_MS, untilHalfUsed));
-    this.watcher = setTimeout(() => this.check(), delay);
+    const elapsed = Math.max(1, now - this.lastLook.at);
+    const clientPerMs = (this.onClient - this.lastLook.onClient) / elapsed;
+    this.lastLook = { at: now, onClient: this.onClient };
+    let delay: number;
+    if (this.relayedBytes >= this.length) delay = clientPerMs > 0 ? waiting / clientPerMs : LOOK_MAX_MS;
+    else if (this.credit >= this.length) delay = LOOK_MAX_MS;
+    else {
+      const toMoreCredit = this.credit - CREDIT_WINDOW_BYTES / 2 - this.onClient;
+      delay = Math.min(CREDIT_LOOK_MAX_MS, clientPerMs > 0 ? toMoreCredit / clientPerMs : CREDIT_LOOK_MAX_MS / 4);
+    }
+    this.watcher = setTimeout(() => this.check(), Math.min(LOOK_MAX_MS, Math.max(LOOK_MIN_MS, delay)));
   }
 
   /** The whole body through the agent (the sockets could not be joined). */
