@@ -192,6 +192,14 @@ static void delete_key(int map, const struct join_key *key) {
   bpf(BPF_MAP_DELETE_ELEM, &attr);
 }
 
+/* The guest first, so that no packet meets the verdict while its client is gone. */
+static void remove_join(const struct join_key *key) {
+  delete_key(guests_map, key);
+  delete_key(clients_map, key);
+  delete_key(counts_map, key);
+  delete_key(limits_map, key);
+}
+
 static int key_of(int guest_fd, struct join_key *key) {
   struct sockaddr_in local, remote;
   socklen_t length = sizeof local;
@@ -216,18 +224,24 @@ static napi_value number(napi_env env, double value) {
 // A join's handle for JavaScript: remote_ip4 * 65536 + local_port (under 2^48, exact in a double).
 static double key_handle(const struct join_key *key) { return (double)key->remote_ip4 * 65536.0 + (double)key->local_port; }
 
+/* The key a handle stands for; -1 when it is not one. */
+static int key_of_handle(double handle, struct join_key *key) {
+  if (!(handle >= 0 && handle < 281474976710656.0)) return -1;
+  uint64_t whole = (uint64_t)handle;
+  key->remote_ip4 = (uint32_t)(whole >> 16);
+  key->local_port = (uint32_t)(whole & 0xffff);
+  return 0;
+}
+
 static int key_arg(napi_env env, napi_callback_info info, struct join_key *key) {
   napi_value argv[1];
   size_t argc = 1;
   double handle;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_double(env, argv[0], &handle) != napi_ok || handle < 0 || handle >= 281474976710656.0) {
+      napi_get_value_double(env, argv[0], &handle) != napi_ok || key_of_handle(handle, key) != 0) {
     napi_throw_type_error(env, NULL, "expected a join handle");
     return -1;
   }
-  uint64_t whole = (uint64_t)handle;
-  key->remote_ip4 = (uint32_t)(whole >> 16);
-  key->local_port = (uint32_t)(whole & 0xffff);
   return 0;
 }
 
@@ -270,27 +284,20 @@ static napi_value join(napi_env env, napi_callback_info info) {
   struct join_count zero = {0, 0};
   uint64_t allowed = (uint64_t)limit;
   uint32_t client = (uint32_t)client_fd, guest = (uint32_t)guest_fd;
+  // The client before the guest: a packet the verdict redirects must find its target.
+  const char *failed = NULL;
   if (update(counts_map, &key, &zero, BPF_ANY) != 0 || update(limits_map, &key, &allowed, BPF_ANY) != 0) {
-    int saved = errno;
-    delete_key(counts_map, &key);
-    errno = saved;
-    return throw_errno(env, "a byte counter");
+    failed = "a byte counter";
+  } else if (update(clients_map, &key, &client, BPF_NOEXIST) != 0) {
+    failed = "putting the client socket in the sockhash";
+  } else if (update(guests_map, &key, &guest, BPF_NOEXIST) != 0) {
+    failed = "putting the guest socket in the sockhash";
   }
-  // The client first: a packet the verdict redirects must find its target.
-  if (update(clients_map, &key, &client, BPF_NOEXIST) != 0) {
+  if (failed != NULL) {
     int saved = errno;
-    delete_key(counts_map, &key);
-    delete_key(limits_map, &key);
+    remove_join(&key); // what is not there is simply not found
     errno = saved;
-    return throw_errno(env, "putting the client socket in the sockhash");
-  }
-  if (update(guests_map, &key, &guest, BPF_NOEXIST) != 0) {
-    int saved = errno;
-    delete_key(clients_map, &key);
-    delete_key(counts_map, &key);
-    delete_key(limits_map, &key);
-    errno = saved;
-    return throw_errno(env, "putting the guest socket in the sockhash");
+    return throw_errno(env, failed);
   }
   return number(env, key_handle(&key));
 }
@@ -300,14 +307,13 @@ static napi_value allow(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   size_t argc = 2;
   double handle, limit;
+  struct join_key key;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
       napi_get_value_double(env, argv[0], &handle) != napi_ok || napi_get_value_double(env, argv[1], &limit) != napi_ok ||
-      handle < 0 || handle >= 281474976710656.0 || limit < 0) {
+      key_of_handle(handle, &key) != 0 || limit < 0) {
     napi_throw_type_error(env, NULL, "expected allow(handle, limit)");
     return NULL;
   }
-  uint64_t whole = (uint64_t)handle;
-  struct join_key key = {(uint32_t)(whole >> 16), (uint32_t)(whole & 0xffff)};
   uint64_t allowed = (uint64_t)limit;
   if (update(limits_map, &key, &allowed, BPF_EXIST) != 0) return throw_errno(env, "raising a limit");
   return NULL;
@@ -317,10 +323,7 @@ static napi_value allow(napi_env env, napi_callback_info info) {
 static napi_value leave(napi_env env, napi_callback_info info) {
   struct join_key key;
   if (key_arg(env, info, &key) != 0) return NULL;
-  delete_key(guests_map, &key);
-  delete_key(clients_map, &key);
-  delete_key(counts_map, &key);
-  delete_key(limits_map, &key);
+  remove_join(&key);
   return NULL;
 }
 
