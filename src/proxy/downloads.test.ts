@@ -10,7 +10,7 @@ import { connect, createServer as createNetServer, type AddressInfo, type Server
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request } from 'undici';
+import { Client, request } from 'undici';
 import { buildTestApi, type TestApi } from '../../test/support/api.ts';
 import { GUEST_PORTS } from '../guest/contract.ts';
 import { startFilesServer, type RunningServer } from '../guest/files/server.ts';
@@ -26,7 +26,7 @@ const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).dig
 async function rawGet(url: URL, o: { pauseMs?: number; readBytes?: number } = {}): Promise<{ head: string; body: Buffer }> {
   const socket = connect(Number(url.port), url.hostname);
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-  socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`);
+  socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\n\r\n`);
   if (o.pauseMs !== undefined) {
     socket.pause(); // nothing read: the agent's socket to this client fills up
     await sleep(o.pauseMs);
@@ -54,11 +54,15 @@ async function rawGet(url: URL, o: { pauseMs?: number; readBytes?: number } = {}
 describe('downloads joined in the kernel', () => {
   const opened = openKernelRelay();
   const calls = { joins: 0, allows: 0, leaves: 0, overs: 0 };
+  let failJoins = false;
+  let guestConnections = 0;
   let api: TestApi;
   let files: RunningServer;
   let olderGuest: Server;
   let rogueGuest: NetServer;
   let shortGuest: NetServer;
+  let firstVersionGuest: NetServer;
+  let droppingGuest: NetServer;
   let dir: string;
   let base: string;
   const content = { big: randomBytes(6 * MiB), huge: randomBytes(48 * MiB), small: randomBytes(10 * 1024) };
@@ -67,7 +71,11 @@ describe('downloads joined in the kernel', () => {
     const relay = opened.joiner;
     assert.ok(relay, `the kernel relay must open here (root, sockmap): ${'reason' in opened ? opened.reason : ''}`);
     const joiner: SocketJoiner = {
-      join: (guestFd, clientFd, limit) => (calls.joins++, relay.join(guestFd, clientFd, limit)),
+      join: (guestFd, clientFd, limit) => {
+        if (failJoins) throw new Error('the sockmap is full (test)');
+        calls.joins++;
+        return relay.join(guestFd, clientFd, limit);
+      },
       allow: (handle, limit) => (calls.allows++, relay.allow(handle, limit)),
       leave: (handle) => (calls.leaves++, relay.leave(handle)),
       relayed: (handle) => {
@@ -83,6 +91,7 @@ describe('downloads joined in the kernel', () => {
       config: { host: `${SUBNET}.11`, port: GUEST_PORTS.files, workspaceDir: dir, maxUploadBytes: MiB },
       logger: silentLogger,
     });
+    files.server.on('connection', () => guestConnections++);
     // Seat 2 runs a file server from before the handshake: it streams at once, whatever was asked.
     olderGuest = createServer((_request, response) => {
       response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(content.big.length) });
@@ -92,7 +101,7 @@ describe('downloads joined in the kernel', () => {
     // Seat 3 runs a file server that holds, then sends 48 MiB at once whatever credit it was given.
     rogueGuest = createNetServer((socket) => {
       socket.once('data', () => {
-        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${content.huge.length}\r\nx-clarateach-held: 1\r\nconnection: close\r\n\r\n`);
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-clarateach-held: ${content.huge.length}\r\n\r\n`);
         socket.once('data', () => socket.end(content.huge)); // the first credit line: the release
       });
       socket.on('error', () => undefined);
@@ -101,14 +110,45 @@ describe('downloads joined in the kernel', () => {
     // Seat 4's file server holds, then sends half of what it announced and hangs up.
     shortGuest = createNetServer((socket) => {
       socket.once('data', () => {
-        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${content.big.length}\r\nx-clarateach-held: 1\r\nconnection: close\r\n\r\n`);
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-clarateach-held: ${content.big.length}\r\n\r\n`);
         socket.once('data', () => socket.end(content.big.subarray(0, content.big.length / 2)));
       });
       socket.on('error', () => undefined);
     });
     await new Promise<void>((resolve) => shortGuest.listen(GUEST_PORTS.files, `${SUBNET}.14`, resolve));
-    api = await buildTestApi({ agentToken: undefined, capacity: 4, cidr: `${SUBNET}.1/24`, guestAnswers: true, joiner });
-    for (const seat of [1, 2, 3, 4]) {
+    // Seat 5's file server speaks the handshake's first version: the body inside HTTP's framing,
+    // marked `x-clarateach-held: 1`, sent once the request body ends (or as credit comes).
+    firstVersionGuest = createNetServer((socket) => {
+      let heard = '';
+      let answered = false;
+      socket.on('data', (chunk: Buffer) => {
+        heard += chunk.toString('latin1');
+        if (heard.includes('\r\n\r\n') && !answered) {
+          answered = true;
+          socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${content.big.length}\r\nx-clarateach-held: 1\r\nconnection: close\r\n\r\n`);
+        }
+        if (heard.includes('\r\n0\r\n\r\n') && !socket.writableEnded) socket.end(content.big);
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => firstVersionGuest.listen(GUEST_PORTS.files, `${SUBNET}.15`, resolve));
+    // Seat 6's file server resets its first connection when a second request comes on it: a kept
+    // connection that the guest dropped while it sat in the agent's pool.
+    let connectionsSeen = 0;
+    droppingGuest = createNetServer((socket) => {
+      const first = ++connectionsSeen === 1;
+      let requests = 0;
+      socket.on('data', (chunk: Buffer) => {
+        for (let at = chunk.indexOf('GET '); at >= 0; at = chunk.indexOf('GET ', at + 4)) {
+          if (first && ++requests === 2) return void socket.resetAndDestroy();
+          socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: timeout=60\r\n\r\nok');
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => droppingGuest.listen(GUEST_PORTS.files, `${SUBNET}.16`, resolve));
+    api = await buildTestApi({ agentToken: undefined, capacity: 6, cidr: `${SUBNET}.1/24`, guestAnswers: true, joiner });
+    for (const seat of [1, 2, 3, 4, 5, 6]) {
       const created = await api.app.inject({ method: 'POST', url: '/vms', payload: { workshop_id: 'ws', seat_id: seat } });
       assert.equal(created.statusCode, 201, created.body);
     }
@@ -122,6 +162,8 @@ describe('downloads joined in the kernel', () => {
     await new Promise<void>((resolve) => (olderGuest ? olderGuest.close(() => resolve()) : resolve()));
     await new Promise<void>((resolve) => (rogueGuest ? rogueGuest.close(() => resolve()) : resolve()));
     await new Promise<void>((resolve) => (shortGuest ? shortGuest.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (firstVersionGuest ? firstVersionGuest.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (droppingGuest ? droppingGuest.close(() => resolve()) : resolve()));
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -136,6 +178,7 @@ describe('downloads joined in the kernel', () => {
     assert.match(String(answer.headers['content-security-policy']), /sandbox/);
     assert.equal(answer.headers['x-content-type-options'], 'nosniff');
     assert.equal(answer.headers['x-clarateach-held'], undefined, 'the handshake stays between agent and guest');
+    assert.equal(answer.headers.connection, 'keep-alive');
     assert.equal(calls.joins - before.joins, 1);
     await waitFor(() => calls.leaves - before.leaves === 1);
     const metrics = await (await request(`${base.replace('/proxy/ws', '')}/metrics`)).body.text();
@@ -203,12 +246,67 @@ describe('downloads joined in the kernel', () => {
     assert.equal(sha256(Buffer.from(await again.body.arrayBuffer())), sha256(content.big));
   });
 
+  it('downloads one after another on one client connection are each joined, over one connection to the guest', async () => {
+    await waitFor(() => calls.joins === calls.leaves); // the downloads before have ended
+    const before = { ...calls };
+    const guestBefore = guestConnections;
+    const client = new Client(base.replace('/proxy/ws', ''), { pipelining: 1 });
+    let connects = 0;
+    client.on('connect', () => connects++);
+    try {
+      for (const name of ['big', 'huge', 'big'] as const) {
+        const answer = await client.request({ method: 'GET', path: `/proxy/ws/1/files/${name}.bin` });
+        assert.equal(answer.statusCode, 200);
+        assert.equal(sha256(Buffer.from(await answer.body.arrayBuffer())), sha256(content[name]));
+      }
+      const listing = await client.request({ method: 'GET', path: '/proxy/ws/1/files/' });
+      assert.equal(listing.statusCode, 200, 'the connection serves the next request after a joined download');
+      await listing.body.dump();
+    } finally {
+      await client.close();
+    }
+    assert.equal(calls.joins - before.joins, 3);
+    assert.equal(calls.leaves - before.leaves, 3);
+    assert.equal(connects, 1, 'one connection to the agent');
+    assert.ok(guestConnections - guestBefore <= 1, `${guestConnections - guestBefore} new connections to the guest`);
+  });
+
+  it('a held answer the kernel cannot join is asked for again and relayed by the agent, whole', async () => {
+    const before = { ...calls };
+    failJoins = true;
+    try {
+      const answer = await request(`${base}/1/files/big.bin`);
+      assert.equal(answer.statusCode, 200);
+      assert.equal(answer.headers['content-length'], String(content.big.length));
+      assert.equal(sha256(Buffer.from(await answer.body.arrayBuffer())), sha256(content.big));
+    } finally {
+      failJoins = false;
+    }
+    assert.equal(calls.joins - before.joins, 0);
+  });
+
   it('a guest from before the handshake (streams at once) is relayed by the agent, whole', async () => {
     const before = { ...calls };
     const answer = await request(`${base}/2/files/big.bin`);
     assert.equal(answer.statusCode, 200);
     assert.equal(sha256(Buffer.from(await answer.body.arrayBuffer())), sha256(content.big));
     assert.equal(calls.joins - before.joins, 0);
+  });
+
+  it("a guest of the handshake's first version (its body inside HTTP's framing) is relayed by the agent, whole", async () => {
+    const before = { ...calls };
+    const answer = await request(`${base}/5/files/big.bin`);
+    assert.equal(answer.statusCode, 200);
+    assert.equal(sha256(Buffer.from(await answer.body.arrayBuffer())), sha256(content.big));
+    assert.equal(calls.joins - before.joins, 0);
+  });
+
+  it('a kept connection the guest dropped meanwhile costs the client nothing: the GET goes again on a new one', async () => {
+    for (let i = 0; i < 3; i++) {
+      const answer = await request(`${base}/6/files/note.txt`);
+      assert.equal(answer.statusCode, 200);
+      assert.equal(await answer.body.text(), 'ok');
+    }
   });
 });
 

@@ -32,7 +32,7 @@ export interface SocketJoiner {
   queued(fd: number): number;
 }
 
-/** Bodies from this size on are relayed in the kernel; smaller ones are not worth a connection of their own. */
+/** Bodies from this size on are relayed in the kernel; smaller ones are not worth the handshake's round trip. */
 export const HOLD_ABOVE_BYTES = 1024 * 1024;
 /**
  * What a guest may send ahead of its client. A sockmap does not push back on the sender, so the
@@ -68,8 +68,10 @@ const HOP_BY_HOP = new Set([
   'expect',
 ]);
 
-// A pool per agent process, as reply-from's: a joined connection is closed after its download.
-const guestConnections = new http.Agent({ keepAlive: true, maxSockets: 16, keepAliveMsecs: 1000 });
+// A pool per agent process, as reply-from's. A held download's connection goes back to it once
+// the guest has sent the whole body (contract.ts), as any other's. With a timeout set, Node closes
+// an idle connection a second before the guest's announced keep-alive ends (5 s), not after.
+const guestConnections = new http.Agent({ keepAlive: true, maxSockets: 16, keepAliveMsecs: 1000, timeout: 60_000 });
 
 export interface DownloadTarget {
   readonly host: string;
@@ -101,77 +103,174 @@ export function joinable(request: FastifyRequest): boolean {
   return request.method === 'GET' && request.headers['transfer-encoding'] === undefined && (length === undefined || length === '0');
 }
 
+/** The body's length when the guest held its answer (contract.ts); undefined for any other answer. */
+function heldLength(answer: IncomingMessage): number | undefined {
+  const held = answer.headers[HELD_HEADER];
+  if (typeof held !== 'string' || !/^\d{1,15}$/.test(held) || answer.headers['content-length'] !== '0') return undefined;
+  return answer.statusCode === 200 || answer.statusCode === 206 ? Number(held) : undefined;
+}
+
+/** What a failed request to the guest says about a kept connection the guest had closed meanwhile. */
+function staleConnection(guestRequest: http.ClientRequest, error: Error): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return guestRequest.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
+}
+
+/**
+ * One GET to the guest's file server: `answered` gets its answer, `failed` the error. A kept
+ * connection that the guest closed while idle is the pool's race, not the guest's fault: the GET
+ * is sent once more on a new one.
+ */
+function askGuest(
+  request: FastifyRequest,
+  target: DownloadTarget,
+  hold: boolean,
+  answered: (answer: IncomingMessage, guestRequest: http.ClientRequest) => void,
+  failed: (error: Error) => void,
+  retried = false,
+): void {
+  const guestRequest = http.request({
+    host: target.host,
+    port: target.port,
+    path: target.path,
+    method: 'GET',
+    agent: guestConnections,
+    headers: {
+      ...forwardedHeaders(request.headers),
+      host: `${target.host}:${target.port}`,
+      ...(hold ? { [HOLD_ABOVE_HEADER]: String(HOLD_ABOVE_BYTES), 'transfer-encoding': 'chunked' } : {}),
+    },
+  });
+  let settled = false;
+  const answerTimer = setTimeout(() => guestRequest.destroy(new Error(`no answer in ${ANSWER_TIMEOUT_MS / 1000} s`)), ANSWER_TIMEOUT_MS);
+  const clientGone = (): void => {
+    if (!settled) guestRequest.destroy();
+  };
+  request.raw.socket.once('close', clientGone);
+  const settle = (): boolean => {
+    if (settled) return false;
+    settled = true;
+    clearTimeout(answerTimer);
+    request.raw.socket.removeListener('close', clientGone);
+    return true;
+  };
+  guestRequest.on('error', (error) => {
+    if (!settle()) return;
+    if (!retried && !request.raw.socket.destroyed && staleConnection(guestRequest, error)) {
+      askGuest(request, target, hold, answered, failed, true);
+    } else failed(error);
+  });
+  guestRequest.on('response', (answer) => {
+    if (settle()) answered(answer, guestRequest);
+  });
+  if (hold) guestRequest.flushHeaders();
+  else guestRequest.end();
+}
+
 /**
  * Sends one GET to the guest's file server and its answer to the client: joined in the kernel when
  * the guest holds it, streamed through the agent otherwise.
  */
-export function relayDownload(
+export async function relayDownload(
   request: FastifyRequest,
   reply: FastifyReply,
   target: DownloadTarget,
   joiner: SocketJoiner,
   traffic: ProxyTraffic,
   answerHeaders: (headers: IncomingHttpHeaders) => IncomingHttpHeaders,
-): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const guestRequest = http.request({
-      host: target.host,
-      port: target.port,
-      path: target.path,
-      method: 'GET',
-      agent: guestConnections,
-      headers: {
-        ...forwardedHeaders(request.headers),
-        host: `${target.host}:${target.port}`,
-        [HOLD_ABOVE_HEADER]: String(HOLD_ABOVE_BYTES),
-        'transfer-encoding': 'chunked',
-      },
-    });
-    let answered = false;
-    const answerTimer = setTimeout(() => guestRequest.destroy(new Error(`no answer in ${ANSWER_TIMEOUT_MS / 1000} s`)), ANSWER_TIMEOUT_MS);
-    const clientGone = (): void => {
-      if (!answered) guestRequest.destroy();
-    };
-    request.raw.socket.once('close', clientGone);
-    guestRequest.on('error', (error) => {
-      clearTimeout(answerTimer);
-      request.raw.socket.removeListener('close', clientGone);
-      if (answered) return;
-      answered = true;
+): Promise<FastifyReply> {
+  await ownSocket(request, reply);
+  if (request.raw.socket.destroyed) return reply; // the client left while its answer waited its turn
+  // Settled with the reply once it is under way: Fastify then sends nothing of its own.
+  return new Promise<FastifyReply>((resolve) => {
+    const unreachable = (error: Error): void => {
       request.log.warn({ err: error, vm: target.vm }, 'file server unreachable');
       sendError(
         reply,
         new ApiError(502, 'guest_unreachable', `the seat's file server at ${target.host}:${target.port} did not answer (${error.message})`),
       );
-      resolve();
-    });
-    guestRequest.on('response', (answer) => {
-      clearTimeout(answerTimer);
-      answered = true;
-      request.raw.socket.removeListener('close', clientGone);
-      const length = Number(answer.headers['content-length']);
-      const held =
-        answer.headers[HELD_HEADER] === '1' && (answer.statusCode === 200 || answer.statusCode === 206) && Number.isSafeInteger(length);
-      // A pipelined request's answer waits for the one before it: its socket is not its own yet.
-      const ownsSocket = reply.raw.socket === request.raw.socket;
-      if (!held || !ownsSocket || fdOf(answer.socket) === undefined || fdOf(request.raw.socket) === undefined) {
-        guestRequest.end(); // the handshake's body: a held answer (no socket to join) goes on as well
-        const counted = countingStream((bytes) => traffic.transferred('files', 'from_guest', bytes));
-        reply
-          .code(answer.statusCode ?? 502)
-          .headers(answerHeaders(answer.headers))
-          .send(pipeline(answer, counted, () => undefined));
-        resolve();
-        return;
-      }
-      reply.hijack();
-      const joined = new JoinedDownload(request, reply.raw, answer, guestRequest, joiner, traffic, target, length);
-      joined
-        .start(answer.statusCode ?? 200, headOf({ ...reply.getHeaders(), ...answerHeaders(answer.headers), connection: 'close' }))
-        .finally(resolve);
-    });
-    guestRequest.flushHeaders();
+      resolve(reply);
+    };
+    const stream = (answer: IncomingMessage): void => {
+      const counted = countingStream((bytes) => traffic.transferred('files', 'from_guest', bytes));
+      reply
+        .code(answer.statusCode ?? 502)
+        .headers(answerHeaders(answer.headers))
+        .send(pipeline(answer, counted, () => undefined));
+      resolve(reply);
+    };
+    askGuest(
+      request,
+      target,
+      true,
+      (answer, guestRequest) => {
+        const length = heldLength(answer);
+        if (length === undefined) {
+          guestRequest.end(); // the handshake's body
+          stream(answer);
+          return;
+        }
+        answer.resume(); // its framing's empty body: the connection goes back to the pool once the request ends too
+        const handle = joinSockets(request, reply, answer, joiner, target);
+        if (handle === undefined) {
+          // The held body would come outside HTTP's framing: this connection is given up, and the
+          // file asked for again without the handshake, streamed through the agent.
+          guestRequest.destroy();
+          askGuest(request, target, false, stream, unreachable);
+          return;
+        }
+        reply.hijack();
+        const joined = new JoinedDownload(request, reply.raw, guestRequest, joiner, traffic, target, handle, length);
+        const head = headOf({ ...reply.getHeaders(), ...answerHeaders(answer.headers), 'content-length': String(length) });
+        joined.start(answer.statusCode ?? 200, head).finally(() => resolve(reply));
+      },
+      unreachable,
+    );
   });
+}
+
+/** The joined download a client connection carries, if any. */
+const joinedOn = new WeakMap<Socket, JoinedDownload>();
+
+/**
+ * Waits until this answer has the client's connection: Node answers a connection's requests in
+ * turn, and only the answer being written may join its socket. A client sends its next request
+ * as soon as it has a body, while its joined download ends at the agent's next look: made now.
+ */
+async function ownSocket(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  const response = reply.raw;
+  if (response.socket !== null) return;
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      response.off('socket', done);
+      response.off('close', done);
+      resolve();
+    };
+    response.on('socket', done);
+    response.on('close', done);
+    joinedOn.get(request.raw.socket)?.lookNow();
+  });
+}
+
+/** The guest's socket joined to the client's, nothing allowed through yet; undefined where they cannot be. */
+function joinSockets(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  answer: IncomingMessage,
+  joiner: SocketJoiner,
+  target: DownloadTarget,
+): number | undefined {
+  // A pipelined request's answer waits for the one before it: its socket is not its own yet.
+  if (reply.raw.socket !== request.raw.socket) return undefined;
+  const guestFd = fdOf(answer.socket);
+  const clientFd = fdOf(request.raw.socket);
+  if (guestFd === undefined || clientFd === undefined) return undefined;
+  try {
+    return joiner.join(guestFd, clientFd, 0);
+  } catch (error) {
+    request.log.warn({ err: error, vm: target.vm }, 'download not joined in the kernel; relayed by the agent');
+    return undefined;
+  }
 }
 
 /** Headers without the unset ones, as writeHead takes them. */
@@ -182,11 +281,10 @@ function headOf(headers: Record<string, string | number | readonly string[] | st
 }
 
 /**
- * One held download: the head from the agent, the body from the kernel, paced by credit. When the
- * sockets cannot be joined, the body goes through the agent as any other.
+ * One held download, its sockets joined: the head from the agent, the body from the kernel, paced
+ * by credit. Once the client has it all, both connections are kept for their next requests.
  */
 class JoinedDownload {
-  private handle: number | undefined;
   private clientFd = -1;
   private base = 0;
   private relayedBytes = 0;
@@ -196,36 +294,41 @@ class JoinedDownload {
   private watcher: NodeJS.Timeout | undefined;
   private lastLook = { at: 0, onClient: 0 };
   private lastMove = 0;
+  private idleDelay = LOOK_MIN_MS;
   private finished: () => void = () => undefined;
+  private readonly guestSocket: Socket;
+  private readonly clientSocket: Socket;
+  private readonly look = (): void => this.check();
+  private readonly clientClosed = (): void => this.finish(false);
 
   constructor(
     private readonly request: FastifyRequest,
     private readonly response: ServerResponse,
-    private readonly answer: IncomingMessage,
     private readonly guestRequest: http.ClientRequest,
     private readonly joiner: SocketJoiner,
     private readonly traffic: ProxyTraffic,
     private readonly target: DownloadTarget,
+    private readonly handle: number,
     private readonly length: number,
-  ) {}
+  ) {
+    this.guestSocket = guestRequest.socket as Socket;
+    this.clientSocket = request.raw.socket;
+  }
 
   async start(status: number, headers: OutgoingHttpHeaders): Promise<void> {
     const ended = new Promise<void>((resolve) => (this.finished = resolve));
-    const guestSocket = this.answer.socket;
-    const clientSocket = this.request.raw.socket;
-    guestSocket.setTimeout(0); // idle in user space while the kernel carries its bytes
-    this.answer.on('error', () => undefined); // the guest's close ends the parser's body early: expected
-    this.guestRequest.on('error', () => undefined);
-    guestSocket.once('end', () => this.check());
-    guestSocket.once('close', () => this.check());
-    clientSocket.once('close', () => this.finish(false));
+    joinedOn.set(this.clientSocket, this);
+    this.guestSocket.setTimeout(0); // idle in user space while the kernel carries its bytes
+    this.guestRequest.on('error', this.look); // a guest gone is seen by the look
+    this.guestSocket.on('end', this.look);
+    this.guestSocket.on('close', this.look);
+    this.clientSocket.on('close', this.clientClosed);
     this.response.writeHead(status, headers);
     this.response.flushHeaders();
-    await headWritten(clientSocket);
+    await headWritten(this.clientSocket);
     // Read again after the wait: a socket closed meanwhile may have handed its number on.
-    const guestFd = fdOf(guestSocket);
-    const clientFd = fdOf(clientSocket);
-    if (this.done || guestSocket.destroyed || clientSocket.destroyed || guestFd === undefined || clientFd === undefined) {
+    const clientFd = fdOf(this.clientSocket);
+    if (this.done || this.guestSocket.destroyed || this.clientSocket.destroyed || clientFd === undefined) {
       this.finish(false);
       return ended;
     }
@@ -233,32 +336,31 @@ class JoinedDownload {
     this.credit = Math.min(this.length, CREDIT_WINDOW_BYTES);
     try {
       this.base = this.joiner.queued(clientFd);
-      if (this.answer.readableLength > 0) throw new Error('the guest sent its body before it was released');
-      this.handle = this.joiner.join(guestFd, clientFd, this.credit);
+      this.joiner.allow(this.handle, this.credit); // before the guest hears of it
     } catch (error) {
-      this.request.log.warn({ err: error, vm: this.target.vm }, 'download not joined in the kernel; relayed by the agent');
-      this.handle = undefined;
-    }
-    if (this.handle === undefined) {
-      this.guestRequest.end(); // no credit needed: the agent's own relay pushes back
-      this.relayByAgent();
+      this.request.log.warn({ err: error, vm: this.target.vm }, 'download not relayed in the kernel');
+      this.finish(false);
       return ended;
     }
     this.giveCredit();
     this.lastLook = { at: performance.now(), onClient: 0 };
     this.lastMove = Date.now();
-    this.watcher = setTimeout(() => this.check(), LOOK_MIN_MS);
+    this.watcher = setTimeout(this.look, LOOK_MIN_MS);
     return ended;
   }
 
-  /** The release, and each later credit: a line with the most the guest may have sent; the body's end lifts the limit. */
+  /** The client asked for more on this connection: it likely has the whole body. */
+  lookNow(): void {
+    this.check();
+  }
+
+  /** The release, and each later credit: a line with the most the guest may have sent. */
   private giveCredit(): void {
-    if (this.credit >= this.length) this.guestRequest.end();
-    else this.guestRequest.write(`${this.credit}\n`);
+    this.guestRequest.write(`${this.credit}\n`);
   }
 
   private check(): void {
-    if (this.done || this.handle === undefined) return;
+    if (this.done) return;
     clearTimeout(this.watcher);
     let relayed: number;
     let onClient: number;
@@ -279,7 +381,7 @@ class JoinedDownload {
     const waiting = relayed - onClient;
     if (waiting <= 0) {
       if (relayed >= this.length) return this.finish(true);
-      if (this.answer.socket.destroyed || this.answer.socket.readableEnded) return this.finish(false); // the guest ended early
+      if (this.guestSocket.destroyed || this.guestSocket.readableEnded) return this.finish(false); // the guest ended early
     }
     if (Date.now() - this.lastMove > STALLED_MS) {
       this.request.log.warn({ vm: this.target.vm, relayed, on_client: onClient }, 'download stalled: ended');
@@ -295,61 +397,62 @@ class JoinedDownload {
       }
       this.giveCredit();
     }
-    this.lookAgain(waiting);
+    this.lookAgain();
   }
 
   /**
-   * When the next look is worth its three system calls (fifty downloads looked at every 20 ms cost
-   * the agent a third of what relaying them in user space did), from the paces since the last:
-   * once all is relayed, about when the client has the rest; while credit is short, about when
-   * the client has taken enough for more, at most 200 ms on; with all credit given, the guest's
-   * end is an event, and a look each second only guards against a missed one.
+   * When the next look is worth its system calls (fifty downloads looked at every 20 ms cost the
+   * agent a third of what relaying them in user space did), from the client's pace since the last:
+   * while credit is short, about when the client has taken enough for more (at most 200 ms on);
+   * with all credit given, about when the client has the whole body. The guest keeps its
+   * connection after the body, so only a look sees the end, and the answer ends with it: the
+   * client's next request on this connection waits for that.
    */
-  private lookAgain(waiting: number): void {
+  private lookAgain(): void {
     const now = performance.now();
     const elapsed = Math.max(1, now - this.lastLook.at);
     const clientPerMs = (this.onClient - this.lastLook.onClient) / elapsed;
     this.lastLook = { at: now, onClient: this.onClient };
-    let delay: number;
-    if (this.relayedBytes >= this.length) delay = clientPerMs > 0 ? waiting / clientPerMs : LOOK_MAX_MS;
-    else if (this.credit >= this.length) delay = LOOK_MAX_MS;
-    else {
-      const toMoreCredit = this.credit - CREDIT_WINDOW_BYTES / 2 - this.onClient;
-      delay = Math.min(CREDIT_LOOK_MAX_MS, clientPerMs > 0 ? toMoreCredit / clientPerMs : CREDIT_LOOK_MAX_MS / 4);
-    }
-    this.watcher = setTimeout(() => this.check(), Math.min(LOOK_MAX_MS, Math.max(LOOK_MIN_MS, delay)));
-  }
-
-  /** The whole body through the agent (the sockets could not be joined). */
-  private relayByAgent(): void {
-    const counted = countingStream((bytes) => {
-      this.relayedBytes += bytes;
-    });
-    pipeline(this.answer, counted, this.response, () => this.finish(this.relayedBytes >= this.length));
+    // Nothing moved: looks back off from LOOK_MIN_MS, doubling.
+    this.idleDelay = clientPerMs > 0 ? LOOK_MIN_MS : Math.min(LOOK_MAX_MS, this.idleDelay * 2);
+    let delay = this.idleDelay;
+    if (clientPerMs > 0 && this.credit >= this.length) delay = (this.length - this.onClient) / clientPerMs;
+    else if (clientPerMs > 0) delay = Math.min(CREDIT_LOOK_MAX_MS, (this.credit - CREDIT_WINDOW_BYTES / 2 - this.onClient) / clientPerMs);
+    this.watcher = setTimeout(this.look, Math.min(LOOK_MAX_MS, Math.max(LOOK_MIN_MS, delay)));
   }
 
   private finish(complete: boolean): void {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.watcher);
-    if (this.handle !== undefined) {
-      try {
-        const relayed = this.joiner.relayed(this.handle); // a client that has it all may close before the last look
-        this.relayedBytes = relayed < 0 ? -1 - relayed : relayed;
-      } catch {
-        // the counter is gone only with the join
-      }
-      this.joiner.leave(this.handle);
+    this.guestRequest.off('error', this.look);
+    this.guestSocket.off('end', this.look);
+    this.guestSocket.off('close', this.look);
+    this.clientSocket.off('close', this.clientClosed);
+    if (joinedOn.get(this.clientSocket) === this) joinedOn.delete(this.clientSocket);
+    try {
+      const relayed = this.joiner.relayed(this.handle); // a client that has it all may close before the last look
+      this.relayedBytes = relayed < 0 ? -1 - relayed : relayed;
+      if (relayed < 0) complete = false;
+    } catch {
+      // the counter is gone only with the join
     }
-    this.answer.socket.destroy();
+    this.joiner.leave(this.handle);
     this.traffic.transferred('files', 'from_guest', this.relayedBytes);
-    if (complete) this.response.end();
-    else this.response.destroy();
+    if (complete) {
+      // Every byte is in the client's socket and the guest has sent no more than the body: both
+      // connections are as after any answer. The request's end frees the guest's for the pool.
+      this.response.end();
+      this.guestRequest.end();
+    } else {
+      this.guestRequest.destroy();
+      this.response.destroy();
+    }
     this.request.log.info(
       {
         vm: this.target.vm,
         bytes: this.relayedBytes,
-        in_kernel: this.handle !== undefined,
+        in_kernel: true,
         whole: this.relayedBytes >= this.length,
         statusCode: this.response.statusCode,
       },
@@ -362,11 +465,16 @@ class JoinedDownload {
 /** Resolves when what was written to the socket is in the kernel's hands (or the socket closed). */
 function headWritten(socket: Socket): Promise<void> {
   return new Promise((resolve) => {
-    const look = (): void => {
-      if (socket.destroyed || socket.writableLength === 0) resolve();
-      else socket.once('drain', look);
+    const done = (): void => {
+      socket.off('drain', look);
+      socket.off('close', done);
+      resolve();
     };
-    socket.once('close', resolve);
+    const look = (): void => {
+      if (socket.destroyed || socket.writableLength === 0) done();
+    };
+    socket.on('drain', look);
+    socket.once('close', done);
     setImmediate(look);
   });
 }

@@ -42,7 +42,7 @@ export function escapesWorkspace(rawPath: string): boolean {
 const FILE_METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE', 'PATCH'] as const;
 
 const FILES_DESCRIPTION =
-  "The seat's file server, streamed both ways (the guest's own API). Bodies are never buffered by the agent; of the guest's answer only a file server's headers pass, sandboxed. A GET answered with 1 MiB or more is relayed in the kernel where the agent can, and ends its connection.";
+  "The seat's file server, streamed both ways (the guest's own API). Bodies are never buffered by the agent; of the guest's answer only a file server's headers pass, sandboxed. A GET answered with 1 MiB or more is relayed in the kernel where the agent can; the connection stays open for the next request.";
 
 export async function proxyRoutes(app: FastifyInstance, o: ProxyRoutesOptions): Promise<void> {
   const params = vmParamsSchema();

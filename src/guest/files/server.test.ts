@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -197,36 +198,47 @@ describe('files server', () => {
     assert.equal((await call('GET', '/files/hello.txt/below')).status, 404);
   });
 
-  it('holds a body of the asked size, then sends it as the agent gives credit (the kernel relay handshake)', async () => {
+  it('holds a body of the asked size, sends it after its head as the agent gives credit, then serves the next request (the kernel relay handshake)', async () => {
     const bytes = randomBytes(300 * 1024);
     await writeFile(path.join(workspace, 'held.bin'), bytes);
-    const held = http.request({
-      host: '127.0.0.1',
-      port: server.port,
-      path: '/files/held.bin',
-      agent: false,
-      headers: { [HOLD_ABOVE_HEADER]: String(bytes.length), 'transfer-encoding': 'chunked' },
-    });
-    held.flushHeaders();
-    const answer = await new Promise<http.IncomingMessage>((resolve) => held.once('response', resolve));
-    assert.equal(answer.headers[HELD_HEADER], '1');
-    assert.equal(answer.headers.connection, 'close');
-    const chunks: Buffer[] = [];
-    const received = (): number => chunks.reduce((sum, chunk) => sum + chunk.length, 0);
-    answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+    // A raw connection, as the agent's sockmap sees it: the held body is outside HTTP's framing.
+    const socket = net.connect(server.port, '127.0.0.1');
+    let received = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+    const chunk = (text: string): string => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+    socket.write(
+      `GET /files/held.bin HTTP/1.1\r\nHost: guest\r\n${HOLD_ABOVE_HEADER}: ${bytes.length}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+    );
     const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 300));
     await settle();
-    assert.equal(received(), 0, 'nothing of the body before the release');
-    held.write('100000\n');
+    const headEnd = received.indexOf('\r\n\r\n');
+    assert.ok(headEnd > 0, 'the head comes at once');
+    const head = received.subarray(0, headEnd).toString('latin1');
+    assert.match(head, /^HTTP\/1\.1 200 /);
+    assert.match(head, new RegExp(`\r\n${HELD_HEADER}: ${bytes.length}\r\n`, 'i'));
+    assert.match(head, /\r\ncontent-length: 0\r\n/i);
+    assert.doesNotMatch(head, /connection: close/i);
+    const body = (): Buffer => received.subarray(headEnd + 4);
+    assert.equal(body().length, 0, 'nothing of the body before the release');
+    socket.write(chunk('100000\n'));
     await settle();
-    assert.equal(received(), 100_000, 'exactly the credit');
-    held.write('150000\n1'); // a line split across writes
-    held.write('70000\n');
+    assert.equal(body().length, 100_000, 'exactly the credit');
+    socket.write(chunk('150000\n1')); // a line split across writes
+    socket.write(chunk('70000\n'));
     await settle();
-    assert.equal(received(), 170_000);
-    held.end(); // no more limit
-    await new Promise((resolve) => answer.once('end', resolve));
-    assert.equal(sha256(Buffer.concat(chunks)), sha256(bytes));
+    assert.equal(body().length, 170_000);
+    socket.write(chunk(`${bytes.length}\n`));
+    await settle();
+    assert.equal(sha256(body()), sha256(bytes));
+    // The agent ends its request: the connection carries the next one.
+    socket.write('0\r\n\r\nGET /files/held.bin HTTP/1.1\r\nHost: guest\r\n\r\n');
+    const before = headEnd + 4 + bytes.length;
+    await settle();
+    const next = received.subarray(before);
+    const nextHeadEnd = next.indexOf('\r\n\r\n');
+    assert.match(next.subarray(0, nextHeadEnd).toString('latin1'), /^HTTP\/1\.1 200 /);
+    assert.equal(sha256(next.subarray(nextHeadEnd + 4)), sha256(bytes));
+    socket.destroy();
 
     // Under the size, or not asked: answered at once, unmarked.
     const small = await call('GET', '/files/held.bin', { headers: { [HOLD_ABOVE_HEADER]: String(bytes.length + 1) } });
@@ -234,8 +246,8 @@ describe('files server', () => {
     assert.equal(sha256(small.body), sha256(bytes));
     const plain = await call('GET', '/files/held.bin');
     assert.equal(plain.headers[HELD_HEADER], undefined);
-    const head = await call('HEAD', '/files/held.bin', { headers: { [HOLD_ABOVE_HEADER]: '1' } });
-    assert.equal(head.headers[HELD_HEADER], undefined);
+    const headOnly = await call('HEAD', '/files/held.bin', { headers: { [HOLD_ABOVE_HEADER]: '1' } });
+    assert.equal(headOnly.headers[HELD_HEADER], undefined);
     await rm(path.join(workspace, 'held.bin'));
   });
 

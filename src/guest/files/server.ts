@@ -12,6 +12,7 @@ import { lstat, mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'no
 import type { FileHandle } from 'node:fs/promises';
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { HELD_HEADER, HOLD_ABOVE_HEADER } from '../contract.ts';
@@ -80,14 +81,18 @@ class Credit {
       if (pending.length > 64) req.destroy(); // not credit lines
       this.wake();
     });
+    // The answer has ended (its head), so the request is not told when the connection goes: the socket is.
+    const closed = (): void => {
+      if (this.state === 'open') this.state = 'closed';
+      this.wake();
+    };
+    req.socket.once('close', closed);
     req.once('end', () => {
+      req.socket.off('close', closed);
       this.state = 'ended';
       this.wake();
     });
-    req.once('close', () => {
-      if (this.state === 'open') this.state = 'closed';
-      this.wake();
-    });
+    req.once('close', closed);
   }
 
   /** Once the body may send more than `sent` bytes, how many in all (Infinity: no limit); -1 if the agent went away. */
@@ -104,21 +109,25 @@ class Credit {
 /** How much of a file the server reads and writes at a time. */
 const READ_CHUNK_BYTES = 256 * 1024;
 
-/** Bytes start..end of a file as the answer's body, never past the credit. Closes the handle. */
-/** Resolves when a response can take more, or is closed. */
-function drained(res: ServerResponse): Promise<void> {
+/** Resolves when a socket can take more, or is closed. */
+function drained(socket: Socket): Promise<void> {
   return new Promise<void>((resolve) => {
     const done = (): void => {
-      res.off('drain', done);
-      res.off('close', done);
+      socket.off('drain', done);
+      socket.off('close', done);
       resolve();
     };
-    res.on('drain', done);
-    res.on('close', done);
+    socket.on('drain', done);
+    socket.on('close', done);
   });
 }
 
-async function sendWithinCredit(fh: FileHandle, start: number, end: number, res: ServerResponse, credit: Credit): Promise<void> {
+/**
+ * Bytes start..end of a file written on the held request's socket after its head, outside HTTP's
+ * framing (contract.ts), never past the credit. Closes the handle; destroys the socket when the
+ * body cannot be whole (the agent then ends the download).
+ */
+async function sendWithinCredit(fh: FileHandle, start: number, end: number, socket: Socket, credit: Credit): Promise<void> {
   const total = end - start + 1;
   let read = 0;
   // One chunk is read ahead while the one before is written, as a read stream does.
@@ -133,18 +142,17 @@ async function sendWithinCredit(fh: FileHandle, start: number, end: number, res:
     let sent = 0;
     while (sent < total && ahead) {
       let chunk: Buffer = await ahead;
-      if (chunk.length === 0) return void res.destroy(); // the file shrank: the answer cannot be whole
+      if (chunk.length === 0) return void socket.destroy(); // the file shrank: the answer cannot be whole
       ahead = read < total ? readNext() : undefined;
       while (chunk.length > 0) {
         const allowed = await credit.beyond(sent);
-        if (allowed < 0 || res.destroyed) return void res.destroy();
+        if (allowed < 0 || socket.destroyed) return void socket.destroy();
         const part = chunk.subarray(0, Math.min(chunk.length, allowed - sent));
         chunk = chunk.subarray(part.length);
         sent += part.length;
-        if (!res.write(part)) await drained(res);
+        if (!socket.write(part)) await drained(socket);
       }
     }
-    res.end();
   } finally {
     await ahead?.catch(() => undefined); // never a read on a closed handle
     await fh.close().catch(() => {});
@@ -311,12 +319,12 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
         status = 206;
         headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`;
       }
-      headers['Content-Length'] = String(end - start + 1);
-      const held = req.method === 'GET' && end - start + 1 >= holdAbove(req);
-      if (held) {
-        headers[HELD_HEADER] = '1';
-        headers.Connection = 'close';
-      }
+      const length = end - start + 1;
+      // Not for a pipelined request: its head waits for the answer before it, the raw body would not.
+      const held = req.method === 'GET' && length > 0 && length >= holdAbove(req) && res.socket !== null;
+      // A held body follows its head outside HTTP's framing: the connection is free again once the agent ends its request.
+      headers['Content-Length'] = held ? '0' : String(length);
+      if (held) headers[HELD_HEADER] = String(length);
       res.writeHead(status, headers);
       if (req.method === 'HEAD' || end < start) {
         res.end();
@@ -324,8 +332,11 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
       }
       handedOff = true;
       if (held) {
-        res.flushHeaders();
-        await sendWithinCredit(fh, start, end, res, new Credit(req)).catch((err: unknown) => {
+        const credit = new Credit(req);
+        // The server's idle timer is not for a body it cannot see; the agent ends a stalled download.
+        req.on('timeout', () => undefined);
+        res.end();
+        await sendWithinCredit(fh, start, end, req.socket, credit).catch((err: unknown) => {
           logger.info('download_interrupted', { path: logicalPath(segments), ...describeError(err) });
         });
         return;
