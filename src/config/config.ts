@@ -30,6 +30,8 @@ export interface AgentConfig {
   readonly vmMaxMemoryMb: number;
   readonly vmDiskMb: number;
   readonly memoryOvercommit: number;
+  /** The seats' share, as a whole, of a contended CPU against the host's other work (cgroup v2 cpu.weight units). */
+  readonly seatsCpuWeight: number;
   /** Seats restore from a snapshot of their template build (made in the background) instead of booting. */
   readonly snapshotStart: boolean;
   /** Large downloads go from the guest's socket to the client's in the kernel (eBPF sockmap). */
@@ -135,6 +137,12 @@ export const SETTINGS = {
     flag: '--snapshot-start',
     help: 'on: new seats restore from a snapshot of their template (made in the background); off: every seat boots cold',
     fallback: () => 'on',
+  },
+  seatsCpuWeight: {
+    env: 'SEATS_CPU_WEIGHT',
+    flag: '--seats-cpu-weight',
+    help: "the seats' CPU weight as a whole (1-10000; the host's other cgroups have 100): below theirs, the agent relays promptly when seats use every cycle",
+    fallback: () => '12',
   },
   kernelRelay: {
     env: 'KERNEL_RELAY',
@@ -291,6 +299,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, argv: readonly string[] = [])
     vmMaxMemoryMb,
     vmDiskMb: integer(SETTINGS.vmDiskMb, text(SETTINGS.vmDiskMb), 256, 1_048_576),
     memoryOvercommit: ratio(SETTINGS.memoryOvercommit, text(SETTINGS.memoryOvercommit)),
+    seatsCpuWeight: integer(SETTINGS.seatsCpuWeight, text(SETTINGS.seatsCpuWeight), 1, 10_000),
     snapshotStart: onOff(SETTINGS.snapshotStart, text(SETTINGS.snapshotStart)),
     kernelRelay: onOff(SETTINGS.kernelRelay, text(SETTINGS.kernelRelay)),
     logLevel: text(SETTINGS.logLevel),

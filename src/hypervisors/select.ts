@@ -12,7 +12,15 @@ import { detectAcceleration } from './qemu/accel.ts';
 
 type SelectConfig = Pick<
   AgentConfig,
-  'hypervisor' | 'firecrackerBin' | 'jailerBin' | 'jailChrootBaseDir' | 'qemuBin' | 'imagesDir' | 'stateDir' | 'qemuAccel'
+  | 'hypervisor'
+  | 'firecrackerBin'
+  | 'jailerBin'
+  | 'jailChrootBaseDir'
+  | 'qemuBin'
+  | 'imagesDir'
+  | 'stateDir'
+  | 'qemuAccel'
+  | 'seatsCpuWeight'
 >;
 
 /** KVM that really runs a guest: proven by QEMU's bounded trial boot (cached in STATE_DIR). */
@@ -32,6 +40,7 @@ export async function selectDriver(config: SelectConfig, log: Logger): Promise<H
     createFirecrackerDriver({
       firecrackerBin: config.firecrackerBin,
       log,
+      cgroup: { cpuWeight: config.seatsCpuWeight },
       ...(config.jailerBin === undefined ? {} : { jailerBin: config.jailerBin, jail: { chrootBaseDir: config.jailChrootBaseDir } }),
     });
   const qemu = async (): Promise<HypervisorDriver> => {
@@ -44,6 +53,7 @@ export async function selectDriver(config: SelectConfig, log: Logger): Promise<H
       stateDir: config.stateDir,
       log,
       accel: config.qemuAccel,
+      cgroup: { cpuWeight: config.seatsCpuWeight },
     });
   };
   switch (config.hypervisor) {

@@ -32,6 +32,12 @@ export interface CgroupPlacement {
    * v2 that own cgroup must hold no processes once controllers are enabled for its children.
    */
   readonly relativeTo?: 'root' | 'self';
+  /**
+   * The VMs' share, as a whole, of a contended CPU against the parent's siblings, in cgroup v2's
+   * cpu.weight units (1-10000; the kernel's default is 100), written on the parent cgroup (v1:
+   * cpu.shares, weight × 1024 / 100). Unset: left as it is.
+   */
+  readonly cpuWeight?: number;
 }
 
 /** A placement with its directories worked out. */
@@ -39,6 +45,7 @@ export interface ResolvedPlacement {
   readonly layout: CgroupLayout;
   readonly parent: string;
   readonly relativeTo: 'root' | 'self';
+  readonly cpuWeight?: number;
   /** Absolute directory of the parent cgroup in each controller's hierarchy. */
   readonly parentDirs: Readonly<Record<VmController, string>>;
 }
@@ -73,7 +80,27 @@ export async function resolvePlacement(placement: PlacementInput = {}): Promise<
     };
     bases = { cpu: base('cpu'), memory: base('memory') };
   }
-  return { layout, parent, relativeTo, parentDirs: { cpu: join(bases.cpu, parent), memory: join(bases.memory, parent) } };
+  const { cpuWeight } = placement;
+  if (cpuWeight !== undefined && !(Number.isInteger(cpuWeight) && cpuWeight >= 1 && cpuWeight <= 10_000)) {
+    throw new CgroupError(`the VMs' CPU weight must be an integer in 1..10000, got ${cpuWeight}`, parent);
+  }
+  return {
+    layout,
+    parent,
+    relativeTo,
+    parentDirs: { cpu: join(bases.cpu, parent), memory: join(bases.memory, parent) },
+    ...(cpuWeight === undefined ? {} : { cpuWeight }),
+  };
+}
+
+/** The placement's CPU weight on its parent cgroup: v2 cpu.weight, v1 cpu.shares (1024 is v1's 100). */
+async function writeCpuWeight(resolved: ResolvedPlacement): Promise<void> {
+  if (resolved.cpuWeight === undefined) return;
+  const [file, value] =
+    resolved.layout.version === 2
+      ? ['cpu.weight', resolved.cpuWeight]
+      : ['cpu.shares', Math.max(2, Math.round((resolved.cpuWeight * 1024) / 100))];
+  await writeCgroupFile(join(resolved.parentDirs.cpu, file), String(value));
 }
 
 const NO_INTERNAL_PROCESSES =
@@ -107,7 +134,8 @@ async function enableControllers(dir: string): Promise<void> {
 
 /**
  * Creates the parent cgroup (and its ancestors) in every hierarchy; with v2 also enables cpu and
- * memory for the children of every level from the hierarchy's root down to the parent.
+ * memory for the children of every level from the hierarchy's root down to the parent. Writes the
+ * VMs' CPU weight on the parent when the placement has one.
  */
 export async function ensureParentCgroup(placement: PlacementInput = {}): Promise<ResolvedPlacement> {
   const resolved = await resolvePlacement(placement);
@@ -119,6 +147,7 @@ export async function ensureParentCgroup(placement: PlacementInput = {}): Promis
         throw new CgroupError(`cannot create cgroup ${dir}: ${errorText(error)}`, dir, undefined, errnoOf(error));
       }
     }
+    await writeCpuWeight(resolved);
     return resolved;
   }
   const mount = resolved.layout.mounts.cpu;
@@ -129,6 +158,7 @@ export async function ensureParentCgroup(placement: PlacementInput = {}): Promis
     await mkdirCgroup(dir);
     await enableControllers(dir);
   }
+  await writeCpuWeight(resolved);
   return resolved;
 }
 

@@ -42,6 +42,13 @@ describe('VM cgroups on cgroup v2 (fake tree)', () => {
     assert.equal(fake.read(join(leaf, 'cgroup.subtree_control')), undefined, 'nothing enabled below the leaf');
   });
 
+  test("the VMs' CPU weight goes on the parent cgroup; one out of range is refused", async () => {
+    await createVmCgroup({ name: 'seat-w', vcpus: 1, memoryMb: 64 }, { ...placement, cpuWeight: 12 });
+    assert.equal(fake.read(join(fake.root, 'clarateach', 'cpu.weight')), '12');
+    assert.equal(fake.read(join(fake.root, 'clarateach', 'seat-w', 'cpu.weight')), undefined, 'each VM keeps the default among the VMs');
+    await assert.rejects(resolvePlacement({ ...placement, cpuWeight: 0 }), /CPU weight must be an integer in 1..10000, got 0/);
+  });
+
   test('controllers already enabled (as systemd leaves the root): subtree_control is not written again', async () => {
     const enabled = 'cpuset cpu io memory pids\n';
     writeFileSync(join(fake.root, 'cgroup.subtree_control'), enabled);
