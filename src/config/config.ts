@@ -141,8 +141,8 @@ export const SETTINGS = {
   seatsCpuWeight: {
     env: 'SEATS_CPU_WEIGHT',
     flag: '--seats-cpu-weight',
-    help: "the seats' CPU weight as a whole (1-10000; the host's other cgroups have 100): below theirs, the agent relays promptly when seats use every cycle",
-    fallback: () => '12',
+    help: "the seats' CPU weight as a whole (1-10000; the host's other cgroups have 100): lower, the agent relays sooner when seats use every cycle, but restores at once take longer",
+    fallback: () => '100',
   },
   kernelRelay: {
     env: 'KERNEL_RELAY',

@@ -36,6 +36,9 @@ export function createJsonServer(o: JsonServerOptions): FastifyInstance {
     frameworkErrors: handler,
     // Requests that are not valid HTTP (or whose headers are too large) still get { error, code }.
     clientErrorHandler: (error, socket) => {
+      // An answer under way on this connection (a download's body, perhaps relayed in the kernel):
+      // an error written now would land inside it. Node's own handler does the same.
+      if ((socket as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage?.headersSent) return void socket.destroy();
       if ((error as { code?: string }).code === 'HPE_HEADER_OVERFLOW')
         writeRawError(socket, 431, 'headers_too_large', 'request headers are too large', { observe: o.observe });
       else writeRawError(socket, 400, 'invalid_request', 'malformed HTTP request', { observe: o.observe });

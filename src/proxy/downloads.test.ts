@@ -53,8 +53,9 @@ async function rawGet(url: URL, o: { pauseMs?: number; readBytes?: number } = {}
 
 describe('downloads joined in the kernel', () => {
   const opened = openKernelRelay();
-  const calls = { joins: 0, allows: 0, leaves: 0, overs: 0 };
+  const calls = { joins: 0, refusedJoins: 0, allows: 0, leaves: 0, overs: 0 };
   let failJoins = false;
+  let connectionsSeen = 0; // by seat 6's file server
   let guestConnections = 0;
   let api: TestApi;
   let files: RunningServer;
@@ -72,7 +73,10 @@ describe('downloads joined in the kernel', () => {
     assert.ok(relay, `the kernel relay must open here (root, sockmap): ${'reason' in opened ? opened.reason : ''}`);
     const joiner: SocketJoiner = {
       join: (guestFd, clientFd, limit) => {
-        if (failJoins) throw new Error('the sockmap is full (test)');
+        if (failJoins) {
+          calls.refusedJoins++;
+          throw new Error('the sockmap is full (test)');
+        }
         calls.joins++;
         return relay.join(guestFd, clientFd, limit);
       },
@@ -134,7 +138,6 @@ describe('downloads joined in the kernel', () => {
     await new Promise<void>((resolve) => firstVersionGuest.listen(GUEST_PORTS.files, `${SUBNET}.15`, resolve));
     // Seat 6's file server resets its first connection when a second request comes on it: a kept
     // connection that the guest dropped while it sat in the agent's pool.
-    let connectionsSeen = 0;
     droppingGuest = createNetServer((socket) => {
       const first = ++connectionsSeen === 1;
       let requests = 0;
@@ -282,6 +285,7 @@ describe('downloads joined in the kernel', () => {
     } finally {
       failJoins = false;
     }
+    assert.equal(calls.refusedJoins - before.refusedJoins, 1, 'the guest held it, and the join was tried');
     assert.equal(calls.joins - before.joins, 0);
   });
 
@@ -307,6 +311,7 @@ describe('downloads joined in the kernel', () => {
       assert.equal(answer.statusCode, 200);
       assert.equal(await answer.body.text(), 'ok');
     }
+    assert.equal(connectionsSeen, 2, 'the kept connection was used again, dropped, and the GET sent on a new one');
   });
 });
 

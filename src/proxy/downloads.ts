@@ -239,16 +239,18 @@ const joinedOn = new WeakMap<Socket, JoinedDownload>();
  */
 async function ownSocket(request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const response = reply.raw;
-  if (response.socket !== null) return;
+  const socket = request.raw.socket;
+  if (response.socket !== null || socket.destroyed) return;
   await new Promise<void>((resolve) => {
+    // A queued answer hears nothing when its connection closes: the socket does.
     const done = (): void => {
       response.off('socket', done);
-      response.off('close', done);
+      socket.off('close', done);
       resolve();
     };
     response.on('socket', done);
-    response.on('close', done);
-    joinedOn.get(request.raw.socket)?.lookNow();
+    socket.on('close', done);
+    joinedOn.get(socket)?.lookNow();
   });
 }
 
@@ -325,10 +327,10 @@ class JoinedDownload {
     this.clientSocket.on('close', this.clientClosed);
     this.response.writeHead(status, headers);
     this.response.flushHeaders();
-    await headWritten(this.clientSocket);
+    const written = await headWritten(this.clientSocket, STALLED_MS);
     // Read again after the wait: a socket closed meanwhile may have handed its number on.
     const clientFd = fdOf(this.clientSocket);
-    if (this.done || this.guestSocket.destroyed || this.clientSocket.destroyed || clientFd === undefined) {
+    if (!written || this.done || this.guestSocket.destroyed || this.clientSocket.destroyed || clientFd === undefined) {
       this.finish(false);
       return ended;
     }
@@ -462,19 +464,20 @@ class JoinedDownload {
   }
 }
 
-/** Resolves when what was written to the socket is in the kernel's hands (or the socket closed). */
-function headWritten(socket: Socket): Promise<void> {
+/**
+ * Whether what was written to the socket reached the kernel (false: the socket closed, or not in
+ * `timeoutMs`). Looked at, not waited on: a small write that libuv could not finish at once leaves
+ * bytes queued without a 'drain' to come.
+ */
+function headWritten(socket: Socket, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
   return new Promise((resolve) => {
-    const done = (): void => {
-      socket.off('drain', look);
-      socket.off('close', done);
-      resolve();
-    };
     const look = (): void => {
-      if (socket.destroyed || socket.writableLength === 0) done();
+      if (socket.destroyed) resolve(false);
+      else if (socket.writableLength === 0) resolve(true);
+      else if (Date.now() > deadline) resolve(false);
+      else setTimeout(look, LOOK_MIN_MS);
     };
-    socket.on('drain', look);
-    socket.once('close', done);
     setImmediate(look);
   });
 }

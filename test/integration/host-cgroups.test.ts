@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { cgroupPathsOf, readProcessCgroups } from '../../src/host/cgroups/detect.ts';
@@ -165,6 +165,14 @@ describe('VM cgroups on this host (real)', { skip }, () => {
     const smaller = await createVmCgroup({ name: 'resize', vcpus: 1, memoryMb: 32 }, area.placement);
     assert.equal(read(smaller, 'memory', limitFile), String(32 * MIB));
     await smaller.remove();
+  });
+
+  test("the VMs' CPU weight is written on their parent cgroup (v1 cpu.shares, v2 cpu.weight)", async () => {
+    const cgroup = await createVmCgroup({ name: 'weighted', vcpus: 1, memoryMb: 64 }, { ...area.placement, cpuWeight: 25 });
+    const parentDir = dirname(cgroup.dirs.cpu);
+    const v2 = existsSync(join(parentDir, 'cpu.weight'));
+    assert.equal(readFileSync(join(parentDir, v2 ? 'cpu.weight' : 'cpu.shares'), 'utf8').trim(), v2 ? '25' : '256');
+    await cgroup.remove();
   });
 
   test('placeInCgroup (what the QEMU driver would call right after spawning)', async () => {

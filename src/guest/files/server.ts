@@ -86,6 +86,8 @@ class Credit {
       if (this.state === 'open') this.state = 'closed';
       this.wake();
     };
+    // Gone before this was made (an agent that gave up while the file was opened): no event will come.
+    if (req.destroyed || req.socket.destroyed) this.state = 'closed';
     req.socket.once('close', closed);
     req.once('end', () => {
       req.socket.off('close', closed);
@@ -321,7 +323,8 @@ export async function startFilesServer(opts: FilesServerOptions): Promise<Runnin
       }
       const length = end - start + 1;
       // Not for a pipelined request: its head waits for the answer before it, the raw body would not.
-      const held = req.method === 'GET' && length > 0 && length >= holdAbove(req) && res.socket !== null;
+      // Nor when the connection ends with the answer's head: a held body follows it on the same connection.
+      const held = req.method === 'GET' && length > 0 && length >= holdAbove(req) && res.socket !== null && res.shouldKeepAlive;
       // A held body follows its head outside HTTP's framing: the connection is free again once the agent ends its request.
       headers['Content-Length'] = held ? '0' : String(length);
       if (held) headers[HELD_HEADER] = String(length);
