@@ -182,8 +182,6 @@ export async function keystrokesPerShell(
  * swapped each round (one shell: the rounds alternate). Shells are expected to alternate between
  * two guests, as the callers make them. Both ways meet the same guests at the same
  * moment: with 50 shells an emulated guest's own delay swings by more than the proxy adds.
- * The third result pairs the ways by shell: the median over the shells of what each shell's
- * median added (a shell's own level, its guest and its place, cancels out).
  */
 export async function keystrokesSideBySide(
   baseline: readonly string[],
@@ -191,23 +189,18 @@ export async function keystrokesSideBySide(
   keys: number,
   rounds: number,
   headersOf: (url: string) => Headers = () => ({}),
-): Promise<[number[], number[], number]> {
+): Promise<[number[], number[]]> {
   await keystrokesPerShell(baseline, 3, headersOf);
   const both: [number[], number[]] = [[], []];
-  const perShell = baseline.map((): [number[], number[]] => [[], []]);
   for (let round = 0; round < rounds; round++) {
     // Shells alternate between the two guests (i % 2): pairs of them go one way, so that each
     // guest has as many shells typing one way as the other.
     const way = (i: number): 0 | 1 => ((Math.floor(i / 2) + round) % 2 === 0 ? 0 : 1);
     const urls = baseline.map((url, i) => (way(i) === 0 ? url : (ours[i] ?? url)));
     const rtts = await keystrokesPerShell(urls, keys, headersOf);
-    rtts.forEach((mine, i) => {
-      both[way(i)].push(...mine);
-      perShell[i]?.[way(i)].push(...mine);
-    });
+    rtts.forEach((mine, i) => both[way(i)].push(...mine));
   }
-  const added = perShell.filter(([a, b]) => a.length > 0 && b.length > 0).map(([a, b]) => median(b) - median(a));
-  return [both[0], both[1], median(added)];
+  return both;
 }
 
 /** A relay child that listens on loopback; undefined (and killed) if it did not start or exited at once. */
@@ -397,10 +390,10 @@ export async function proxyBench(agent: BenchAgent, results: Results): Promise<v
       // re-attaches to the sessions the first one made.
       sessionsOf(sessions).map((session, i) => terminal(i % 2 ? b : a, via, session));
     // 30 keys a shell and round with 50 shells: 3,000 a way, or the median moves by more than 1 ms between runs.
-    const [viaDirect, viaProxy, perShell] = await keystrokesSideBySide(urls('direct'), urls('proxy'), sessions === 1 ? 50 : 30, 4);
+    const [viaDirect, viaProxy] = await keystrokesSideBySide(urls('direct'), urls('proxy'), sessions === 1 ? 50 : 30, 4);
     results.add(
       'proxy',
-      `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, side by side (4 rounds), median / p95 (added: ${ms(median(viaProxy) - median(viaDirect))}${sessions > 1 ? `; by shell: ${ms(perShell)}` : ''})`,
+      `keystroke round trip, ${sessions} session${sessions > 1 ? 's' : ''}, side by side (4 rounds), median / p95 (added: ${ms(median(viaProxy) - median(viaDirect))})`,
       `direct ${ms(median(viaDirect))} / ${ms(p95(viaDirect))}`,
       `proxy ${ms(median(viaProxy))} / ${ms(p95(viaProxy))}`,
       median(viaProxy) / median(viaDirect),
